@@ -1,0 +1,47 @@
+"""The aiohttp app factory: it receives settings and the queue, and owns its resources in cleanup_ctx."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from ..queue.setup import Queue
+from ..scheduler import start_scheduler
+from ..settings import Settings
+from .auth import KeyChecker, auth_middleware
+from .context import AppContext, ctx_key
+from .errors import errors_middleware
+from .handlers import routes
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 1024 * 1024
+
+
+def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True) -> web.Application:
+    executor = ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="coldmail-db")
+    ctx = AppContext(settings=settings, queue=queue, executor=executor)
+    checker = KeyChecker(settings.api_keys, ctx.run)
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES,
+                          middlewares=[errors_middleware, auth_middleware(checker)])
+    app[ctx_key] = ctx
+    app.add_routes(routes)
+
+    async def executor_ctx(app: web.Application):
+        yield
+        executor.shutdown(wait=True, cancel_futures=False)
+
+    app.cleanup_ctx.append(executor_ctx)
+
+    if with_scheduler:
+        async def scheduler_ctx(app: web.Application):
+            scheduler = start_scheduler(settings, queue.handover)
+            log.info("scheduler started: hand-over every %.2fs, horizon %.0fs",
+                     settings.handover_interval_s, settings.handover_horizon_s)
+            yield
+            scheduler.shutdown(wait=True)
+
+        app.cleanup_ctx.append(scheduler_ctx)
+    return app

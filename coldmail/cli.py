@@ -1,0 +1,76 @@
+"""`python run.py [all|api|migrate|create-api-key NAME|make-secret-key]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .errors import ConfigError, ServiceUnavailable
+from .settings import Settings
+
+log = logging.getLogger("coldmail")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py", description="coldmail: schedule email over HTTP, send it on time.")
+    parser.add_argument("--log-format", choices=("text", "json"), help="overrides LOG_FORMAT")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("all", help="API, scheduler and an in-process worker (the default)")
+    sub.add_parser("api", help="API and scheduler only; run workers with `dramatiq coldmail.worker`")
+    sub.add_parser("migrate", help="create the database if missing and bring its schema up to date")
+    key = sub.add_parser("create-api-key", help="print a new API key once; only its hash is stored")
+    key.add_argument("name")
+    sub.add_parser("make-secret-key", help="print a new COLDMAIL_SECRET_KEY (encrypts SMTP passwords)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "all"
+    if command == "make-secret-key":
+        from .crypto import make_key
+
+        print(make_key())
+        return 0
+    try:
+        settings = Settings.from_env()
+        from .logs import configure_logging
+
+        configure_logging(settings, log_format=args.log_format)
+        return _run(command, settings, args)
+    except ConfigError as e:
+        print(f"coldmail: configuration error: {e}", file=sys.stderr)
+        return 2
+    except ServiceUnavailable as e:
+        print(f"coldmail: {e}", file=sys.stderr)
+        return 3
+
+
+def _prepare_database(settings: Settings) -> None:
+    from .db import ensure_database, open_database
+    from .db.migrations import migrate
+
+    ensure_database(settings.database_url)
+    open_database(settings.database_url, max_connections=settings.db_pool_size)
+    applied = migrate()
+    if applied:
+        log.info("database migrated to version %d", applied[-1])
+
+
+def _run(command: str, settings: Settings, args) -> int:
+    _prepare_database(settings)
+    if command == "migrate":
+        print("database is up to date")
+        return 0
+    if command == "create-api-key":
+        from .db import database
+        from .db.apikeys import create_api_key
+
+        with database.connection_context():
+            print(create_api_key(args.name))
+        return 0
+    from .service import serve
+
+    serve(settings, embedded_worker=command == "all")
+    return 0

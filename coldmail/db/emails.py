@@ -1,0 +1,257 @@
+"""Every statement that changes an email, each one atomic and with its audit row.
+
+State changes are compare-and-set (`UPDATE … WHERE status = …`) and write
+their event in the same statement through a CTE, so a change and its event
+are never seen apart. Callers hold a connection (`database.connection_context()`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg2.extras import Json
+
+from .connection import database
+
+EMAIL_COLUMNS = (
+    "id, recipient, subject, body, sender_id, status, scheduled_at, next_attempt_at, queued_at, "
+    "lease_until, attempts, last_error, message_id, sent_at, idempotency_key, payload_hash, "
+    "created_at, updated_at")
+
+
+@dataclass(frozen=True)
+class NewEmail:
+    recipient: str
+    subject: str
+    body: str
+    sender_id: str
+    scheduled_at: datetime | None
+    idempotency_key: str | None
+    payload_hash: str
+
+
+def _dicts(cursor) -> list[dict[str, Any]]:
+    names = [c.name for c in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def _one(cursor) -> dict[str, Any] | None:
+    rows = _dicts(cursor)
+    return rows[0] if rows else None
+
+
+# -- creating -------------------------------------------------------------
+
+_INSERT = f"""
+WITH s AS (
+    INSERT INTO senders (id) VALUES (%(sender_id)s) ON CONFLICT DO NOTHING
+), e AS (
+    INSERT INTO emails (recipient, subject, body, sender_id, scheduled_at, next_attempt_at,
+                        queued_at, idempotency_key, payload_hash)
+    SELECT %(recipient)s, %(subject)s, %(body)s, %(sender_id)s, t.at, t.at,
+           CASE WHEN t.at <= now() + %(horizon_s)s * interval '1 second' THEN now() END,
+           %(idempotency_key)s, %(payload_hash)s
+    FROM (SELECT greatest(%(scheduled_at)s::timestamptz, now()) AS at) t
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING {EMAIL_COLUMNS}
+), ev AS (
+    INSERT INTO email_events (email_id, kind, detail)
+    SELECT id, 'created', jsonb_build_object('scheduledAt', scheduled_at) FROM e
+    UNION ALL
+    SELECT id, 'queued', jsonb_build_object('dueAt', next_attempt_at) FROM e WHERE queued_at IS NOT NULL
+)
+SELECT e.*, greatest(0, (extract(epoch FROM e.next_attempt_at - now()) * 1000))::bigint AS delay_ms FROM e
+"""
+
+
+def insert_email(new: NewEmail, *, horizon_s: float) -> tuple[dict[str, Any], bool]:
+    """Store `new`; return (row, created). An existing idempotency key returns its row, created=False.
+
+    A row due within `horizon_s` is marked queued in the same statement; its
+    `delay_ms` tells the caller how long Dramatiq should hold it.
+    """
+    params = dict(new.__dict__, horizon_s=horizon_s)
+    row = _one(database.execute_sql(_INSERT, params))
+    if row is not None:
+        return row, True
+    existing = _one(database.execute_sql(
+        f"SELECT {EMAIL_COLUMNS} FROM emails WHERE idempotency_key = %s", (new.idempotency_key,)))
+    assert existing is not None, "ON CONFLICT skipped the insert, so the key's row exists"
+    return existing, False
+
+
+def get_email(email_id: int) -> dict[str, Any] | None:
+    return _one(database.execute_sql(f"SELECT {EMAIL_COLUMNS} FROM emails WHERE id = %s", (email_id,)))
+
+
+def list_events(email_id: int) -> list[dict[str, Any]]:
+    return _dicts(database.execute_sql(
+        "SELECT id, kind, detail, created_at FROM email_events WHERE email_id = %s ORDER BY id", (email_id,)))
+
+
+def unqueue(email_ids: list[int]) -> None:
+    """Forget that these were handed over (the hand-over failed); the scheduler tries again."""
+    if email_ids:
+        database.execute_sql(
+            "UPDATE emails SET queued_at = NULL WHERE id = ANY(%s) AND status = 'PENDING'", (email_ids,))
+
+
+# -- hand-over ------------------------------------------------------------
+
+_TAKE_DUE = """
+WITH due AS (
+    SELECT id FROM emails
+    WHERE status = 'PENDING' AND queued_at IS NULL
+      AND next_attempt_at <= now() + %(horizon_s)s * interval '1 second'
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), u AS (
+    UPDATE emails e SET queued_at = now()
+    FROM due WHERE e.id = due.id
+    RETURNING e.id, e.next_attempt_at
+), ev AS (
+    INSERT INTO email_events (email_id, kind, detail)
+    SELECT id, 'queued', jsonb_build_object('dueAt', next_attempt_at) FROM u
+)
+SELECT id, greatest(0, (extract(epoch FROM next_attempt_at - now()) * 1000))::bigint AS delay_ms
+FROM u ORDER BY next_attempt_at
+"""
+
+
+def take_due(*, horizon_s: float, limit: int) -> list[tuple[int, int]]:
+    """Mark up to `limit` emails due within the horizon as queued; return (id, delay_ms), in due order.
+
+    SKIP LOCKED lets several API processes run this at once without taking
+    the same row twice.
+    """
+    with database.atomic():
+        cursor = database.execute_sql(_TAKE_DUE, {"horizon_s": horizon_s, "limit": limit})
+        return [(row[0], row[1]) for row in cursor.fetchall()]
+
+
+# -- sending --------------------------------------------------------------
+
+_CLAIM = f"""
+WITH c AS (
+    UPDATE emails SET status = 'SENDING', lease_until = now() + %(lease_s)s * interval '1 second',
+                      updated_at = now()
+    WHERE id = %(id)s AND status = 'PENDING' AND next_attempt_at <= now()
+    RETURNING {EMAIL_COLUMNS}
+), ev AS (
+    INSERT INTO email_events (email_id, kind, detail)
+    SELECT id, 'claimed', jsonb_build_object('attempt', attempts + 1) FROM c
+)
+SELECT c.*, s.from_address, s.hourly_limit, s.smtp_url, s.smtp_password_enc
+FROM c LEFT JOIN senders s ON s.id = c.sender_id
+"""
+
+
+def claim(email_id: int, *, lease_s: float) -> dict[str, Any] | None:
+    """Take a due PENDING email for sending (SENDING with a lease), or None if it is not ours to send."""
+    return _one(database.execute_sql(_CLAIM, {"id": email_id, "lease_s": lease_s}))
+
+
+def seconds_until_due(email_id: int) -> float | None:
+    """For an email that could not be claimed: seconds until it is due if it is still PENDING, else None."""
+    row = database.execute_sql(
+        "SELECT extract(epoch FROM next_attempt_at - now()) FROM emails WHERE id = %s AND status = 'PENDING'",
+        (email_id,)).fetchone()
+    return None if row is None else float(row[0])
+
+
+_EVENT_FROM_UPDATE = """
+WITH u AS ({update} RETURNING id)
+INSERT INTO email_events (email_id, kind, detail) SELECT id, %(kind)s, %(detail)s FROM u RETURNING email_id
+"""
+
+
+def _change(update: str, kind: str, detail: dict, params: dict) -> bool:
+    sql = _EVENT_FROM_UPDATE.format(update=update)
+    cursor = database.execute_sql(sql, dict(params, kind=kind, detail=Json(detail)))
+    return cursor.fetchone() is not None
+
+
+def mark_sent(email_id: int, *, message_id: str, reply: str) -> bool:
+    return _change(
+        "UPDATE emails SET status = 'SENT', sent_at = now(), message_id = %(message_id)s, "
+        "attempts = attempts + 1, lease_until = NULL, last_error = NULL, updated_at = now() "
+        "WHERE id = %(id)s AND status = 'SENDING'",
+        "sent", {"reply": reply, "messageId": message_id}, {"id": email_id, "message_id": message_id})
+
+
+def mark_failed(email_id: int, *, error: str, code: int | None) -> bool:
+    return _change(
+        "UPDATE emails SET status = 'FAILED', attempts = attempts + 1, lease_until = NULL, "
+        "last_error = %(error)s, updated_at = now() WHERE id = %(id)s AND status = 'SENDING'",
+        "failed", {"code": code, "error": error}, {"id": email_id, "error": error})
+
+
+def retry_later(email_id: int, *, delay_s: float, error: str, code: int | None) -> bool:
+    return _change(
+        "UPDATE emails SET status = 'PENDING', attempts = attempts + 1, queued_at = NULL, lease_until = NULL, "
+        "next_attempt_at = now() + %(delay_s)s * interval '1 second', last_error = %(error)s, updated_at = now() "
+        "WHERE id = %(id)s AND status = 'SENDING'",
+        "attempt_failed", {"code": code, "error": error, "retryInSeconds": round(delay_s, 3)},
+        {"id": email_id, "delay_s": delay_s, "error": error})
+
+
+def defer_for_cap(email_id: int, *, delay_s: float) -> bool:
+    """Put a claimed email back for when its sender's cap frees a slot; no attempt is used."""
+    sql = """
+WITH u AS (
+    UPDATE emails SET status = 'PENDING', queued_at = NULL, lease_until = NULL, updated_at = now(),
+                      next_attempt_at = now() + %(delay_s)s * interval '1 second'
+    WHERE id = %(id)s AND status = 'SENDING' RETURNING id, next_attempt_at
+)
+INSERT INTO email_events (email_id, kind, detail)
+SELECT id, 'rate_limited', jsonb_build_object('nextAttemptAt', next_attempt_at) FROM u RETURNING email_id
+"""
+    return database.execute_sql(sql, {"id": email_id, "delay_s": delay_s}).fetchone() is not None
+
+
+def release(email_id: int) -> bool:
+    """Give a claimed email back unsent (the worker is stopping); it is handed over again at once."""
+    return _change(
+        "UPDATE emails SET status = 'PENDING', queued_at = NULL, lease_until = NULL, updated_at = now() "
+        "WHERE id = %(id)s AND status = 'SENDING'",
+        "released", {}, {"id": email_id})
+
+
+# -- recovery -------------------------------------------------------------
+
+def expire_leases(*, max_attempts: int) -> list[int]:
+    """SENDING rows whose lease ran out (their worker died) go back to PENDING, or FAILED after
+    `max_attempts`. The lost attempt counts: a row that kills its worker every time must end."""
+    sql = """
+WITH u AS (
+    UPDATE emails SET attempts = attempts + 1, queued_at = NULL, lease_until = NULL, updated_at = now(),
+        status = CASE WHEN attempts + 1 >= %(max)s THEN 'FAILED' ELSE 'PENDING' END,
+        last_error = CASE WHEN attempts + 1 >= %(max)s THEN 'lease expired: the worker sending it stopped'
+                          ELSE last_error END
+    WHERE status = 'SENDING' AND lease_until < now()
+    RETURNING id, status
+)
+INSERT INTO email_events (email_id, kind, detail)
+SELECT id, 'lease_expired', jsonb_build_object('status', status) FROM u RETURNING email_id
+"""
+    return [row[0] for row in database.execute_sql(sql, {"max": max_attempts}).fetchall()]
+
+
+def requeue_stale(*, after_s: float) -> int:
+    """Handed-over emails still PENDING well after their time were lost by Redis or a worker:
+    clear their mark so that the next hand-over gives them to Dramatiq again."""
+    cursor = database.execute_sql(
+        "UPDATE emails SET queued_at = NULL WHERE status = 'PENDING' AND queued_at IS NOT NULL "
+        "AND next_attempt_at < now() - %(s)s * interval '1 second' "
+        "AND queued_at < now() - %(s)s * interval '1 second'", {"s": after_s})
+    return cursor.rowcount
+
+
+def requeue_all_queued() -> int:
+    """Redis came back empty: every handed-over PENDING email must be handed over again."""
+    cursor = database.execute_sql(
+        "UPDATE emails SET queued_at = NULL WHERE status = 'PENDING' AND queued_at IS NOT NULL")
+    return cursor.rowcount

@@ -1,0 +1,99 @@
+"""Versioned schema migrations, applied in order inside one transaction each.
+
+A migration is never edited once released: add a new one instead. An advisory
+lock keeps two processes starting at once from applying the same version twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .connection import database
+
+log = logging.getLogger(__name__)
+
+MIGRATION_LOCK = 7_331_001
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "emails, events, senders, api keys", """
+CREATE TABLE senders (
+    id                 text PRIMARY KEY,
+    from_address       text,
+    hourly_limit       integer CHECK (hourly_limit IS NULL OR hourly_limit > 0),
+    smtp_url           text,
+    smtp_password_enc  text,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE emails (
+    id                 bigserial PRIMARY KEY,
+    recipient          text NOT NULL,
+    subject            text NOT NULL,
+    body               text NOT NULL,
+    sender_id          text NOT NULL,
+    status             text NOT NULL DEFAULT 'PENDING'
+                       CHECK (status IN ('PENDING', 'SENDING', 'SENT', 'FAILED', 'CANCELLED')),
+    scheduled_at       timestamptz NOT NULL,
+    next_attempt_at    timestamptz NOT NULL,
+    queued_at          timestamptz,
+    lease_until        timestamptz,
+    attempts           integer NOT NULL DEFAULT 0,
+    last_error         text,
+    message_id         text,
+    sent_at            timestamptz,
+    idempotency_key    text UNIQUE,
+    payload_hash       text,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now()
+);
+-- the hand-over: pending, not yet given to Dramatiq, in due order
+CREATE INDEX emails_due ON emails (next_attempt_at) WHERE status = 'PENDING' AND queued_at IS NULL;
+-- the recovery sweep: handed over but not sent, and claims whose lease ran out
+CREATE INDEX emails_queued ON emails (next_attempt_at) WHERE status = 'PENDING' AND queued_at IS NOT NULL;
+CREATE INDEX emails_sending ON emails (lease_until) WHERE status = 'SENDING';
+-- a sender's sends in the current window (rebuilding the cap after Redis lost it)
+CREATE INDEX emails_sender_sent ON emails (sender_id, sent_at) WHERE sent_at IS NOT NULL;
+-- listing: newest first, by status or by sender
+CREATE INDEX emails_status_id ON emails (status, id DESC);
+CREATE INDEX emails_sender_id ON emails (sender_id, id DESC);
+
+CREATE TABLE email_events (
+    id          bigserial PRIMARY KEY,
+    email_id    bigint NOT NULL REFERENCES emails (id) ON DELETE CASCADE,
+    kind        text NOT NULL,
+    detail      jsonb NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX email_events_email ON email_events (email_id, id);
+
+CREATE TABLE api_keys (
+    id          bigserial PRIMARY KEY,
+    name        text NOT NULL,
+    key_hash    text NOT NULL UNIQUE,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+"""),
+]
+
+
+def migrate() -> list[int]:
+    """Bring the schema up to date; return the versions applied now."""
+    applied: list[int] = []
+    with database.connection_context():
+        with database.atomic():
+            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            database.execute_sql(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())")
+            done = {row[0] for row in database.execute_sql("SELECT version FROM schema_migrations")}
+            for version, name, sql in MIGRATIONS:
+                if version in done:
+                    continue
+                log.info("applying migration %d: %s", version, name)
+                database.execute_sql(sql)
+                database.execute_sql(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
+                applied.append(version)
+    return applied

@@ -1,0 +1,70 @@
+"""Peewee models mirroring the tables that coldmail.db.migrations creates."""
+
+from peewee import AutoField, BigAutoField, BigIntegerField, IntegerField, Model, TextField
+from playhouse.postgres_ext import BinaryJSONField, DateTimeTZField
+
+from .connection import database
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Sender(BaseModel):
+    id = TextField(primary_key=True)
+    from_address = TextField(null=True)
+    hourly_limit = IntegerField(null=True)
+    smtp_url = TextField(null=True)
+    smtp_password_enc = TextField(null=True)
+    created_at = DateTimeTZField()
+    updated_at = DateTimeTZField()
+
+    class Meta:
+        table_name = "senders"
+
+
+class Email(BaseModel):
+    id = BigAutoField()
+    recipient = TextField()
+    subject = TextField()
+    body = TextField()
+    sender_id = TextField()
+    status = TextField()
+    scheduled_at = DateTimeTZField()
+    next_attempt_at = DateTimeTZField()
+    queued_at = DateTimeTZField(null=True)
+    lease_until = DateTimeTZField(null=True)
+    attempts = IntegerField()
+    last_error = TextField(null=True)
+    message_id = TextField(null=True)
+    sent_at = DateTimeTZField(null=True)
+    idempotency_key = TextField(null=True)
+    payload_hash = TextField(null=True)
+    created_at = DateTimeTZField()
+    updated_at = DateTimeTZField()
+
+    class Meta:
+        table_name = "emails"
+
+
+class EmailEvent(BaseModel):
+    id = BigAutoField()
+    email_id = BigIntegerField()
+    kind = TextField()
+    detail = BinaryJSONField()
+    created_at = DateTimeTZField()
+
+    class Meta:
+        table_name = "email_events"
+
+
+class ApiKey(BaseModel):
+    id = AutoField()
+    name = TextField()
+    key_hash = TextField(unique=True)
+    created_at = DateTimeTZField()
+
+    class Meta:
+        table_name = "api_keys"

@@ -1,0 +1,176 @@
+"""Claim → cap → send → record: what the send actor does with one email id, as plain functions.
+
+Every step re-checks the row in PostgreSQL, so a duplicate queue message, a
+cancelled email or one moved to a later time is a no-op here.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from dramatiq.rate_limits.backends import RedisBackend
+
+from .crypto import PasswordBox
+from .db import database
+from .db import emails as email_rows
+from .db.senders import sends_in_window
+from .errors import ConfigError, PermanentSendError, TransientSendError
+from .mail.message import build_message
+from .mail.transports import OutboxTransport, Relay, SmtpTransport
+from .queue.rate_limits import SlidingWindowRateLimiter
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Result(str, Enum):
+    SENT = "sent"
+    FAILED = "failed"
+    RETRY = "retry"
+    RATE_LIMITED = "rate_limited"
+    SKIPPED = "skipped"
+    NOT_YET = "not_yet"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: Result
+    #: for NOT_YET: seconds until the email is due (the message came early; hold it again)
+    due_in_s: float = 0.0
+
+
+def backoff_s(attempt: int, *, base_s: float, max_s: float) -> float:
+    """Exponential backoff with ±20 % jitter, so retries of a flapping relay do not arrive in step."""
+    delay = min(max_s, base_s * (2 ** max(0, attempt - 1)))
+    return delay * random.uniform(0.8, 1.2)
+
+
+class Caps:
+    """Builds the per-sender and global limiters for one send."""
+
+    def __init__(self, settings: Settings, redis_client) -> None:
+        self.settings = settings
+        self.backend = RedisBackend(client=redis_client)
+        self.window_ms = settings.rate_limit_window_s * 1000
+
+    def for_sender(self, sender_id: str, limit: int, email_id: int) -> SlidingWindowRateLimiter:
+        window_s = self.settings.rate_limit_window_s
+
+        def rebuild():
+            with database.connection_context():
+                return sends_in_window(sender_id, window_s=window_s)
+
+        return SlidingWindowRateLimiter(
+            self.backend, f"coldmail:cap:sender:{sender_id}", limit=limit, window_ms=self.window_ms,
+            member=str(email_id), rebuild=rebuild)
+
+    def overall(self, email_id: int) -> SlidingWindowRateLimiter | None:
+        per_s = self.settings.global_rate_limit_per_s
+        if not per_s:
+            return None
+        return SlidingWindowRateLimiter(
+            self.backend, "coldmail:cap:global", limit=per_s, window_ms=1000, member=str(email_id))
+
+
+class Deliverer:
+    """Sends one email at a time per calling thread; shared by all the worker's threads."""
+
+    def __init__(self, settings: Settings, *, redis_client) -> None:
+        self.settings = settings
+        self.caps = Caps(settings, redis_client)
+        self.passwords = PasswordBox(settings.secret_key)
+        self.smtp = SmtpTransport(timeout_s=settings.smtp_timeout_s, idle_s=settings.smtp_idle_s)
+        self.outbox = OutboxTransport(settings.outbox_dir)
+        self.default_relay = Relay.from_url(settings.smtp_url) if settings.smtp_url else None
+
+    def deliver(self, email_id: int) -> Outcome:
+        with database.connection_context():
+            row = email_rows.claim(email_id, lease_s=self.settings.lease_s)
+            if row is None:
+                due_in = email_rows.seconds_until_due(email_id)
+        if row is None:
+            if due_in is not None and due_in > 0:
+                return Outcome(Result.NOT_YET, due_in)
+            log.debug("email %r: not ours to send (already sent, cancelled or claimed)", email_id)
+            return Outcome(Result.SKIPPED)
+
+        cap = self.caps.for_sender(row["sender_id"], self._limit(row), email_id)
+        decision = cap.decide()
+        if not decision.allowed:
+            with database.connection_context():
+                email_rows.defer_for_cap(email_id, delay_s=decision.wait_ms / 1000)
+            log.info("email %r: sender %r at its cap; moved by %.3fs", email_id, row["sender_id"],
+                     decision.wait_ms / 1000)
+            return Outcome(Result.RATE_LIMITED)
+        self._wait_for_global_cap(email_id)
+
+        attempt = row["attempts"] + 1
+        try:
+            transport, relay = self._route(row)
+            message = build_message(
+                email_id=email_id, created_at=row["created_at"], from_address=self._from(row),
+                recipient=row["recipient"], subject=row["subject"], body=row["body"])
+            started = time.monotonic()
+            reply = transport.send(message, relay=relay, email_id=email_id)
+        except PermanentSendError as e:
+            cap.give_back()
+            return self._fail(email_id, str(e), e.code)
+        except ConfigError as e:
+            cap.give_back()
+            return self._fail(email_id, str(e), None)
+        except TransientSendError as e:
+            cap.give_back()
+            if attempt >= self.settings.max_attempts:
+                return self._fail(email_id, f"{e} (after {attempt} attempts)", e.code)
+            delay = backoff_s(attempt, base_s=self.settings.retry_backoff_s, max_s=self.settings.retry_backoff_max_s)
+            with database.connection_context():
+                email_rows.retry_later(email_id, delay_s=delay, error=str(e), code=e.code)
+            log.warning("email %r: attempt %d failed (%s); retry in %.1fs", email_id, attempt, e, delay)
+            return Outcome(Result.RETRY)
+        cap.mark_done()
+        with database.connection_context():
+            recorded = email_rows.mark_sent(email_id, message_id=message["Message-ID"], reply=reply)
+        if not recorded:
+            log.warning("email %r: sent, but its claim had expired and was taken back", email_id)
+        log.info("email %r: sent to relay in %.0fms (%s)", email_id, (time.monotonic() - started) * 1000, reply)
+        return Outcome(Result.SENT)
+
+    def _fail(self, email_id: int, error: str, code: int | None) -> Outcome:
+        with database.connection_context():
+            email_rows.mark_failed(email_id, error=error, code=code)
+        log.error("email %r: failed for good: %s", email_id, error)
+        return Outcome(Result.FAILED)
+
+    def _wait_for_global_cap(self, email_id: int) -> None:
+        overall = self.caps.overall(email_id)
+        if overall is None:
+            return
+        while True:
+            decision = overall.decide()
+            if decision.allowed:
+                return
+            time.sleep(min(decision.wait_ms, 1000) / 1000)
+
+    def _limit(self, row: dict[str, Any]) -> int:
+        return row.get("hourly_limit") or self.settings.rate_limit_per_hour
+
+    def _from(self, row: dict[str, Any]) -> str:
+        return row.get("from_address") or self.settings.default_from
+
+    def _route(self, row: dict[str, Any]) -> tuple[Any, Relay | None]:
+        if row.get("smtp_url"):
+            sealed = row.get("smtp_password_enc")
+            password = self.passwords.open(sealed) if sealed else None
+            return self.smtp, Relay.from_url(row["smtp_url"], password=password)
+        if self.default_relay is not None:
+            return self.smtp, self.default_relay
+        return self.outbox, None
+
+    def close_thread(self) -> None:
+        """Close the calling thread's SMTP connections."""
+        self.smtp.close()

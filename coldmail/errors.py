@@ -1,0 +1,41 @@
+"""One exception root for coldmail; the API turns these into HTTP in one place."""
+
+
+class ColdmailError(Exception):
+    """Base class of every coldmail error."""
+
+
+class ConfigError(ColdmailError, ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+class ServiceUnavailable(ColdmailError, ConnectionError):
+    """PostgreSQL or Redis cannot be reached; the message says which URL and how to start it."""
+
+
+class NotFound(ColdmailError, LookupError):
+    """The requested object does not exist."""
+
+
+class Conflict(ColdmailError):
+    """The request conflicts with the object's current state (wrong status, reused key)."""
+
+
+class BadRequest(ColdmailError, ValueError):
+    """The request is well-formed JSON but asks for something impossible."""
+
+
+class SendError(ColdmailError):
+    """Sending one message failed."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransientSendError(SendError):
+    """Worth retrying later: SMTP 4xx, a timeout, a refused or dropped connection."""
+
+
+class PermanentSendError(SendError):
+    """Never worth retrying: SMTP 5xx, an address the relay will not take."""

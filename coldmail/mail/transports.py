@@ -1,0 +1,222 @@
+"""Where a message goes: an SMTP relay (connections kept per thread) or the outbox folder.
+
+SMTP replies are sorted here, and nowhere else, into TransientSendError
+(4xx, timeouts, refused or dropped connections: retry later) and
+PermanentSendError (5xx: give up now).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import smtplib
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..errors import ConfigError, PermanentSendError, TransientSendError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Relay:
+    """One SMTP relay and how to log in to it."""
+
+    host: str
+    port: int
+    implicit_tls: bool = False
+    require_starttls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str, *, password: str | None = None) -> Relay:
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ConfigError(f"not an SMTP URL: scheme must be smtp:// or smtps:// with a host")
+        query = parse_qs(parts.query)
+        starttls = query.get("starttls", ["auto"])[-1].lower()
+        if starttls not in ("auto", "require"):
+            raise ConfigError("SMTP URL option starttls must be 'auto' or 'require'")
+        implicit = parts.scheme == "smtps"
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (465 if implicit else 25),
+            implicit_tls=implicit,
+            require_starttls=starttls == "require",
+            username=unquote(parts.username) if parts.username else None,
+            password=password if password is not None else (unquote(parts.password) if parts.password else None),
+        )
+
+    def __repr__(self) -> str:
+        return f"Relay({self.host}:{self.port}, user={self.username!r})"
+
+
+def _classify(error: smtplib.SMTPResponseException | tuple[int, bytes]) -> Exception:
+    if isinstance(error, tuple):
+        code, text = error
+    else:
+        code, text = error.smtp_code, error.smtp_error
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    message = f"{code} {text}".strip()
+    if 500 <= code < 600:
+        return PermanentSendError(message, code=code)
+    return TransientSendError(message, code=code)
+
+
+class SmtpTransport:
+    """Sends through SMTP, keeping one open connection per relay and thread between sends."""
+
+    def __init__(self, *, timeout_s: float, idle_s: float, local_hostname: str | None = None) -> None:
+        self.timeout_s = timeout_s
+        self.idle_s = idle_s
+        self.local_hostname = local_hostname
+        self._local = threading.local()
+
+    def _pool(self) -> dict[Relay, tuple[smtplib.SMTP, float]]:
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = {}
+        return pool
+
+    def _connect(self, relay: Relay) -> smtplib.SMTP:
+        context = ssl.create_default_context()
+        if relay.implicit_tls:
+            conn = _SMTP_SSL(relay.host, relay.port, timeout=self.timeout_s,
+                                    local_hostname=self.local_hostname, context=context)
+        else:
+            conn = _SMTP(relay.host, relay.port, timeout=self.timeout_s, local_hostname=self.local_hostname)
+        try:
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.ehlo()
+            if not relay.implicit_tls:
+                if conn.has_extn("starttls"):
+                    conn.starttls(context=context)
+                    conn.ehlo()
+                elif relay.require_starttls:
+                    raise PermanentSendError(f"{relay.host}:{relay.port} does not offer STARTTLS, and the URL requires it")
+            if relay.username:
+                conn.login(relay.username, relay.password or "")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connection(self, relay: Relay) -> smtplib.SMTP:
+        pool = self._pool()
+        held = pool.pop(relay, None)
+        if held is not None:
+            conn, last_used = held
+            idle = time.monotonic() - last_used
+            if idle <= self.idle_s:
+                if idle < 1.0:
+                    return conn
+                try:  # the relay may have dropped a connection idle this long
+                    if conn.noop()[0] == 250:
+                        return conn
+                except (smtplib.SMTPException, OSError):
+                    pass
+            _quietly_close(conn)
+        return self._connect(relay)
+
+    def send(self, message: EmailMessage, *, relay: Relay, email_id: int) -> str:
+        """Send `message`; return the relay's reply to DATA."""
+        try:
+            conn = self._connection(relay)
+            refused = conn.send_message(message)
+            if refused:
+                raise _classify(next(iter(refused.values())))
+            code, text = conn.last_reply
+        except smtplib.SMTPRecipientsRefused as e:
+            self.close_relay(relay)
+            raise _classify(next(iter(e.recipients.values()))) from None
+        except smtplib.SMTPResponseException as e:
+            self.close_relay(relay)
+            raise _classify(e) from None
+        except (PermanentSendError, TransientSendError):
+            self.close_relay(relay)
+            raise
+        except smtplib.SMTPNotSupportedError as e:
+            self.close_relay(relay)
+            raise PermanentSendError(f"relay refused a needed extension: {e}") from None
+        except (smtplib.SMTPException, OSError) as e:
+            self.close_relay(relay)
+            raise TransientSendError(f"{type(e).__name__}: {e or 'connection failed'}") from None
+        if self.idle_s > 0:
+            self._pool()[relay] = (conn, time.monotonic())
+        else:
+            _quietly_close(conn)
+        return _reply_text(code, text)
+
+    def close_relay(self, relay: Relay) -> None:
+        held = self._pool().pop(relay, None)
+        if held is not None:
+            _quietly_close(held[0])
+
+    def close(self) -> None:
+        """Close this thread's connections."""
+        pool = self._pool()
+        while pool:
+            _, (conn, _) = pool.popitem()
+            _quietly_close(conn)
+
+
+def _reply_text(code: int, text: bytes | str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{code} {text}".strip()
+
+
+def _quietly_close(conn: smtplib.SMTP) -> None:
+    try:
+        conn.quit()
+    except (smtplib.SMTPException, OSError):
+        conn.close()
+
+
+class _KeepsDataReply:
+    """smtplib returns the reply to DATA from data() but send_message drops it; keep it."""
+
+    last_reply: tuple[int, bytes] = (250, b"")
+
+    def data(self, msg):
+        self.last_reply = super().data(msg)
+        return self.last_reply
+
+
+class _SMTP(_KeepsDataReply, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_KeepsDataReply, smtplib.SMTP_SSL):
+    pass
+
+
+class OutboxTransport:
+    """Writes each message to OUTBOX_DIR/<id>.eml (the first-run default, and for development)."""
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+
+    def send(self, message: EmailMessage, *, relay: Relay | None, email_id: int) -> str:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{email_id}.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(message.as_bytes())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.directory / f"{email_id}.eml")
+        except OSError as e:
+            raise TransientSendError(f"cannot write to outbox {self.directory}: {e}") from None
+        return f"written to {self.directory / f'{email_id}.eml'}"
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,1 @@
+"""Everything that touches Dramatiq: the broker, the send actor, its middleware and the send caps."""

@@ -1,0 +1,46 @@
+"""The send actor: thin; it asks the process's Deliverer to send one email id."""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+from ..delivery import Deliverer, Result
+
+log = logging.getLogger(__name__)
+
+ACTOR_NAME = "send_email"
+
+#: set at process boot by coldmail.queue.middleware.DeliveryMiddleware
+_deliverer: dict[str, Deliverer] = {}
+
+
+def install_deliverer(deliverer: Deliverer | None) -> None:
+    if deliverer is None:
+        _deliverer.pop("current", None)
+    else:
+        _deliverer["current"] = deliverer
+
+
+def declare_send_actor(broker: RedisBroker, *, queue_name: str, horizon_s: float,
+                       time_limit_ms: int) -> dramatiq.Actor:
+    """Declare `send_email(email_id)` on `broker`.
+
+    max_retries=0: a failed send is rescheduled in PostgreSQL, where attempts
+    are counted; Dramatiq must never run the same send again behind the row's back.
+    """
+
+    def send_email(email_id: int) -> None:
+        deliverer = _deliverer.get("current")
+        if deliverer is None:
+            raise RuntimeError("no Deliverer in this process: was process_boot emitted?")
+        outcome = deliverer.deliver(email_id)
+        if outcome.result is Result.NOT_YET and outcome.due_in_s <= horizon_s:
+            actor.send_with_options(args=(email_id,), delay=max(1, int(outcome.due_in_s * 1000)))
+
+    actor = dramatiq.actor(
+        send_email, broker=broker, actor_name=ACTOR_NAME, queue_name=queue_name, max_retries=0,
+        time_limit=time_limit_ms)
+    return actor

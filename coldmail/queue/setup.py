@@ -1,0 +1,30 @@
+"""Broker + send actor + worker middleware, built the same way in every process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+from ..settings import Settings
+from .actors import declare_send_actor
+from .broker import build_broker
+from .handover import HandOver
+from .middleware import DeliveryMiddleware
+
+
+@dataclass
+class Queue:
+    broker: RedisBroker
+    actor: dramatiq.Actor
+    handover: HandOver
+
+
+def build_queue(settings: Settings, *, redis_timeout_s: float = 2.0) -> Queue:
+    """A send actor's limit must cover a send that times out at every step, then some."""
+    broker = build_broker(settings, timeout_s=redis_timeout_s, extra_middleware=[DeliveryMiddleware(settings)])
+    time_limit_ms = int((settings.lease_s + 60) * 1000)
+    actor = declare_send_actor(
+        broker, queue_name=settings.queue_name, horizon_s=settings.handover_horizon_s, time_limit_ms=time_limit_ms)
+    return Queue(broker=broker, actor=actor, handover=HandOver(actor))

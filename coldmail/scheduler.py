@@ -1,0 +1,89 @@
+"""APScheduler jobs of the API process: hand over emails as they come due, and recover lost ones.
+
+Several API processes may run these at once: the hand-over takes rows with
+SKIP LOCKED and every sweep is a compare-and-set, so each email is handed
+over once per round however many schedulers run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from .db import database
+from .db import emails as email_rows
+from .queue.handover import HandOver
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: batches one hand-over run takes at most, so a huge backlog cannot starve the sweep
+MAX_BATCHES_PER_RUN = 10
+
+
+class Jobs:
+    def __init__(self, settings: Settings, handover: HandOver) -> None:
+        self.settings = settings
+        self.handover = handover
+
+    def hand_over_due(self) -> int:
+        """Give Dramatiq every email due within the horizon, in due order, with its exact delay."""
+        handed = 0
+        try:
+            if self.handover.redis_forgot():
+                with database.connection_context():
+                    lost = email_rows.requeue_all_queued()
+                if lost:
+                    log.warning("Redis came back empty: handing over %d queued email(s) again", lost)
+        except redis.RedisError as e:
+            log.warning("Redis unreachable (%s); hand-over waits", e)
+            return 0
+        for _ in range(MAX_BATCHES_PER_RUN):
+            with database.connection_context():
+                batch = email_rows.take_due(horizon_s=self.settings.handover_horizon_s,
+                                            limit=self.settings.handover_batch)
+            if not batch:
+                break
+            failed = self.handover.send(batch)
+            if failed:
+                with database.connection_context():
+                    email_rows.unqueue(failed)
+            handed += len(batch) - len(failed)
+            if failed or len(batch) < self.settings.handover_batch:
+                break
+        if handed:
+            log.debug("handed %d email(s) to Dramatiq", handed)
+        return handed
+
+    def sweep(self) -> None:
+        """Take back claims whose worker died, and hand over again what Redis or a worker lost."""
+        with database.connection_context():
+            expired = email_rows.expire_leases(max_attempts=self.settings.max_attempts)
+            stale = email_rows.requeue_stale(after_s=self.settings.requeue_after_s)
+        for email_id in expired:
+            log.warning("email %r: lease expired (its worker stopped mid-send); back to PENDING", email_id)
+        if stale:
+            log.warning("%d handed-over email(s) not sent %.0fs after their time: handing over again",
+                        stale, self.settings.requeue_after_s)
+
+
+def _guarded(job, name: str):
+    def run():
+        try:
+            job()
+        except Exception:
+            log.exception("scheduler job %s failed; it runs again at its next interval", name)
+    run.__name__ = name
+    return run
+
+
+def start_scheduler(settings: Settings, handover: HandOver) -> BackgroundScheduler:
+    jobs = Jobs(settings, handover)
+    scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
+    scheduler.add_job(_guarded(jobs.hand_over_due, "hand_over_due"), "interval",
+                      seconds=settings.handover_interval_s, id="hand_over_due")
+    scheduler.add_job(_guarded(jobs.sweep, "sweep"), "interval", seconds=settings.sweep_interval_s, id="sweep")
+    scheduler.start()
+    return scheduler

@@ -1,0 +1,51 @@
+"""Accepting an email: store it, and hand it to Dramatiq at once if it is due within the horizon."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from .db import database
+from .db import emails as email_rows
+from .db.emails import NewEmail
+from .errors import Conflict
+from .queue.handover import HandOver
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def payload_hash(payload: dict[str, Any]) -> str:
+    """What makes two requests with one idempotency key "the same": their validated fields."""
+    canonical = {k: (v.isoformat() if hasattr(v, "isoformat") else v)
+                 for k, v in sorted(payload.items()) if k != "idempotencyKey"}
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def new_email(payload: dict[str, Any], idempotency_key: str | None) -> NewEmail:
+    return NewEmail(
+        recipient=payload["recipient"], subject=payload["subject"], body=payload["body"],
+        sender_id=payload["senderId"], scheduled_at=payload.get("scheduledAt"),
+        idempotency_key=idempotency_key, payload_hash=payload_hash(payload))
+
+
+def schedule(new: NewEmail, *, settings: Settings, handover: HandOver) -> tuple[dict[str, Any], bool]:
+    """Store `new` (committed before this returns); return (row, created).
+
+    Raises Conflict if its idempotency key was used with another payload.
+    """
+    with database.connection_context():
+        row, created = email_rows.insert_email(new, horizon_s=settings.handover_horizon_s)
+    if not created:
+        if row["payload_hash"] != new.payload_hash:
+            raise Conflict(f"idempotency key {new.idempotency_key!r} was used for a different email")
+        return row, False
+    log.info("email %r: scheduled for %s (sender %r)", row["id"], row["scheduled_at"].isoformat(), row["sender_id"])
+    if row["queued_at"] is not None:
+        failed = handover.send([(row["id"], row["delay_ms"])])
+        if failed:
+            with database.connection_context():
+                email_rows.unqueue(failed)
+    return row, True

@@ -1,0 +1,207 @@
+"""Settings: the only reader of the environment (and of `.env` when present).
+
+Every value is parsed once into a frozen dataclass that is passed down; a bad
+value stops start-up with a ConfigError that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Mapping
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ConfigError(f"{name}={_redact(raw)!r} is not a URL of the form {schemes[0]}://host:port/…")
+        try:
+            parts.port
+        except ValueError:
+            raise ConfigError(f"{name}={_redact(raw)!r} has a bad port") from None
+        return raw
+
+    return parse
+
+
+def _int(minimum: int, maximum: int | None = None) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+            raise ConfigError(f"{name}={raw!r} must be {bound}")
+        return value
+
+    return parse
+
+
+def _float(minimum: float) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a number") from None
+        if not value >= minimum:
+            raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ConfigError(f"{name}={raw!r} must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _optional_smtp_url(name: str, raw: str) -> str | None:
+    if not raw.strip():
+        return None
+    return _url(("smtp", "smtps"))(name, raw.strip())
+
+
+def _keys(name: str, raw: str) -> tuple[str, ...]:
+    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
+    for key in keys:
+        if len(key) < 8:
+            raise ConfigError(f"{name} holds a key shorter than 8 characters")
+    return keys
+
+
+def _optional_text(name: str, raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _redact(url: str) -> str:
+    """A URL fit for a log line: the password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+redact_url = _redact
+
+
+def _var(env: str, default: str | None, parse: Callable[[str, str], object], doc: str):
+    return field(metadata={"env": env, "default": default, "parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = _var(
+        "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/coldmail",
+        _url(("postgresql", "postgres")), "PostgreSQL; the database is created if missing")
+    redis_url: str = _var(
+        "REDIS_URL", "redis://127.0.0.1:6379/0", _url(("redis", "rediss")),
+        "Dramatiq broker and rate-limit counters")
+    smtp_url: str | None = _var(
+        "SMTP_URL", "", _optional_smtp_url,
+        "smtp://user:pass@host:port (STARTTLS when offered, ?starttls=require to insist) or smtps://…; "
+        "unset: write .eml files to OUTBOX_DIR")
+    outbox_dir: str = _var("OUTBOX_DIR", "./var/outbox", _text, "where the file transport writes")
+    default_from: str = _var("DEFAULT_FROM", "coldmail@localhost", _text, "From address of a sender that has none")
+    rate_limit_per_hour: int = _var("RATE_LIMIT_PER_HOUR", "100", _int(1), "default cap of a sender per window")
+    rate_limit_window_s: int = _var("RATE_LIMIT_WINDOW_SECONDS", "3600", _int(1), "window length of the cap")
+    global_rate_limit_per_s: int = _var(
+        "GLOBAL_RATE_LIMIT_PER_SECOND", "0", _int(0), "cap on all sends together (0: off)")
+    api_keys: tuple[str, ...] = _var(
+        "COLDMAIL_API_KEYS", "", _keys, "comma-separated static API keys, besides those made with create-api-key")
+    host: str = _var("HOST", "127.0.0.1", _text, "where the API listens")
+    port: int = _var("PORT", "8080", _int(0, 65535), "where the API listens")
+    secret_key: str | None = _var(
+        "COLDMAIL_SECRET_KEY", "", _optional_text, "Fernet key that encrypts senders' SMTP passwords")
+    # Tuning; the defaults suit production, tests shrink them.
+    handover_horizon_s: float = _var(
+        "HANDOVER_HORIZON_SECONDS", "60", _float(1), "emails due within this are handed to Dramatiq")
+    handover_interval_s: float = _var(
+        "HANDOVER_INTERVAL_SECONDS", "0.5", _float(0.05), "how often the scheduler hands over due emails")
+    handover_batch: int = _var("HANDOVER_BATCH", "2000", _int(1), "emails handed over per scheduler run at most")
+    sweep_interval_s: float = _var(
+        "SWEEP_INTERVAL_SECONDS", "5", _float(0.1), "how often the recovery sweep runs")
+    requeue_after_s: float = _var(
+        "REQUEUE_AFTER_SECONDS", "10", _float(0.5),
+        "a handed-over email not sent this long after its time is handed over again")
+    lease_s: float = _var("LEASE_SECONDS", "120", _float(1), "how long a claimed (SENDING) email is held")
+    smtp_timeout_s: float = _var("SMTP_TIMEOUT_SECONDS", "30", _float(0.1), "SMTP connect and reply timeout")
+    smtp_idle_s: float = _var(
+        "SMTP_IDLE_SECONDS", "30", _float(0), "how long an idle SMTP connection is kept open for reuse")
+    max_attempts: int = _var("MAX_ATTEMPTS", "8", _int(1), "SMTP attempts before an email is FAILED")
+    retry_backoff_s: float = _var("RETRY_BACKOFF_SECONDS", "30", _float(0), "first retry delay; doubles each time")
+    retry_backoff_max_s: float = _var("RETRY_BACKOFF_MAX_SECONDS", "3600", _float(0), "longest retry delay")
+    shutdown_s: float = _var(
+        "SHUTDOWN_SECONDS", "30", _float(1), "how long a stopping worker lets in-flight sends finish")
+    worker_threads: int = _var("WORKER_THREADS", "8", _int(1, 256), "threads of the in-process worker (run.py)")
+    worker_poll_ms: int = _var(
+        "WORKER_POLL_MS", "20", _int(1, 10000), "Dramatiq's poll interval; bounds the lateness of delayed messages")
+    queue_name: str = _var("QUEUE_NAME", "coldmail", _text, "Dramatiq queue of the send actor")
+    db_pool_size: int = _var("DB_POOL_SIZE", "16", _int(1, 1000), "PostgreSQL connections per process at most")
+    log_level: str = _var("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "log level")
+    log_format: str = _var("LOG_FORMAT", "text", _choice("text", "json"), "text or json (one object a line)")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv: str | Path | None = ".env") -> Settings:
+        """Read the environment; `.env` (when present) fills only what the environment lacks."""
+        if environ is None:
+            env = dict(os.environ)
+            if dotenv and Path(dotenv).is_file():
+                from dotenv import dotenv_values
+
+                for key, value in dotenv_values(dotenv).items():
+                    if value is not None:
+                        env.setdefault(key, value)
+        else:
+            env = dict(environ)
+        values = {}
+        for f in fields(cls):
+            meta = f.metadata
+            raw = env.get(meta["env"], meta["default"])
+            values[f.name] = meta["parse"](meta["env"], raw)
+        settings = cls(**values)
+        settings._check()
+        return settings
+
+    def _check(self) -> None:
+        if self.lease_s <= self.smtp_timeout_s:
+            raise ConfigError(
+                f"LEASE_SECONDS={self.lease_s} must be longer than SMTP_TIMEOUT_SECONDS={self.smtp_timeout_s}, "
+                "or a slow send would be taken for a dead one")
+        if self.secret_key:
+            from cryptography.fernet import Fernet
+
+            try:
+                Fernet(self.secret_key)
+            except ValueError:
+                raise ConfigError(
+                    "COLDMAIL_SECRET_KEY is not a Fernet key (32 url-safe base64 bytes; "
+                    "make one with `python run.py make-secret-key`)") from None
+
+    def replace(self, **changes) -> Settings:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+    def __repr__(self) -> str:
+        return "Settings(<redacted>)"
+
+
+def documented() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for each setting: the README's table is made from this."""
+    return [(f.metadata["env"], f.metadata["default"], f.metadata["doc"]) for f in fields(Settings)]
