@@ -1,0 +1,1 @@
+"""Test support: a recording SMTP sink, real-process helpers, polling waits."""

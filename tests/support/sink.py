@@ -1,0 +1,103 @@
+"""A real SMTP server (aiosmtpd) on a free loopback port that records what arrived.
+
+It can be told to answer DATA with an error for the next N messages (451 twice,
+then 250) or for every message (550), and be stopped and started again on the
+same port (SMTP down for a few seconds).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+from aiosmtpd.controller import Controller
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Arrival:
+    at: float
+    mail_from: str
+    rcpt_tos: list[str]
+    message: EmailMessage
+    raw: bytes
+
+
+@dataclass
+class RecordingHandler:
+    arrivals: list[Arrival] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    fail_all: str | None = None
+    connections: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        with self.lock:
+            self.connections += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            if self.fail_all:
+                return self.fail_all
+            if self.failures:
+                return self.failures.pop(0)
+            raw = envelope.original_content or envelope.content
+            self.arrivals.append(Arrival(
+                at=time.time(), mail_from=envelope.mail_from, rcpt_tos=list(envelope.rcpt_tos),
+                message=message_from_bytes(raw, policy=policy.default), raw=raw))
+        return "250 OK queued"
+
+
+class SmtpSink:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.handler = RecordingHandler()
+        self._controller: Controller | None = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def start(self) -> SmtpSink:
+        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    @property
+    def arrivals(self) -> list[Arrival]:
+        with self.handler.lock:
+            return list(self.handler.arrivals)
+
+    def subjects(self) -> list[str]:
+        return [a.message["Subject"] for a in self.arrivals]
+
+    def fail_next(self, *replies: str) -> None:
+        with self.handler.lock:
+            self.handler.failures.extend(replies)
+
+    def fail_always(self, reply: str | None) -> None:
+        with self.handler.lock:
+            self.handler.fail_all = reply
+
+    def reset(self) -> None:
+        with self.handler.lock:
+            self.handler.arrivals.clear()
+            self.handler.failures.clear()
+            self.handler.fail_all = None
+            self.handler.connections = 0
