@@ -32,13 +32,15 @@ def declare_send_actor(broker: RedisBroker, *, queue_name: str, horizon_s: float
     are counted; Dramatiq must never run the same send again behind the row's back.
     """
 
-    def send_email(email_id: int) -> None:
+    def send_email(email_id: int) -> str:
         deliverer = _deliverer.get("current")
         if deliverer is None:
             raise RuntimeError("no Deliverer in this process: was process_boot emitted?")
         outcome = deliverer.deliver(email_id)
         if outcome.result is Result.NOT_YET and outcome.due_in_s <= horizon_s:
             actor.send_with_options(args=(email_id,), delay=max(1, int(outcome.due_in_s * 1000)))
+        # middleware (metrics) reads the outcome in after_process_message's `result`
+        return outcome.result.value
 
     actor = dramatiq.actor(
         send_email, broker=broker, actor_name=ACTOR_NAME, queue_name=queue_name, max_retries=0,
