@@ -1,0 +1,60 @@
+"""Settings: the contract's defaults, and a bad value names its variable."""
+
+import pytest
+
+from coldmail.errors import ConfigError
+from coldmail.settings import Settings, documented, redact_url
+
+
+def test_defaults_are_the_contract_s():
+    s = Settings.from_env({}, dotenv=None)
+    assert s.database_url == "postgresql://postgres@127.0.0.1:5432/coldmail"
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.smtp_url is None and s.outbox_dir == "./var/outbox"
+    assert s.default_from == "coldmail@localhost"
+    assert (s.rate_limit_per_hour, s.rate_limit_window_s, s.global_rate_limit_per_s) == (100, 3600, 0)
+    assert s.api_keys == () and (s.host, s.port) == ("127.0.0.1", 8080)
+
+
+@pytest.mark.parametrize("name,value", [
+    ("PORT", "eighty"), ("PORT", "70000"), ("RATE_LIMIT_PER_HOUR", "0"), ("RATE_LIMIT_PER_HOUR", "1.5"),
+    ("RATE_LIMIT_WINDOW_SECONDS", "-1"), ("GLOBAL_RATE_LIMIT_PER_SECOND", "x"), ("DATABASE_URL", "mysql://h/db"),
+    ("REDIS_URL", "localhost:6379"), ("SMTP_URL", "http://mail.example.com"), ("SMTP_URL", "smtp://host:port"),
+    ("COLDMAIL_API_KEYS", "short"), ("LOG_FORMAT", "xml"), ("COLDMAIL_SECRET_KEY", "not-a-fernet-key"),
+    ("HANDOVER_INTERVAL_SECONDS", "0"),
+])
+def test_a_bad_value_names_the_variable(name, value):
+    with pytest.raises(ConfigError) as e:
+        Settings.from_env({name: value}, dotenv=None)
+    assert name in str(e.value)
+
+
+def test_a_bad_smtp_password_is_not_echoed():
+    with pytest.raises(ConfigError) as e:
+        Settings.from_env({"SMTP_URL": "smtp://user:hunter2@host:bad"}, dotenv=None)
+    assert "hunter2" not in str(e.value)
+
+
+def test_lease_must_outlast_the_smtp_timeout():
+    with pytest.raises(ConfigError, match="LEASE_SECONDS"):
+        Settings.from_env({"LEASE_SECONDS": "10", "SMTP_TIMEOUT_SECONDS": "30"}, dotenv=None)
+
+
+def test_dotenv_fills_only_what_the_environment_lacks(tmp_path, monkeypatch):
+    env_file = tmp_path / ".env"
+    env_file.write_text("PORT=9000\nHOST=0.0.0.0\n")
+    monkeypatch.setenv("PORT", "9100")
+    s = Settings.from_env(dotenv=env_file)
+    assert (s.host, s.port) == ("0.0.0.0", 9100)
+
+
+def test_repr_and_redaction_hide_secrets():
+    s = Settings.from_env({"SMTP_URL": "smtp://u:hunter2@mail:587", "COLDMAIL_API_KEYS": "abcdefgh123"}, dotenv=None)
+    assert "hunter2" not in repr(s) and "abcdefgh123" not in repr(s)
+    assert redact_url("smtp://u:hunter2@mail:587") == "smtp://u:***@mail:587"
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_every_setting_is_documented():
+    names = [name for name, _, doc in documented() if doc]
+    assert len(names) == len(documented()) and "DATABASE_URL" in names
