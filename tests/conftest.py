@@ -86,6 +86,7 @@ def redis_url():
     client.set(MARKER, "1")
     yield url
     client.flushdb()
+    client.set(MARKER, "1")  # the db stays ours for the next session
     client.close()
 
 

@@ -38,9 +38,11 @@ class Proc:
             pass
 
     def terminate(self, timeout_s: float = 15) -> int | None:
-        """SIGTERM the group and wait; SIGKILL if it does not stop in time. Return the exit code."""
+        """SIGTERM the leader, as supervisord does, and wait; SIGKILL the group if it does not stop in
+        time. (The dramatiq master forwards SIGTERM to its children; a child that gets a second
+        one, say from a signal to the whole group, kills itself mid-send.) Return the exit code."""
         if self.popen.poll() is None:
-            self.signal_group(signal.SIGTERM)
+            self.popen.send_signal(signal.SIGTERM)
             try:
                 self.popen.wait(timeout_s)
             except subprocess.TimeoutExpired:

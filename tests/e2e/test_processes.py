@@ -1,0 +1,162 @@
+"""The processes of the contract, started as a user starts them."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import ROOT, Proc, start_dramatiq, start_run_py, wait_healthy
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def due_in(seconds: float) -> str:
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat()
+
+
+def email(subject: str, **extra) -> dict:
+    return {"recipient": "user@example.com", "subject": subject, "body": "Hello", "senderId": "s1", **extra}
+
+
+def test_run_py_sends_at_the_scheduled_second_and_stops_cleanly_on_sigterm(base_env, sink, port, http):
+    # Given the all-in-one process pointed at an SMTP sink
+    proc = start_run_py(dict(base_env, SMTP_URL=sink.url, PORT=str(port)))
+    try:
+        wait_healthy(http.base_url, proc)
+        # When an email is scheduled two seconds ahead
+        due = datetime.now(timezone.utc) + timedelta(seconds=2)
+        status, body = http.post("/schedule-email", email("e2e-1", scheduledAt=due.isoformat()))
+        assert status == 201, body
+        # Then it arrives once, in that second
+        wait_for(lambda: sink.arrivals, timeout_s=15, what="arrival at the sink")
+        arrival = sink.arrivals[0]
+        assert due.timestamp() <= arrival.at < due.timestamp() + 1
+        assert arrival.message["Message-ID"] and arrival.message["Date"]
+        time.sleep(0.5)
+        assert len(sink.arrivals) == 1
+    finally:
+        # And SIGTERM stops it promptly with exit code 0
+        started = time.monotonic()
+        code = proc.terminate(timeout_s=15)
+        assert code == 0, proc.output()
+        assert time.monotonic() - started < 10
+
+
+def test_run_py_without_smtp_url_writes_an_eml_at_the_scheduled_second(base_env, port, http, tmp_path):
+    outbox = tmp_path / "outbox"
+    proc = start_run_py(dict(base_env, OUTBOX_DIR=str(outbox), PORT=str(port)))
+    try:
+        wait_healthy(http.base_url, proc)
+        due = datetime.now(timezone.utc) + timedelta(seconds=2)
+        status, body = http.post("/schedule-email", email("e2e-outbox", scheduledAt=due.isoformat()))
+        assert status == 201
+        eml = outbox / f"{body['jobId']}.eml"
+        wait_for(eml.exists, timeout_s=15, interval_s=0.01, what=str(eml))
+        assert due.timestamp() - 0.01 <= eml.stat().st_mtime < due.timestamp() + 1
+        assert "Subject: e2e-outbox" in eml.read_text()
+    finally:
+        proc.terminate()
+
+
+def test_api_process_with_dramatiq_cli_workers(base_env, sink, port, http):
+    env = dict(base_env, SMTP_URL=sink.url, PORT=str(port))
+    api = start_run_py(env, "api")
+    workers = start_dramatiq(env, processes=2, threads=2)
+    try:
+        wait_healthy(http.base_url, api)
+        ids = [http.post("/emails", email(f"cli-{i}"))[1]["jobId"] for i in range(10)]
+        wait_for(lambda: len(sink.arrivals) >= 10, timeout_s=30, what="10 arrivals")
+        time.sleep(0.5)
+        assert sorted(sink.subjects()) == sorted(f"cli-{i}" for i in range(10))
+        for job_id in ids:
+            assert http.get(f"/emails/{job_id}")[1]["status"] == "SENT"
+    finally:
+        codes = (workers.terminate(), api.terminate())
+    assert codes == (0, 0), workers.output() + api.output()
+
+
+def run_cli(env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**__import__("os").environ, "COLDMAIL_NO_BOOTSTRAP": "1", **env}, timeout=timeout)
+
+
+def test_bad_config_stops_start_up_naming_the_variable(base_env):
+    result = run_cli(dict(base_env, RATE_LIMIT_PER_HOUR="lots"), "api")
+    assert result.returncode == 2
+    assert "RATE_LIMIT_PER_HOUR" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_postgres_names_the_url_and_how_to_start_it(base_env, port):
+    url = f"postgresql://postgres@127.0.0.1:{port}/coldmail"
+    result = run_cli(dict(base_env, DATABASE_URL=url), "api")
+    assert result.returncode == 3
+    assert url in result.stderr and "pg_ctlcluster" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_redis_names_the_url_and_how_to_start_it(base_env, port):
+    url = f"redis://127.0.0.1:{port}/0"
+    result = run_cli(dict(base_env, REDIS_URL=url, PORT=str(port)), "api")
+    assert result.returncode == 3
+    assert url in result.stderr and "redis-server" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_migrate_creates_a_missing_database_and_create_api_key_prints_a_working_key(base_env, sink, port, http):
+    name = f"coldmail_e2e_{port}"
+    url = base_env["DATABASE_URL"].rsplit("/", 1)[0] + "/" + name
+    env = dict(base_env, DATABASE_URL=url, COLDMAIL_API_KEYS="", SMTP_URL=sink.url, PORT=str(port))
+    try:
+        assert run_cli(env, "migrate").returncode == 0
+        again = run_cli(env, "migrate")
+        assert again.returncode == 0 and "up to date" in again.stdout
+        made = run_cli(env, "create-api-key", "alice")
+        assert made.returncode == 0
+        key = made.stdout.strip()
+        assert key.startswith("cm_") and len(key) > 30
+        proc = start_run_py(env)
+        try:
+            wait_healthy(http.base_url, proc)
+            assert http.post("/emails", email("keyed"), key=key)[0] == 201
+            assert http.post("/emails", email("keyed"), key="cm_wrong")[0] == 401
+            assert key not in proc.output()
+        finally:
+            proc.terminate()
+    finally:
+        import psycopg2
+
+        conn = psycopg2.connect(base_env["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres")
+        conn.autocommit = True
+        conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+@pytest.mark.skipif(not (ROOT / ".venv" / "bin" / "supervisord").exists(), reason="supervisord not in .venv")
+def test_supervisord_runs_api_and_worker_and_delivers(base_env, sink, port, http):
+    # Given supervisord started with the repository's supervisord.conf
+    (ROOT / "var" / "log").mkdir(parents=True, exist_ok=True)
+    env = dict(base_env, SMTP_URL=sink.url, PORT=str(port))
+    supervisor = Proc([str(ROOT / ".venv" / "bin" / "supervisord"), "-c", str(ROOT / "supervisord.conf")],
+                      env, "supervisord")
+    try:
+        wait_healthy(http.base_url, supervisor, timeout_s=40)
+        # When an email is scheduled
+        status, body = http.post("/emails", email("supervised"))
+        assert status == 201
+        # Then the supervised worker delivers it
+        wait_for(lambda: sink.arrivals, timeout_s=30, what="delivery under supervisord")
+        assert sink.subjects() == ["supervised"]
+    finally:
+        supervisor.popen.send_signal(signal.SIGTERM)
+        try:
+            supervisor.popen.wait(60)
+        except subprocess.TimeoutExpired:
+            supervisor.kill()
+            pytest.fail("supervisord did not stop its programs within 60 s")
+    assert supervisor.popen.returncode == 0, supervisor.output()
