@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from ..delivery import Deliverer, Result
+from ..delivery import Deliverer, Outcome, Result
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +16,14 @@ ACTOR_NAME = "send_email"
 
 #: set at process boot by coldmail.queue.middleware.DeliveryMiddleware
 _deliverer: dict[str, Deliverer] = {}
+#: the outcome of the send this worker thread just ran. Actors must return None (a return value
+#: without Dramatiq's Results middleware is logged as a warning), so middleware reads it here.
+_last = threading.local()
+
+
+def last_outcome() -> Outcome | None:
+    """In after_process_message: what the send actor just did in this thread."""
+    return getattr(_last, "outcome", None)
 
 
 def install_deliverer(deliverer: Deliverer | None) -> None:
@@ -32,15 +41,15 @@ def declare_send_actor(broker: RedisBroker, *, queue_name: str, horizon_s: float
     are counted; Dramatiq must never run the same send again behind the row's back.
     """
 
-    def send_email(email_id: int) -> str:
+    def send_email(email_id: int) -> None:
+        _last.outcome = None
         deliverer = _deliverer.get("current")
         if deliverer is None:
             raise RuntimeError("no Deliverer in this process: was process_boot emitted?")
         outcome = deliverer.deliver(email_id)
         if outcome.result is Result.NOT_YET and outcome.due_in_s <= horizon_s:
             actor.send_with_options(args=(email_id,), delay=max(1, int(outcome.due_in_s * 1000)))
-        # middleware (metrics) reads the outcome in after_process_message's `result`
-        return outcome.result.value
+        _last.outcome = outcome
 
     actor = dramatiq.actor(
         send_email, broker=broker, actor_name=ACTOR_NAME, queue_name=queue_name, max_retries=0,
