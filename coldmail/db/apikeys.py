@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from .connection import database
+from .models import ApiKey
 
 
 def hash_key(key: str) -> str:
@@ -15,9 +15,9 @@ def hash_key(key: str) -> str:
 
 def create_api_key(name: str) -> str:
     key = "cm_" + secrets.token_urlsafe(32)
-    database.execute_sql("INSERT INTO api_keys (name, key_hash) VALUES (%s, %s)", (name, hash_key(key)))
+    ApiKey.insert(name=name, key_hash=hash_key(key)).execute()
     return key
 
 
 def key_hash_exists(key_hash: str) -> bool:
-    return database.execute_sql("SELECT 1 FROM api_keys WHERE key_hash = %s", (key_hash,)).fetchone() is not None
+    return ApiKey.select().where(ApiKey.key_hash == key_hash).exists()
