@@ -20,6 +20,7 @@ from .db import database
 from .db import emails as email_rows
 from .db.senders import sends_in_window
 from .errors import ConfigError, PermanentSendError, TransientSendError
+from .logs import email_fields
 from .mail.message import build_message
 from .mail.transports import OutboxTransport, Relay, SmtpTransport
 from .queue.rate_limits import SlidingWindowRateLimiter
@@ -42,6 +43,9 @@ class Outcome:
     result: Result
     #: for NOT_YET: seconds until the email is due (the message came early; hold it again)
     due_in_s: float = 0.0
+    #: for SENT, read by the metrics middleware: the SMTP transaction, and sent minus scheduledAt
+    send_s: float | None = None
+    late_s: float | None = None
 
 
 def backoff_s(attempt: int, *, base_s: float, max_s: float) -> float:
@@ -105,7 +109,7 @@ class Deliverer:
             with database.connection_context():
                 email_rows.defer_for_cap(email_id, delay_s=decision.wait_ms / 1000)
             log.info("email %r: sender %r at its cap; moved by %.3fs", email_id, row["sender_id"],
-                     decision.wait_ms / 1000)
+                     decision.wait_ms / 1000, extra=email_fields(row))
             return Outcome(Result.RATE_LIMITED)
         self._wait_for_global_cap(email_id)
 
@@ -119,31 +123,37 @@ class Deliverer:
             reply = transport.send(message, relay=relay, email_id=email_id)
         except PermanentSendError as e:
             cap.give_back()
-            return self._fail(email_id, str(e), e.code)
+            return self._fail(row, str(e), e.code)
         except ConfigError as e:
             cap.give_back()
-            return self._fail(email_id, str(e), None)
+            return self._fail(row, str(e), None)
         except TransientSendError as e:
             cap.give_back()
             if attempt >= self.settings.max_attempts:
-                return self._fail(email_id, f"{e} (after {attempt} attempts)", e.code)
+                return self._fail(row, f"{e} (after {attempt} attempts)", e.code)
             delay = backoff_s(attempt, base_s=self.settings.retry_backoff_s, max_s=self.settings.retry_backoff_max_s)
             with database.connection_context():
                 email_rows.retry_later(email_id, delay_s=delay, error=str(e), code=e.code)
-            log.warning("email %r: attempt %d failed (%s); retry in %.1fs", email_id, attempt, e, delay)
+            log.warning("email %r: attempt %d failed (%s); retry in %.1fs (sender %r)", email_id, attempt, e,
+                        delay, row["sender_id"], extra=email_fields(row))
             return Outcome(Result.RETRY)
+        send_s = time.monotonic() - started
+        late_s = time.time() - row["scheduled_at"].timestamp()
         cap.mark_done()
         with database.connection_context():
             recorded = email_rows.mark_sent(email_id, message_id=message["Message-ID"], reply=reply)
         if not recorded:
-            log.warning("email %r: sent, but its claim had expired and was taken back", email_id)
-        log.info("email %r: sent to relay in %.0fms (%s)", email_id, (time.monotonic() - started) * 1000, reply)
-        return Outcome(Result.SENT)
+            log.warning("email %r: sent, but its claim had expired and was taken back", email_id,
+                        extra=email_fields(row))
+        log.info("email %r: sent to relay in %.0fms, %.3fs after its time (sender %r): %s", email_id,
+                 send_s * 1000, late_s, row["sender_id"], reply, extra=email_fields(row))
+        return Outcome(Result.SENT, send_s=send_s, late_s=late_s)
 
-    def _fail(self, email_id: int, error: str, code: int | None) -> Outcome:
+    def _fail(self, row: dict[str, Any], error: str, code: int | None) -> Outcome:
         with database.connection_context():
-            email_rows.mark_failed(email_id, error=error, code=code)
-        log.error("email %r: failed for good: %s", email_id, error)
+            email_rows.mark_failed(row["id"], error=error, code=code)
+        log.error("email %r: failed for good (sender %r): %s", row["id"], row["sender_id"], error,
+                  extra=email_fields(row))
         return Outcome(Result.FAILED)
 
     def _wait_for_global_cap(self, email_id: int) -> None:

@@ -12,6 +12,11 @@ from .settings import Settings
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
 
 
+def email_fields(row: dict) -> dict:
+    """`extra=` for a line about one email: JSON lines carry its id and sender as fields."""
+    return {"email_id": row["id"], "sender_id": row["sender_id"]}
+
+
 def configure_logging(settings: Settings, *, log_format: str | None = None) -> None:
     """Format every handler of the root logger; a process that has none (run.py) gets one on stderr.
 

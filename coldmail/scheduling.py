@@ -11,6 +11,7 @@ from .db import database
 from .db import emails as email_rows
 from .db.emails import NewEmail
 from .errors import Conflict
+from .logs import email_fields
 from .queue.handover import HandOver
 from .settings import Settings
 
@@ -42,7 +43,8 @@ def schedule(new: NewEmail, *, settings: Settings, handover: HandOver) -> tuple[
         if row["payload_hash"] != new.payload_hash:
             raise Conflict(f"idempotency key {new.idempotency_key!r} was used for a different email")
         return row, False
-    log.info("email %r: scheduled for %s (sender %r)", row["id"], row["scheduled_at"].isoformat(), row["sender_id"])
+    log.info("email %r: scheduled for %s (sender %r)", row["id"], row["scheduled_at"].isoformat(), row["sender_id"],
+             extra=email_fields(row))
     if row["queued_at"] is not None:
         failed = handover.send([(row["id"], row["delay_ms"])])
         if failed:

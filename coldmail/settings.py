@@ -88,6 +88,14 @@ def _optional_text(name: str, raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _optional_dir(name: str, raw: str) -> str | None:
+    if not raw.strip():
+        return None
+    if not Path(raw.strip()).is_dir():
+        raise ConfigError(f"{name}={raw!r} is not a directory: create it (empty) before the processes start")
+    return raw.strip()
+
+
 def _redact(url: str) -> str:
     """A URL fit for a log line: the password replaced by ***."""
     parts = urlsplit(url)
@@ -155,6 +163,11 @@ class Settings:
     db_pool_size: int = _var("DB_POOL_SIZE", "16", _int(1, 1000), "PostgreSQL connections per process at most")
     log_level: str = _var("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "log level")
     log_format: str = _var("LOG_FORMAT", "text", _choice("text", "json"), "text or json (one object a line)")
+    metrics_dir: str | None = _var(
+        "PROMETHEUS_MULTIPROC_DIR", "", _optional_dir,
+        "a directory the API and worker processes of one host share, so /metrics adds up every process's "
+        "figures (prometheus_client's multiprocess mode; set it in the environment, not .env); "
+        "unset: /metrics shows the API process's own, enough for `python run.py`")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv: str | Path | None = ".env") -> Settings:

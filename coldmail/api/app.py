@@ -7,13 +7,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
+from ..metrics import scrape_registry
 from ..queue.setup import Queue
 from ..scheduler import start_scheduler
 from ..settings import Settings
 from .auth import KeyChecker, auth_middleware
 from .context import AppContext, ctx_key
 from .errors import errors_middleware
-from .handlers import routes
+from .handlers import metrics_key, routes
+from .instrument import metrics_middleware
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +27,9 @@ def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True)
     ctx = AppContext(settings=settings, queue=queue, executor=executor)
     checker = KeyChecker(settings.api_keys, ctx.run)
     app = web.Application(client_max_size=MAX_REQUEST_BYTES,
-                          middlewares=[errors_middleware, auth_middleware(checker)])
+                          middlewares=[metrics_middleware, errors_middleware, auth_middleware(checker)])
     app[ctx_key] = ctx
+    app[metrics_key] = scrape_registry(settings)
     app.add_routes(routes)
 
     async def executor_ctx(app: web.Application):

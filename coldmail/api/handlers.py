@@ -6,33 +6,64 @@ import json
 from typing import Any
 
 from aiohttp import web
+from marshmallow import Schema, ValidationError
+from prometheus_client import CollectorRegistry
 
-from .. import scheduling
-from ..db import database
+from .. import lifecycle, metrics, scheduling
 from ..db import emails as email_rows
+from ..db.lookups import list_emails
 from ..errors import NotFound
 from .context import AppContext, ctx_key
 from .errors import ApiError
-from .schemas import ScheduleEmailSchema
+from .openapi import openapi_spec
+from .schemas import (ListEmailsQuerySchema, RescheduleSchema, ScheduleBatchSchema, ScheduleEmailSchema)
 from .serialize import email_json, event_json, scheduled_json
 
 routes = web.RouteTableDef()
+metrics_key = web.AppKey("metrics", CollectorRegistry)
+
+MAX_BODY_BYTES = 1024 * 1024
+#: a batch of 1000 emails with HTML bodies does not fit in 1 MiB
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+
 _schedule_schema = ScheduleEmailSchema()
+_batch_schema = ScheduleBatchSchema()
+_reschedule_schema = RescheduleSchema()
+_list_schema = ListEmailsQuerySchema()
 
 
-async def read_json(request: web.Request) -> Any:
+async def read_json(request: web.Request, *, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
+    """The body as a JSON object; 415 if it is not sent as JSON, 413 past `max_bytes`, 400 if not an object."""
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
-    raw = await request.read()  # raises 413 past client_max_size
+    too_large = ApiError(413, "payload_too_large", f"the request body is larger than {max_bytes // 2**20} MiB")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large
+    raw = bytearray()
+    while chunk := await request.content.readany():
+        raw += chunk
+        if len(raw) > max_bytes:
+            raise too_large
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    return data
+
+
+def _query(request: web.Request, schema: Schema) -> dict[str, Any]:
+    """Query parameters through `schema`; a parameter given twice is an error, not a choice."""
+    repeated = {key: ["give this parameter once"] for key in request.query if len(request.query.getall(key)) > 1}
+    if repeated:
+        raise ValidationError(repeated)
+    return schema.load(dict(request.query))
 
 
 def _email_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
         raise NotFound(f"no email with id {raw!r}")
     return int(raw)
 
@@ -41,23 +72,52 @@ def _idempotency_key(request: web.Request, payload: dict) -> str | None:
     header = request.headers.get("Idempotency-Key")
     body = payload.get("idempotencyKey")
     if header is not None:
-        header = _schedule_schema.fields["idempotencyKey"].deserialize(header)
+        try:
+            header = _schedule_schema.fields["idempotencyKey"].deserialize(header)
+        except ValidationError as e:
+            raise ValidationError({"Idempotency-Key": e.messages}) from None
         if body is not None and body != header:
             raise ApiError(400, "bad_request", "Idempotency-Key header and idempotencyKey field differ")
     return body if body is not None else header
 
 
+# -- scheduling -------------------------------------------------------------------
+
 @routes.post("/schedule-email")
 @routes.post("/emails")
 async def schedule_email(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
-    data = await read_json(request)
-    if not isinstance(data, dict):
-        raise ApiError(400, "bad_request", "the body must be a JSON object")
-    payload = _schedule_schema.load(data)
+    payload = _schedule_schema.load(await read_json(request))
     new = scheduling.new_email(payload, _idempotency_key(request, payload))
     row, created = await ctx.run(scheduling.schedule, new, settings=ctx.settings, handover=ctx.queue.handover)
+    if created:
+        metrics.ACCEPTED.inc()
     return web.json_response(scheduled_json(row), status=201 if created else 200)
+
+
+@routes.post("/emails/batch")
+async def schedule_batch(request: web.Request) -> web.Response:
+    ctx: AppContext = request.app[ctx_key]
+    if "Idempotency-Key" in request.headers:
+        raise ApiError(400, "bad_request", "a batch takes an idempotencyKey in each email, not the header")
+    data = await read_json(request, max_bytes=MAX_BATCH_BYTES)
+    payload = await ctx.run(_batch_schema.load, data)  # a thousand addresses to check: off the event loop
+    news = [scheduling.new_email(item, item["idempotencyKey"]) for item in payload["emails"]]
+    stored = await ctx.run(lifecycle.schedule_batch, news, settings=ctx.settings, handover=ctx.queue.handover)
+    created = sum(1 for _, was_created in stored if was_created)
+    metrics.ACCEPTED.inc(created)
+    return web.json_response({"jobIds": [row["id"] for row, _ in stored]}, status=201 if created else 200)
+
+
+# -- looking up ----------------------------------------------------------------------
+
+@routes.get("/emails")
+async def get_emails(request: web.Request) -> web.Response:
+    ctx: AppContext = request.app[ctx_key]
+    query = _query(request, _list_schema)
+    rows, cursor = await ctx.run_db(list_emails, status=query.get("status"), sender_id=query.get("senderId"),
+                                    after=query.get("after"), limit=query["limit"])
+    return web.json_response({"items": [email_json(row) for row in rows], "next": cursor})
 
 
 @routes.get("/emails/{id}")
@@ -84,6 +144,29 @@ async def get_events(request: web.Request) -> web.Response:
     return web.json_response({"emailId": email_id, "events": [event_json(e) for e in events]})
 
 
+# -- changing one's mind -------------------------------------------------------------
+
+@routes.post("/emails/{id}/cancel")
+async def cancel_email(request: web.Request) -> web.Response:
+    ctx: AppContext = request.app[ctx_key]
+    row = await ctx.run(lifecycle.cancel, _email_id(request))
+    metrics.CANCELLED.inc()
+    return web.json_response(email_json(row))
+
+
+@routes.patch("/emails/{id}")
+async def reschedule_email(request: web.Request) -> web.Response:
+    ctx: AppContext = request.app[ctx_key]
+    email_id = _email_id(request)
+    payload = _reschedule_schema.load(await read_json(request))
+    row = await ctx.run(lifecycle.reschedule, email_id, payload["scheduledAt"], settings=ctx.settings,
+                        handover=ctx.queue.handover)
+    metrics.RESCHEDULED.inc()
+    return web.json_response(email_json(row))
+
+
+# -- operations ----------------------------------------------------------------------
+
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
@@ -96,3 +179,17 @@ async def readyz(request: web.Request) -> web.Response:
     ready = all(v == "ok" for v in checks.values())
     return web.json_response({"status": "ok" if ready else "unavailable", "checks": checks},
                              status=200 if ready else 503)
+
+
+@routes.get("/metrics")
+async def get_metrics(request: web.Request) -> web.Response:
+    ctx: AppContext = request.app[ctx_key]
+    body, content_type = await ctx.run(metrics.render, request.app[metrics_key], request.headers.get("Accept"))
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+@routes.get("/openapi.json")
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_spec())

@@ -212,12 +212,14 @@ SELECT id, 'rate_limited', jsonb_build_object('nextAttemptAt', next_attempt_at) 
     return database.execute_sql(sql, {"id": email_id, "delay_s": delay_s}).fetchone() is not None
 
 
-def release(email_id: int) -> bool:
-    """Give a claimed email back unsent (the worker is stopping); it is handed over again at once."""
+def release(email_id: int, *, reason: str, delay_s: float = 0.0) -> bool:
+    """Give a claimed email back before its SMTP conversation began (the worker is stopping, or Redis
+    failed under the cap check); no attempt is used. It is handed over again in `delay_s`."""
     return _change(
-        "UPDATE emails SET status = 'PENDING', queued_at = NULL, lease_until = NULL, updated_at = now() "
+        "UPDATE emails SET status = 'PENDING', queued_at = NULL, lease_until = NULL, updated_at = now(), "
+        "next_attempt_at = greatest(next_attempt_at, now() + %(delay_s)s * interval '1 second') "
         "WHERE id = %(id)s AND status = 'SENDING'",
-        "released", {}, {"id": email_id})
+        "released", {"reason": reason}, {"id": email_id, "delay_s": delay_s})
 
 
 # -- recovery -------------------------------------------------------------
@@ -255,3 +257,109 @@ def requeue_all_queued() -> int:
     cursor = database.execute_sql(
         "UPDATE emails SET queued_at = NULL WHERE status = 'PENDING' AND queued_at IS NOT NULL")
     return cursor.rowcount
+
+
+# -- a user's changes -----------------------------------------------------
+
+_INSERT_BATCH = f"""
+WITH input AS (
+    SELECT * FROM unnest(%(recipient)s::text[], %(subject)s::text[], %(body)s::text[], %(sender_id)s::text[],
+                         %(scheduled_at)s::timestamptz[], %(idempotency_key)s::text[], %(payload_hash)s::text[])
+        WITH ORDINALITY AS t(recipient, subject, body, sender_id, scheduled_at, idempotency_key, payload_hash, ord)
+), ids AS (
+    SELECT ord, nextval(pg_get_serial_sequence('emails', 'id')) AS id FROM input
+), s AS (
+    INSERT INTO senders (id) SELECT DISTINCT sender_id FROM input ORDER BY sender_id ON CONFLICT DO NOTHING
+), e AS (
+    INSERT INTO emails (id, recipient, subject, body, sender_id, scheduled_at, next_attempt_at,
+                        queued_at, idempotency_key, payload_hash)
+    SELECT ids.id, i.recipient, i.subject, i.body, i.sender_id, i.at, i.at,
+           CASE WHEN i.at <= now() + %(horizon_s)s * interval '1 second' THEN now() END,
+           i.idempotency_key, i.payload_hash
+    FROM (SELECT *, greatest(scheduled_at, now()) AS at FROM input) i JOIN ids USING (ord)
+    ORDER BY i.idempotency_key, i.ord  -- one lock order for every batch: two batches cannot deadlock
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING {EMAIL_COLUMNS}
+), ev AS (
+    INSERT INTO email_events (email_id, kind, detail)
+    SELECT id, 'created', jsonb_build_object('scheduledAt', scheduled_at) FROM e
+    UNION ALL
+    SELECT id, 'queued', jsonb_build_object('dueAt', next_attempt_at) FROM e WHERE queued_at IS NOT NULL
+)
+SELECT ids.ord, e.*, greatest(0, (extract(epoch FROM e.next_attempt_at - now()) * 1000))::bigint AS delay_ms
+FROM e JOIN ids USING (id)
+"""
+
+
+def insert_batch(news: list[NewEmail], *, horizon_s: float) -> list[tuple[dict[str, Any], bool]]:
+    """Store many emails in one statement; return (row, created) for each, in order.
+
+    Like insert_email, a key already stored returns its row with created=False,
+    and rows due within `horizon_s` come back marked queued with their `delay_ms`.
+    The caller holds the transaction (`database.atomic()`): it may still refuse the
+    batch, and then nothing of it stays. Keys must be unique within `news`.
+    """
+    columns = ("recipient", "subject", "body", "sender_id", "scheduled_at", "idempotency_key", "payload_hash")
+    params: dict[str, Any] = {c: [getattr(n, c) for n in news] for c in columns}
+    params["horizon_s"] = horizon_s
+    rows: list[tuple[dict[str, Any], bool] | None] = [None] * len(news)
+    for row in _dicts(database.execute_sql(_INSERT_BATCH, params)):
+        rows[row.pop("ord") - 1] = (row, True)
+    skipped = {n.idempotency_key: i for i, n in enumerate(news) if rows[i] is None}
+    if skipped:
+        cursor = database.execute_sql(
+            f"SELECT {EMAIL_COLUMNS} FROM emails WHERE idempotency_key = ANY(%s)", (list(skipped),))
+        for row in _dicts(cursor):
+            rows[skipped[row["idempotency_key"]]] = (row, False)
+    assert all(r is not None for r in rows), "ON CONFLICT skipped only rows whose key is stored"
+    return rows  # type: ignore[return-value]
+
+
+_CANCEL = f"""
+WITH c AS (
+    UPDATE emails SET status = 'CANCELLED', lease_until = NULL, updated_at = now()
+    WHERE id = %(id)s AND status = 'PENDING'
+    RETURNING {EMAIL_COLUMNS}
+), ev AS (
+    INSERT INTO email_events (email_id, kind, detail) SELECT id, 'cancelled', '{{}}'::jsonb FROM c
+)
+SELECT * FROM c
+"""
+
+
+def cancel(email_id: int) -> dict[str, Any] | None:
+    """PENDING → CANCELLED; None if the email is not PENDING (a worker's claim won, or it is gone).
+
+    A message for it still in Redis finds it not PENDING and is skipped.
+    """
+    return _one(database.execute_sql(_CANCEL, {"id": email_id}))
+
+
+_RESCHEDULE = f"""
+WITH old AS (
+    SELECT id, scheduled_at FROM emails WHERE id = %(id)s AND status = 'PENDING' FOR UPDATE
+), r AS (
+    UPDATE emails e SET scheduled_at = t.at, next_attempt_at = t.at, updated_at = now(),
+                        queued_at = CASE WHEN t.at <= now() + %(horizon_s)s * interval '1 second' THEN now() END
+    FROM old, (SELECT greatest(%(at)s::timestamptz, now()) AS at) t
+    WHERE e.id = old.id AND e.status = 'PENDING'
+    RETURNING {", ".join("e." + c.strip() for c in EMAIL_COLUMNS.split(","))}, old.scheduled_at AS previous_at
+), ev AS (
+    INSERT INTO email_events (email_id, kind, detail)
+    SELECT id, 'rescheduled', jsonb_build_object('scheduledAt', scheduled_at, 'previousScheduledAt', previous_at)
+    FROM r
+    UNION ALL
+    SELECT id, 'queued', jsonb_build_object('dueAt', next_attempt_at) FROM r WHERE queued_at IS NOT NULL
+)
+SELECT r.*, greatest(0, (extract(epoch FROM r.next_attempt_at - now()) * 1000))::bigint AS delay_ms FROM r
+"""
+
+
+def reschedule(email_id: int, *, at: datetime, horizon_s: float) -> dict[str, Any] | None:
+    """Move a PENDING email to `at` (past: now); None if it is not PENDING.
+
+    Its hand-over mark is cleared, or set anew if `at` is within the horizon (the
+    caller then enqueues it with `delay_ms`). A message still in Redis for the old
+    time finds `next_attempt_at` in the future, so the claim refuses it.
+    """
+    return _one(database.execute_sql(_RESCHEDULE, {"id": email_id, "at": at, "horizon_s": horizon_s}))

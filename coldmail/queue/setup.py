@@ -23,7 +23,12 @@ class Queue:
 
 def build_queue(settings: Settings, *, redis_timeout_s: float = 2.0) -> Queue:
     """A send actor's limit must cover a send that times out at every step, then some."""
-    broker = build_broker(settings, timeout_s=redis_timeout_s, extra_middleware=[DeliveryMiddleware(settings)])
+    # Imported here, after the settings were read: importing the metrics makes prometheus_client open
+    # its files in PROMETHEUS_MULTIPROC_DIR, which the settings have checked by now.
+    from .metrics import MetricsMiddleware
+
+    broker = build_broker(settings, timeout_s=redis_timeout_s,
+                          extra_middleware=[DeliveryMiddleware(settings), MetricsMiddleware(settings)])
     time_limit_ms = int((settings.lease_s + 60) * 1000)
     actor = declare_send_actor(
         broker, queue_name=settings.queue_name, horizon_s=settings.handover_horizon_s, time_limit_ms=time_limit_ms)

@@ -1,0 +1,107 @@
+"""A user's changes after the first schedule: a batch at once, cancel, reschedule.
+
+Each is one compare-and-set in PostgreSQL (coldmail.db.emails) and then, for
+what is due within the horizon, a hand-over to Dramatiq after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from .db import database
+from .db import emails as email_rows
+from .db.emails import NewEmail
+from .errors import Conflict, NotFound
+from .logs import email_fields
+from .queue.handover import HandOver
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _hand_over(rows: list[dict[str, Any]], handover: HandOver) -> None:
+    """Give Dramatiq the rows marked queued, soonest first; what Redis refused goes back to the scheduler."""
+    due = sorted((row["delay_ms"], row["id"]) for row in rows if row["queued_at"] is not None)
+    failed = handover.send([(email_id, delay_ms) for delay_ms, email_id in due])
+    if failed:
+        with database.connection_context():
+            email_rows.unqueue(failed)
+
+
+def schedule_batch(news: list[NewEmail], *, settings: Settings, handover: HandOver) -> list[tuple[dict, bool]]:
+    """Store every email of `news` or none; return (row, created) for each, in order.
+
+    An idempotency key repeated within the batch, or already stored, with the same
+    payload stands for the same email; with another payload the whole batch is a Conflict.
+    """
+    first: dict[str, int] = {}
+    unique: list[NewEmail] = []
+    position: list[int] = []  # index in `unique` of each item of `news`
+    for index, new in enumerate(news):
+        key = new.idempotency_key
+        if key is not None and key in first:
+            earlier = first[key]
+            if unique[position[earlier]].payload_hash != new.payload_hash:
+                raise Conflict(f"emails[{index}] repeats the idempotency key of emails[{earlier}] "
+                               "with a different email")
+            position.append(position[earlier])
+            continue
+        if key is not None:
+            first[key] = index
+        position.append(len(unique))
+        unique.append(new)
+
+    with database.connection_context():
+        with database.atomic():
+            stored = email_rows.insert_batch(unique, horizon_s=settings.handover_horizon_s)
+            for index, new in enumerate(news):
+                row, created = stored[position[index]]
+                if not created and row["payload_hash"] != new.payload_hash:
+                    raise Conflict(f"emails[{index}]: idempotency key {new.idempotency_key!r} "
+                                   "was used for a different email")  # rolls the whole batch back
+    created_rows = [row for row, created in stored if created]
+    for row in created_rows:
+        log.info("email %r: scheduled for %s (sender %r, batch)", row["id"], row["scheduled_at"].isoformat(),
+                 row["sender_id"], extra=email_fields(row))
+    _hand_over(created_rows, handover)
+    # an item repeated in the batch is "created" once, at its first place
+    seen: set[int] = set()
+    result = []
+    for index in range(len(news)):
+        row, created = stored[position[index]]
+        result.append((row, created and row["id"] not in seen))
+        seen.add(row["id"])
+    return result
+
+
+def _refuse(email_id: int, action: str) -> None:
+    """After a compare-and-set found nothing: say whether the email is missing or in another state."""
+    row = email_rows.get_email(email_id)
+    if row is None:
+        raise NotFound(f"no email with id {email_id}")
+    raise Conflict(f"email {email_id} is {row['status']}: only a PENDING email can be {action}")
+
+
+def cancel(email_id: int) -> dict[str, Any]:
+    """PENDING → CANCELLED, or NotFound / Conflict. Against a worker claiming it at the same moment,
+    exactly one wins: both are compare-and-sets on status PENDING of the same row."""
+    with database.connection_context():
+        row = email_rows.cancel(email_id)
+        if row is None:
+            _refuse(email_id, "cancelled")
+    log.info("email %r: cancelled (sender %r)", email_id, row["sender_id"], extra=email_fields(row))
+    return row
+
+
+def reschedule(email_id: int, at: datetime, *, settings: Settings, handover: HandOver) -> dict[str, Any]:
+    """Move a PENDING email to `at`, or NotFound / Conflict (a worker claimed it first)."""
+    with database.connection_context():
+        row = email_rows.reschedule(email_id, at=at, horizon_s=settings.handover_horizon_s)
+        if row is None:
+            _refuse(email_id, "rescheduled")
+    log.info("email %r: rescheduled from %s to %s (sender %r)", email_id, row["previous_at"].isoformat(),
+             row["scheduled_at"].isoformat(), row["sender_id"], extra=email_fields(row))
+    _hand_over([row], handover)
+    return row

@@ -1,0 +1,105 @@
+"""Prometheus metrics: what every coldmail process counts, and what GET /metrics shows.
+
+One process (`python run.py`) keeps its figures in memory. With several
+(`python run.py api` and `dramatiq coldmail.worker --processes N`), each
+process writes its figures to files in PROMETHEUS_MULTIPROC_DIR
+(prometheus_client's multiprocess mode) and the API's /metrics adds them up.
+The emails per status are counted in PostgreSQL at scrape time: the truth
+for every process and host.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess, values
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
+
+from .db import database
+from .db.lookups import count_by_status
+from .errors import ConfigError
+from .settings import Settings
+from .status import EmailStatus
+
+log = logging.getLogger(__name__)
+
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_LATE_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+
+# -- the API's figures
+ACCEPTED = Counter("coldmail_emails_accepted", "Emails stored by the schedule and batch endpoints "
+                   "(a replayed idempotency key is not counted again)")
+CANCELLED = Counter("coldmail_emails_cancelled", "Emails cancelled with POST /emails/{id}/cancel")
+RESCHEDULED = Counter("coldmail_emails_rescheduled", "Emails moved with PATCH /emails/{id}")
+HTTP_REQUESTS = Counter("coldmail_http_requests", "HTTP requests answered, by route and status",
+                        ["method", "route", "status"])
+HTTP_SECONDS = Histogram("coldmail_http_request_duration_seconds", "Time to answer an HTTP request",
+                         ["method", "route"], buckets=_SECONDS)
+
+# -- the workers' figures
+SENT = Counter("coldmail_emails_sent", "Emails the SMTP relay accepted (or written to the outbox)")
+FAILED = Counter("coldmail_emails_failed", "Emails failed for good: an SMTP 5xx, or their last attempt used up")
+RETRIED = Counter("coldmail_send_retries", "Send attempts that failed (SMTP 4xx, connection) and will be retried")
+RATE_LIMITED = Counter("coldmail_emails_rate_limited", "Sends moved to later because their sender was at its cap")
+SEND_SECONDS = Histogram("coldmail_send_duration_seconds", "One SMTP transaction (or outbox write)",
+                         buckets=_SECONDS)
+LATENESS = Histogram("coldmail_send_lateness_seconds", "Time an email was sent minus its scheduledAt",
+                     buckets=_LATE_SECONDS)
+MESSAGES = Counter("coldmail_worker_messages", "Send messages a worker processed, by what came of them "
+                   "(sent, failed, retry, rate_limited, skipped, not_yet, error)", ["outcome"])
+
+
+def multiprocess_mode() -> bool:
+    """Whether this process writes its figures to PROMETHEUS_MULTIPROC_DIR (decided when
+    prometheus_client was imported, from the process environment)."""
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
+def check_mode(settings: Settings) -> None:
+    """Refuse a directory set in `.env` only: prometheus_client reads the process environment at import."""
+    if settings.metrics_dir and not multiprocess_mode():
+        raise ConfigError("PROMETHEUS_MULTIPROC_DIR is set in .env only; prometheus_client reads it from the "
+                          "process environment when it is imported: export it (or set it in supervisord.conf)")
+
+
+class _ThisProcess:
+    """The default registry's figures (this process's metrics, process and GC stats)."""
+
+    def collect(self):
+        return REGISTRY.collect()
+
+
+class EmailsByStatus:
+    """`coldmail_emails{status}`: a GROUP BY at scrape time, so it holds across processes and restarts."""
+
+    def collect(self):
+        try:
+            with database.connection_context():
+                counts = count_by_status()
+        except Exception as e:  # a scrape reports what it can; a failed count is left out, not shown as 0
+            log.warning("metrics: counting emails per status failed: %s", e)
+            return
+        family = GaugeMetricFamily("coldmail_emails", "Emails in each status, counted in PostgreSQL",
+                                   labels=["status"])
+        for status in EmailStatus:
+            family.add_metric([status.value], counts.get(status.value, 0))
+        yield family
+
+
+def scrape_registry(settings: Settings) -> CollectorRegistry:
+    """What /metrics shows: this process's figures, or all processes' in multiprocess mode, and the counts."""
+    check_mode(settings)
+    registry = CollectorRegistry()
+    if settings.metrics_dir:
+        multiprocess.MultiProcessCollector(registry, path=settings.metrics_dir)
+    else:
+        registry.register(_ThisProcess())
+    registry.register(EmailsByStatus())
+    return registry
+
+
+def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
+    """The exposition (blocking: it counts in PostgreSQL) and its content type, as Accept asks."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
