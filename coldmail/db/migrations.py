@@ -74,6 +74,11 @@ CREATE TABLE api_keys (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 """),
+    (2, "listing by sender and status", """
+-- GET /emails?senderId=&status=: without it the planner walks the primary key and filters,
+-- which reads the whole table when the pair is rare (a sender's few PENDING among millions)
+CREATE INDEX emails_sender_status_id ON emails (sender_id, status, id DESC);
+"""),
 ]
 
 
