@@ -15,6 +15,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from .db import database
 from .db import emails as email_rows
 from .queue.handover import HandOver
+from .queue.recovery import QueueRecovery
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,17 +25,19 @@ MAX_BATCHES_PER_RUN = 10
 
 
 class Jobs:
-    def __init__(self, settings: Settings, handover: HandOver) -> None:
+    def __init__(self, settings: Settings, handover: HandOver, recovery: QueueRecovery) -> None:
         self.settings = settings
         self.handover = handover
+        self.recovery = recovery
 
     def hand_over_due(self) -> int:
         """Give Dramatiq every email due within the horizon, in due order, with its exact delay."""
         handed = 0
         try:
-            if self.handover.redis_forgot():
+            if self.recovery.redis_forgot():
                 with database.connection_context():
                     lost = email_rows.requeue_all_queued()
+                self.recovery.remember()
                 if lost:
                     log.warning("Redis came back empty: handing over %d queued email(s) again", lost)
         except redis.RedisError as e:
@@ -46,7 +49,7 @@ class Jobs:
                                             limit=self.settings.handover_batch)
             if not batch:
                 break
-            failed = self.handover.send(batch)
+            failed = self.handover.send(batch, probe=True)
             if failed:
                 with database.connection_context():
                     email_rows.unqueue(failed)
@@ -61,9 +64,20 @@ class Jobs:
         """Take back claims whose worker died, and hand over again what Redis or a worker lost."""
         with database.connection_context():
             expired = email_rows.expire_leases(max_attempts=self.settings.max_attempts)
-            stale = email_rows.requeue_stale(after_s=self.settings.requeue_after_s)
         for email_id in expired:
             log.warning("email %r: lease expired (its worker stopped mid-send); back to PENDING", email_id)
+        try:
+            self.recovery.requeue_from_dead_workers()
+            waiting = self.recovery.waiting()
+        except redis.RedisError as e:
+            log.warning("Redis unreachable (%s); recovery sweep waits", e)
+            return
+        if waiting:
+            # Emails late because the queue is long are not lost: handing them over again would
+            # only lengthen it. What a dead worker held is back already; the rest waits its turn.
+            return
+        with database.connection_context():
+            stale = email_rows.requeue_stale(after_s=self.settings.requeue_after_s)
         if stale:
             log.warning("%d handed-over email(s) not sent %.0fs after their time: handing over again",
                         stale, self.settings.requeue_after_s)
@@ -80,7 +94,11 @@ def _guarded(job, name: str):
 
 
 def start_scheduler(settings: Settings, handover: HandOver) -> BackgroundScheduler:
-    jobs = Jobs(settings, handover)
+    recovery = QueueRecovery(handover.broker, queue_name=settings.queue_name, dead_worker_s=settings.dead_worker_s)
+    jobs = Jobs(settings, handover, recovery)
+    # Once before the API takes requests: otherwise a request's hand-over into a fresh Redis could come
+    # before the first check that Redis forgot, which would then hand that email over a second time.
+    _guarded(jobs.hand_over_due, "hand_over_due")()
     scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
     scheduler.add_job(_guarded(jobs.hand_over_due, "hand_over_due"), "interval",
                       seconds=settings.handover_interval_s, id="hand_over_due")

@@ -146,8 +146,12 @@ class Settings:
         "SWEEP_INTERVAL_SECONDS", "5", _float(0.1), "how often the recovery sweep runs")
     requeue_after_s: float = _var(
         "REQUEUE_AFTER_SECONDS", "10", _float(0.5),
-        "a handed-over email not sent this long after its time is handed over again")
+        "a handed-over email not sent this long after its time is handed over again (once no message waits "
+        "in the queue: a long queue is slow, not lossy)")
     lease_s: float = _var("LEASE_SECONDS", "120", _float(1), "how long a claimed (SENDING) email is held")
+    dead_worker_s: float = _var(
+        "DEAD_WORKER_SECONDS", "10", _float(0.5),
+        "a worker process silent this long is taken for dead: the messages it had fetched go back to the queue")
     smtp_timeout_s: float = _var("SMTP_TIMEOUT_SECONDS", "30", _float(0.1), "SMTP connect and reply timeout")
     smtp_idle_s: float = _var(
         "SMTP_IDLE_SECONDS", "30", _float(0), "how long an idle SMTP connection is kept open for reuse")
