@@ -28,7 +28,6 @@ def embedded_worker_ctx(settings: Settings, queue: Queue):
         yield
         log.info("stopping worker: in-flight sends get %.0fs to finish", settings.shutdown_s)
         worker.stop(timeout=int(settings.shutdown_s * 1000))
-        queue.broker.emit_before("process_stop")
         queue.broker.close()
 
     return ctx

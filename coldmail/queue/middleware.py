@@ -20,10 +20,13 @@ class DeliveryMiddleware(dramatiq.Middleware):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.deliverer: Deliverer | None = None
+        self.opened_database = False
 
     def after_process_boot(self, broker) -> None:
+        # In `python run.py` the API opened the pool and still uses it after the worker stops.
         if database.obj is None:
             open_database(self.settings.database_url, max_connections=self.settings.db_pool_size)
+            self.opened_database = True
         self.deliverer = Deliverer(self.settings, redis_client=broker.client)
         install_deliverer(self.deliverer)
 
@@ -32,11 +35,16 @@ class DeliveryMiddleware(dramatiq.Middleware):
         # up to a second late. Consumers are made after this hook, with this value.
         worker.worker_timeout = self.settings.worker_poll_ms
 
+    def before_worker_shutdown(self, broker, worker) -> None:
+        if self.deliverer is not None:
+            self.deliverer.stopping.set()
+
     def after_worker_thread_shutdown(self, broker, thread) -> None:
         if self.deliverer is not None:
             self.deliverer.close_thread()
 
-    def before_process_stop(self, broker) -> None:
+    def after_worker_shutdown(self, broker, worker) -> None:
+        # Dramatiq 2 has no process-stop hook; its CLI and `python run.py` both stop the worker last.
         install_deliverer(None)
-        if database.obj is not None:
+        if self.opened_database:
             database.close_all()
