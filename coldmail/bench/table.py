@@ -1,0 +1,165 @@
+"""The comparison table: which harness figure goes in which row, the ratio, the text.
+
+Pure functions over the harness's JSON results, so the table can be rebuilt from a saved
+`--json-out` file and tested without running anything. `results` looks like
+{"coldmail": {"ingest": {...}, ...}, "reference": {"ingest": {...}, "drain_best": {...}, ...},
+"limit": {...}}: one harness result line per figure, as `harness.py` printed it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+HIGHER, LOWER = "higher", "lower"
+SMTP_CEILING = "headline.b_smtplib_msgs_per_s_4conns"
+FIGURES = ("ingest", "lateness", "drain", "backlog")
+
+
+@dataclass(frozen=True)
+class Row:
+    """A compared figure: coldmail's result `cold` and the reference's result `ref` at `path`."""
+    label: str
+    cold: str
+    ref: str
+    path: str
+    better: str
+    goal: str = ""
+
+
+ROWS = (
+    Row("ingest: requests/s", "ingest", "ingest", "requests_per_s", HIGHER, "≥ 2×"),
+    Row("ingest: steady requests/s (10th–90th pct)", "ingest", "ingest", "steady_requests_per_s", HIGHER),
+    Row("ingest: latency p50 ms", "ingest", "ingest", "latency_ms.p50", LOWER),
+    Row("ingest: latency p99 ms", "ingest", "ingest", "latency_ms.p99", LOWER, "≥ 1× (no worse)"),
+    Row("lateness: p50 ms", "lateness", "lateness", "lateness_ms.p50", LOWER),
+    Row("lateness: p99 ms", "lateness", "lateness", "lateness_ms.p99", LOWER, "coldmail ≤ 50 ms"),
+    Row("lateness: max ms", "lateness", "lateness", "lateness_ms.max", LOWER),
+    Row("drain: emails/s vs reference as seeded", "drain", "drain", "emails_per_s", HIGHER),
+    Row("drain: emails/s vs reference best (SMTP_POOL=1 SMTP_NODELAY=1)", "drain", "drain_best",
+        "emails_per_s", HIGHER, "≥ 2×"),
+    Row("drain: steady emails/s vs reference best", "drain", "drain_best", "steady_emails_per_s", HIGHER),
+    Row("backlog: Redis bytes per far-future email", "backlog", "backlog",
+        "redis_db_key_bytes_per_far_email", LOWER, "coldmail < 10 (10 MB per million)"),
+    Row("backlog: far-future ingest requests/s", "backlog", "backlog", "far_ingest.requests_per_s", HIGHER),
+    Row("backlog: due-now lateness p99 ms", "backlog", "backlog", "lateness_ms.p99", LOWER),
+)
+
+CEILINGS = (
+    ("machine: PostgreSQL INSERT+COMMIT/s (8 threads)", "headline.a_pg_insert_commit_per_s_8threads"),
+    ("machine: smtplib → sink msgs/s (4 persistent connections)", SMTP_CEILING),
+    ("machine: trivial aiohttp endpoint requests/s", "headline.c_trivial_aiohttp_requests_per_s"),
+    ("machine: redis-py LPUSH+ZADD pairs/s (1 connection)", "headline.d_redis_lpush_zadd_pairs_per_s_1conn"),
+)
+
+
+def get(result: dict | None, path: str) -> Any:
+    """The value at a dotted path of a harness result, or None."""
+    value: Any = result
+    for key in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def ratio(cold: float | None, ref: float | None, better: str) -> float | None:
+    """How many times better coldmail is (> 1: coldmail better), whichever way `better` points.
+    None when either side is missing; infinity when the worse side is zero."""
+    if cold is None or ref is None:
+        return None
+    num, den = (cold, ref) if better == HIGHER else (ref, cold)
+    if den <= 0:
+        return math.inf if num > 0 else None
+    return num / den
+
+
+def number(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
+    return str(value)
+
+
+def times(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return "∞" if math.isinf(value) else f"{value:.2f}×"
+
+
+def ceiling_fraction(drain: dict | None, limit: dict | None) -> float | None:
+    """Drain emails/s as a percentage of the smtplib → sink ceiling measured in the same run."""
+    rate, ceiling = get(drain, "emails_per_s"), get(limit, SMTP_CEILING)
+    if rate is None or not ceiling:
+        return None
+    return 100.0 * rate / ceiling
+
+
+def _load(result: dict | None) -> str:
+    """Machine load around a figure: cores busy before it (quiet-wait), other load and target during it."""
+    if not result:
+        return "–"
+    parts = (get(result, "pre_busy_cores"), get(result, "cpu.other"), get(result, "cpu.target"))
+    return " / ".join("–" if p is None else f"{p:.2f}" for p in parts)
+
+
+def _failures(result: dict | None) -> int | None:
+    """Requests not answered 2xx plus emails lost or sent twice: what a correct run keeps at 0."""
+    if not result:
+        return None
+    if result.get("cmd") == "ingest":
+        return result.get("requests", 0) - result.get("accepted_2xx", 0)
+    bad = sum(result.get(k) or 0 for k in ("lost", "duplicates", "early"))
+    statuses = result.get("final_status_counts") or {}
+    return bad + sum(n for st, n in statuses.items() if not (st.isdigit() and 200 <= int(st) < 300))
+
+
+def rows(results: dict) -> list[list[str]]:
+    """[figure, coldmail, reference, ratio, goal] for every figure either system has a value for."""
+    cold, ref, limit = results.get("coldmail", {}), results.get("reference", {}), results.get("limit")
+    out = []
+    for row in ROWS:
+        c, r = get(cold.get(row.cold), row.path), get(ref.get(row.ref), row.path)
+        out.append([row.label, number(c), number(r), times(ratio(c, r, row.better)), row.goal])
+    out.append(["drain: % of the smtplib → sink ceiling (same run)",
+                _percent(ceiling_fraction(cold.get("drain"), limit)),
+                _percent(ceiling_fraction(ref.get("drain_best"), limit)), "", "reference: best configuration"])
+    out.append(["correctness: non-2xx + lost + duplicates + early",
+                number(_sum(_failures(cold.get(f)) for f in FIGURES)),
+                number(_sum(_failures(ref.get(f)) for f in (*FIGURES, "drain_best"))), "", "0"])
+    for label, path in CEILINGS:
+        out.append([label, number(get(limit, path)), "", "", "same machine, same run"])
+    for figure in FIGURES:
+        out.append([f"load during {figure}: cores busy before / other / target",
+                    _load(cold.get(figure)), _load(ref.get(figure)), "", "quiet machine: before ≤ 0.3"])
+    return [r for r in out if r[1] not in ("–", "") or r[2] not in ("–", "")]
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}%"
+
+
+def _sum(values: Iterable[int | None]) -> int | None:
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None
+
+
+def markdown(table: list[list[str]], *, header: tuple[str, ...] = (
+        "figure", "coldmail", "reference", "ratio (>1: coldmail better)", "goal")) -> str:
+    """A GitHub-style table with aligned columns (numbers right-aligned)."""
+    cells = [list(header), *table]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    right = [0 < i < len(header) - 1 for i in range(len(header))]  # the number columns
+    rule = "|" + "|".join("-" * (w + 1) + (":" if r else "-") for w, r in zip(widths, right)) + "|"
+    lines = []
+    for row in cells:
+        padded = [v.rjust(w) if r else v.ljust(w) for v, w, r in zip(row, widths, right)]
+        lines.append("| " + " | ".join(padded) + " |")
+    lines.insert(1, rule)
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""The benchmark comparison table: ratios point the right way, missing figures show as dashes."""
+
+import math
+
+from coldmail.bench import table
+
+
+def test_ratio_is_above_one_when_coldmail_is_better_in_either_direction():
+    # Given a throughput figure (higher is better) and a latency figure (lower is better)
+    # When coldmail does twice as well on both
+    # Then both ratios read 2
+    assert table.ratio(2000.0, 1000.0, table.HIGHER) == 2.0
+    assert table.ratio(50.0, 100.0, table.LOWER) == 2.0
+    # and a worse coldmail reads below 1
+    assert table.ratio(500.0, 1000.0, table.HIGHER) == 0.5
+
+
+def test_ratio_of_missing_or_zero_figures():
+    assert table.ratio(None, 10.0, table.HIGHER) is None
+    assert table.ratio(10.0, None, table.LOWER) is None
+    # coldmail keeps no Redis bytes per far-future email: infinitely better, not a division error
+    assert math.isinf(table.ratio(0.0, 748.0, table.LOWER))
+    assert table.ratio(0.0, 0.0, table.LOWER) is None
+
+
+def test_number_formatting():
+    assert table.number(None) == "–"
+    assert table.number(12) == "12"
+    assert table.number(1234.56) == "1,235"
+    assert table.number(53.24) == "53.2"
+    assert table.times(2.345) == "2.35×"
+    assert table.times(math.inf) == "∞"
+
+
+def _results():
+    return {
+        "coldmail": {
+            "ingest": {"cmd": "ingest", "requests": 5000, "accepted_2xx": 5000, "requests_per_s": 2600.0,
+                       "latency_ms": {"p50": 10.0, "p99": 40.0}, "pre_busy_cores": 0.2,
+                       "cpu": {"other": 0.1, "target": 1.0}},
+            "drain": {"cmd": "drain", "emails_per_s": 1680.0, "lost": 0, "duplicates": 1, "early": 0,
+                      "final_status_counts": {"201": 4999, "error:ClientOSError": 1}},
+        },
+        "reference": {
+            "ingest": {"cmd": "ingest", "requests": 5000, "accepted_2xx": 5000, "requests_per_s": 1300.0,
+                       "latency_ms": {"p50": 20.0, "p99": 53.0}},
+            "drain": {"cmd": "drain", "emails_per_s": 140.0},
+            "drain_best": {"cmd": "drain", "emails_per_s": 587.0},
+        },
+        "limit": {"headline": {"b_smtplib_msgs_per_s_4conns": 3360.0, "a_pg_insert_commit_per_s_8threads": 5750.0}},
+    }
+
+
+def test_rows_compare_against_the_reference_best_drain_and_report_the_sink_ceiling():
+    # Given results of both systems and the machine's ceilings
+    rows = {r[0]: r[1:] for r in table.rows(_results())}
+
+    # Then ingest is 2× and its p99 1.33× better
+    assert rows["ingest: requests/s"][:3] == ["2,600", "1,300", "2.00×"]
+    assert rows["ingest: latency p99 ms"][:3] == ["40.0", "53.0", "1.32×"]
+    # drain is compared with the seeded reference and with its best configuration separately
+    assert rows["drain: emails/s vs reference as seeded"][2] == "12.00×"
+    assert rows["drain: emails/s vs reference best (SMTP_POOL=1 SMTP_NODELAY=1)"][1:3] == ["587", "2.86×"]
+    # the drain's share of the smtplib → sink ceiling: 1680 / 3360 and 587 / 3360
+    assert rows["drain: % of the smtplib → sink ceiling (same run)"][:2] == ["50%", "17%"]
+    # a duplicate and a request that got no answer are counted as failures
+    assert rows["correctness: non-2xx + lost + duplicates + early"][:2] == ["2", "0"]
+    assert rows["machine: PostgreSQL INSERT+COMMIT/s (8 threads)"][0] == "5,750"
+    assert rows["load during ingest: cores busy before / other / target"][:2] == ["0.20 / 0.10 / 1.00", "– / – / –"]
+
+
+def test_rows_that_neither_system_measured_are_left_out():
+    # Given only ingest results
+    results = _results()
+    results["coldmail"].pop("drain")
+    results["reference"] = {"ingest": results["reference"]["ingest"]}
+    results["limit"] = None
+
+    labels = [r[0] for r in table.rows(results)]
+
+    # Then no lateness, drain, backlog or machine rows appear
+    assert not [label for label in labels if label.startswith(("lateness", "drain", "backlog", "machine"))]
+    assert "ingest: requests/s" in labels
+
+
+def test_markdown_table_has_aligned_columns():
+    text = table.markdown([["ingest: requests/s", "2,600", "1,300", "2.00×", "≥ 2×"]])
+    lines = text.splitlines()
+    assert lines[0].startswith("| figure")
+    assert len({len(line) for line in lines}) == 1  # every line as wide as the others
+    assert lines[1].startswith("|---") and lines[1].count(":|") == 3  # numbers right-aligned
