@@ -7,6 +7,7 @@ same port (SMTP down for a few seconds).
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -37,6 +38,8 @@ class RecordingHandler:
     arrivals: list[Arrival] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     fail_all: str | None = None
+    #: seconds between taking a message and answering 250 (a slow relay; a sender killed then never hears it)
+    reply_delay_s: float = 0.0
     connections: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,6 +59,9 @@ class RecordingHandler:
             self.arrivals.append(Arrival(
                 at=time.time(), mail_from=envelope.mail_from, rcpt_tos=list(envelope.rcpt_tos),
                 message=message_from_bytes(raw, policy=policy.default), raw=raw))
+            delay = self.reply_delay_s
+        if delay:
+            await asyncio.sleep(delay)
         return "250 OK queued"
 
 
@@ -94,6 +100,11 @@ class SmtpSink:
     def fail_always(self, reply: str | None) -> None:
         with self.handler.lock:
             self.handler.fail_all = reply
+
+    def slow(self, reply_delay_s: float) -> None:
+        """Answer each accepted message this much later (it is recorded as arrived at once)."""
+        with self.handler.lock:
+            self.handler.reply_delay_s = reply_delay_s
 
     def reset(self) -> None:
         with self.handler.lock:
