@@ -16,7 +16,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -93,10 +92,13 @@ class BenchRedis:
         if self.client.dbsize() and not self.client.exists(MARKER, TEST_MARKER):
             raise SystemExit(f"Redis db {db} holds keys that are not a coldmail benchmark's: pick an empty one "
                              "with --redis-db")
+        #: the markers found are kept through flushes, so that a borrowed test db stays usable by its tests
+        self.markers = [m for m in (MARKER, TEST_MARKER) if self.client.exists(m)] or [MARKER]
 
     def flush(self) -> None:
         self.client.flushdb()  # this db only
-        self.client.set(MARKER, "1")
+        for marker in self.markers:
+            self.client.set(marker, "1")
 
     def key_bytes(self) -> int:
         """Bytes held by this db's keys (MEMORY USAGE summed): the growth that is ours on a shared server."""

@@ -5,13 +5,13 @@ an aiosmtpd sink; every assertion is on what the sink received and what the rows
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import redis
 
 from coldmail.db import database
 from tests.conftest import MARKER, REDIS_DB
@@ -200,6 +200,29 @@ def test_sigterm_during_a_drain_stops_within_10s_and_loses_or_doubles_nothing(sh
         assert set(counts) == set(subjects) and set(counts.values()) == {1}
     finally:
         stop(*(p for p in (worker, api) if p is not None))
+
+
+def test_a_repeated_sigterm_lets_the_send_in_flight_finish(base_env, sink, port, http):
+    # Given a dramatiq worker in the middle of an SMTP conversation that takes a second to answer
+    env = dict(base_env, SMTP_URL=sink.url, PORT=str(port), **RECOVERY)
+    sink.slow(1)
+    api = start_run_py(env, "api")
+    worker = start_dramatiq(env, processes=1, threads=1)
+    try:
+        wait_healthy(http.base_url, api)
+        [email_id] = schedule(http, ["in flight"])
+        wait_for(lambda: sink.arrivals, timeout_s=15, what="the relay taking the message")
+        # When SIGTERM reaches its process group, and again a moment later, as when the dramatiq master
+        # forwards the group's signal to a child that already saw it
+        worker.signal_group(signal.SIGTERM)
+        time.sleep(0.2)
+        worker.signal_group(signal.SIGTERM)
+        # Then the worker still finishes that send, records it and exits cleanly
+        assert worker.popen.wait(10) == 0, worker.output()[-3000:]
+        assert statuses() == Counter({"SENT": 1}), event_kinds(email_id)
+        assert len(sink.arrivals) == 1
+    finally:
+        stop(worker, api)
 
 
 def test_events_tell_the_story_of_a_send_that_lost_its_worker(base_env, sink, port, http):
