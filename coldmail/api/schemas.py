@@ -36,7 +36,10 @@ class Pattern(validate.Regexp):
         return value
 
 
-ONE_LINE = Pattern(r"^[^\r\n\x00]*$", error="must not contain CR or LF (header injection) or NUL")
+#: a header value: no CR, LF or other control character (tab aside), nor a Unicode line break, which
+#: Python's email package also refuses in a header (so the worker could not build the message)
+ONE_LINE = Pattern(r"^[^\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]*$",
+                   error="must be one line: no CR, LF or other control characters (header injection)")
 NO_NUL = Pattern(r"^[^\x00]*$", error="must not contain NUL characters")
 SENDER_ID = Pattern(r"^[A-Za-z0-9][A-Za-z0-9._@+:=-]{0,127}$",
                     error="1–128 characters: letters, digits and . _ @ + : = -")
