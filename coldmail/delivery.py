@@ -13,17 +13,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from dramatiq.rate_limits.backends import RedisBackend
-
+from .caps import Caps
 from .crypto import PasswordBox
 from .db import database
 from .db import emails as email_rows
-from .db.senders import sends_in_window
 from .errors import ConfigError, PermanentSendError, TransientSendError
 from .logs import email_fields
 from .mail.message import build_message
 from .mail.transports import OutboxTransport, Relay, SmtpTransport
-from .queue.rate_limits import SlidingWindowRateLimiter
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,33 +49,6 @@ def backoff_s(attempt: int, *, base_s: float, max_s: float) -> float:
     """Exponential backoff with ±20 % jitter, so retries of a flapping relay do not arrive in step."""
     delay = min(max_s, base_s * (2 ** max(0, attempt - 1)))
     return delay * random.uniform(0.8, 1.2)
-
-
-class Caps:
-    """Builds the per-sender and global limiters for one send."""
-
-    def __init__(self, settings: Settings, redis_client) -> None:
-        self.settings = settings
-        self.backend = RedisBackend(client=redis_client)
-        self.window_ms = settings.rate_limit_window_s * 1000
-
-    def for_sender(self, sender_id: str, limit: int, email_id: int) -> SlidingWindowRateLimiter:
-        window_s = self.settings.rate_limit_window_s
-
-        def rebuild():
-            with database.connection_context():
-                return sends_in_window(sender_id, window_s=window_s)
-
-        return SlidingWindowRateLimiter(
-            self.backend, f"coldmail:cap:sender:{sender_id}", limit=limit, window_ms=self.window_ms,
-            member=str(email_id), rebuild=rebuild)
-
-    def overall(self, email_id: int) -> SlidingWindowRateLimiter | None:
-        per_s = self.settings.global_rate_limit_per_s
-        if not per_s:
-            return None
-        return SlidingWindowRateLimiter(
-            self.backend, "coldmail:cap:global", limit=per_s, window_ms=1000, member=str(email_id))
 
 
 class Deliverer:
@@ -140,6 +110,9 @@ class Deliverer:
         send_s = time.monotonic() - started
         late_s = time.time() - row["scheduled_at"].timestamp()
         cap.mark_done()
+        overall = self.caps.overall(email_id)
+        if overall is not None:
+            overall.mark_done()  # the global slot too counts from the arrival
         with database.connection_context():
             recorded = email_rows.mark_sent(email_id, message_id=message["Message-ID"], reply=reply)
         if not recorded:

@@ -16,18 +16,16 @@ from .db.emails import NewEmail
 from .errors import Conflict, NotFound
 from .logs import email_fields
 from .queue.handover import HandOver
+from .scheduling import hand_over_marked
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def _hand_over(rows: list[dict[str, Any]], handover: HandOver) -> None:
-    """Give Dramatiq the rows marked queued, soonest first; what Redis refused goes back to the scheduler."""
-    due = sorted((row["delay_ms"], row["id"]) for row in rows if row["queued_at"] is not None)
-    failed = handover.send([(email_id, delay_ms) for delay_ms, email_id in due])
-    if failed:
-        with database.connection_context():
-            email_rows.unqueue(failed)
+    """Give Dramatiq the rows marked queued, soonest first and within their senders' caps; the rest goes
+    back to the scheduler."""
+    hand_over_marked(rows, handover)
 
 
 def schedule_batch(news: list[NewEmail], *, settings: Settings, handover: HandOver) -> list[tuple[dict, bool]]:

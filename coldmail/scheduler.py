@@ -45,16 +45,15 @@ class Jobs:
             return 0
         for _ in range(MAX_BATCHES_PER_RUN):
             with database.connection_context():
-                batch = email_rows.take_due(horizon_s=self.settings.handover_horizon_s,
-                                            limit=self.settings.handover_batch)
-            if not batch:
-                break
-            failed = self.handover.send(batch, probe=True)
+                dealt, batch = email_rows.take_due(horizon_s=self.settings.handover_horizon_s,
+                                                  limit=self.settings.handover_batch,
+                                                  plan=self.handover.caps.plan)
+            failed = self.handover.send(batch, probe=True) if batch else []
             if failed:
                 with database.connection_context():
                     email_rows.unqueue(failed)
             handed += len(batch) - len(failed)
-            if failed or len(batch) < self.settings.handover_batch:
+            if failed or dealt < self.settings.handover_batch:
                 break
         if handed:
             log.debug("handed %d email(s) to Dramatiq", handed)

@@ -45,9 +45,19 @@ def schedule(new: NewEmail, *, settings: Settings, handover: HandOver) -> tuple[
         return row, False
     log.info("email %r: scheduled for %s (sender %r)", row["id"], row["scheduled_at"].isoformat(), row["sender_id"],
              extra=email_fields(row))
-    if row["queued_at"] is not None:
-        failed = handover.send([(row["id"], row["delay_ms"])])
-        if failed:
-            with database.connection_context():
-                email_rows.unqueue(failed)
+    hand_over_marked([row], handover)
     return row, True
+
+
+def hand_over_marked(rows: list[dict[str, Any]], handover: HandOver) -> None:
+    """Give Dramatiq the rows a request marked queued, soonest first, as far as their senders' caps allow.
+
+    What Redis refused goes back to the scheduler; what is over its sender's cap
+    goes back too, moved to when its slot frees (a rate_limited event).
+    """
+    marked = sorted((row for row in rows if row["queued_at"] is not None), key=lambda r: (r["delay_ms"], r["id"]))
+    failed, later = handover.send_planned(marked)
+    if failed or later:
+        with database.connection_context():
+            email_rows.unqueue(failed)
+            email_rows.hold_back(later)

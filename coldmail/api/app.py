@@ -11,6 +11,7 @@ from ..metrics import scrape_registry
 from ..queue.setup import Queue
 from ..scheduler import start_scheduler
 from ..settings import Settings
+from . import senders
 from .auth import KeyChecker, auth_middleware
 from .context import AppContext, ctx_key
 from .errors import errors_middleware
@@ -31,6 +32,7 @@ def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True)
     app[ctx_key] = ctx
     app[metrics_key] = scrape_registry(settings)
     app.add_routes(routes)
+    app.add_routes(senders.routes)
 
     async def executor_ctx(app: web.Application):
         yield

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 from psycopg2.extras import Json
 
@@ -100,36 +100,88 @@ def unqueue(email_ids: list[int]) -> None:
 
 # -- hand-over ------------------------------------------------------------
 
-_TAKE_DUE = """
+_LOCK_DUE = """
 WITH due AS (
-    SELECT id FROM emails
+    SELECT id, sender_id, next_attempt_at FROM emails
     WHERE status = 'PENDING' AND queued_at IS NULL
       AND next_attempt_at <= now() + %(horizon_s)s * interval '1 second'
     ORDER BY next_attempt_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-), u AS (
+)
+SELECT due.id, due.sender_id, s.hourly_limit,
+       greatest(0, (extract(epoch FROM due.next_attempt_at - now()) * 1000))::bigint AS delay_ms
+FROM due LEFT JOIN senders s ON s.id = due.sender_id
+ORDER BY due.next_attempt_at, due.id
+"""
+
+_HAND_OVER = """
+WITH go AS (
+    SELECT * FROM unnest(%(go_ids)s::bigint[], %(go_ms)s::bigint[]) AS g(id, delay_ms)
+), later AS (
+    SELECT * FROM unnest(%(later_ids)s::bigint[], %(later_ms)s::bigint[]) AS l(id, delay_ms)
+), q AS (
     UPDATE emails e SET queued_at = now()
-    FROM due WHERE e.id = due.id
+    FROM go WHERE e.id = go.id AND e.status = 'PENDING' AND e.queued_at IS NULL
+    RETURNING e.id, go.delay_ms
+), m AS (
+    UPDATE emails e SET next_attempt_at = now() + later.delay_ms * interval '1 millisecond', updated_at = now()
+    FROM later WHERE e.id = later.id AND e.status = 'PENDING' AND e.queued_at IS NULL
     RETURNING e.id, e.next_attempt_at
 ), ev AS (
     INSERT INTO email_events (email_id, kind, detail)
-    SELECT id, 'queued', jsonb_build_object('dueAt', next_attempt_at) FROM u
+    SELECT id, 'queued', jsonb_build_object('dueAt', now() + delay_ms * interval '1 millisecond') FROM q
+    UNION ALL
+    SELECT id, 'rate_limited', jsonb_build_object('nextAttemptAt', next_attempt_at) FROM m
 )
-SELECT id, greatest(0, (extract(epoch FROM next_attempt_at - now()) * 1000))::bigint AS delay_ms
-FROM u ORDER BY next_attempt_at
+SELECT id, delay_ms FROM q ORDER BY delay_ms, id
+"""
+
+#: plan(due rows) -> (go, later): which of the rows may be handed over, and which are moved, each as
+#: (email id, delay ms); see coldmail.caps.Caps.plan
+Planner = Callable[[list[dict[str, Any]]], Any]
+
+
+def take_due(*, horizon_s: float, limit: int, plan: Planner) -> tuple[int, list[tuple[int, int]]]:
+    """Hand over up to `limit` emails due within the horizon, as far as their senders' caps allow.
+
+    In one transaction: take the due rows (SKIP LOCKED lets several API processes
+    run this at once without taking the same row twice), let `plan` split them by
+    their senders' caps, then mark the ones that may go as queued and move the
+    others to when their cap allows, each with its event. Returns how many rows
+    were queued or moved (fewer than `limit`: nothing else is due for now), and
+    (id, delay_ms) of the queued ones, soonest first.
+    """
+    with database.atomic():
+        due = _dicts(database.execute_sql(_LOCK_DUE, {"horizon_s": horizon_s, "limit": limit}))
+        if not due:
+            return 0, []
+        decided = plan(due)
+        cursor = database.execute_sql(_HAND_OVER, {
+            "go_ids": [i for i, _ in decided.go], "go_ms": [ms for _, ms in decided.go],
+            "later_ids": [i for i, _ in decided.later], "later_ms": [ms for _, ms in decided.later]})
+        return len(decided.go) + len(decided.later), [(row[0], row[1]) for row in cursor.fetchall()]
+
+
+_HOLD_BACK = """
+WITH later AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(ms)s::bigint[]) AS l(id, delay_ms)
+), m AS (
+    UPDATE emails e SET queued_at = NULL, next_attempt_at = now() + later.delay_ms * interval '1 millisecond',
+                        updated_at = now()
+    FROM later WHERE e.id = later.id AND e.status = 'PENDING' AND e.queued_at IS NOT NULL
+    RETURNING e.id, e.next_attempt_at
+)
+INSERT INTO email_events (email_id, kind, detail)
+SELECT id, 'rate_limited', jsonb_build_object('nextAttemptAt', next_attempt_at) FROM m
 """
 
 
-def take_due(*, horizon_s: float, limit: int) -> list[tuple[int, int]]:
-    """Mark up to `limit` emails due within the horizon as queued; return (id, delay_ms), in due order.
-
-    SKIP LOCKED lets several API processes run this at once without taking
-    the same row twice.
-    """
-    with database.atomic():
-        cursor = database.execute_sql(_TAKE_DUE, {"horizon_s": horizon_s, "limit": limit})
-        return [(row[0], row[1]) for row in cursor.fetchall()]
+def hold_back(later: list[tuple[int, int]]) -> None:
+    """Emails a request marked queued that their sender's cap does not allow yet: not handed over, but
+    moved to when it does (each with its event); the scheduler hands them over then."""
+    if later:
+        database.execute_sql(_HOLD_BACK, {"ids": [i for i, _ in later], "ms": [ms for _, ms in later]})
 
 
 # -- sending --------------------------------------------------------------

@@ -1,8 +1,11 @@
-"""Senders: their From address, cap and relay, and their sends in the current window."""
+"""Senders: their From address, cap and relay, and their sends in the current window.
+
+A sender first seen in a schedule request is a row of NULLs: "the defaults".
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from .connection import database
 from .emails import _one
@@ -14,36 +17,63 @@ def get_sender(sender_id: str) -> dict[str, Any] | None:
     return _one(database.execute_sql(f"SELECT {SENDER_COLUMNS} FROM senders WHERE id = %s", (sender_id,)))
 
 
-def put_sender(sender_id: str, *, from_address: str | None, hourly_limit: int | None, smtp_url: str | None,
-               smtp_password_enc: str | None, keep_password: bool) -> tuple[dict[str, Any], bool]:
-    """Create or replace a sender; return (row, created). `keep_password` leaves a stored password as it is."""
-    sql = f"""
+_PUT = f"""
 INSERT INTO senders AS s (id, from_address, hourly_limit, smtp_url, smtp_password_enc)
 VALUES (%(id)s, %(from)s, %(limit)s, %(url)s, %(pw)s)
 ON CONFLICT (id) DO UPDATE SET
     from_address = EXCLUDED.from_address, hourly_limit = EXCLUDED.hourly_limit, smtp_url = EXCLUDED.smtp_url,
-    smtp_password_enc = CASE WHEN %(keep)s THEN s.smtp_password_enc ELSE EXCLUDED.smtp_password_enc END,
+    smtp_password_enc = CASE
+        WHEN EXCLUDED.smtp_password_enc IS NULL AND EXCLUDED.smtp_url = s.smtp_url THEN s.smtp_password_enc
+        ELSE EXCLUDED.smtp_password_enc END,
     updated_at = now()
 RETURNING {SENDER_COLUMNS}, (xmax = 0) AS created
 """
-    row = _one(database.execute_sql(sql, {
-        "id": sender_id, "from": from_address, "limit": hourly_limit, "url": smtp_url,
-        "pw": smtp_password_enc, "keep": keep_password}))
+
+
+def put_sender(sender_id: str, *, from_address: str, hourly_limit: int, smtp_url: str | None,
+               smtp_password_enc: str | None) -> tuple[dict[str, Any], bool]:
+    """Create or replace a sender; return (row, created).
+
+    A request that repeats the stored `smtp_url` without a password keeps the
+    stored password (GET never shows it, so a GET-edit-PUT round trip must not drop
+    it); any other URL without one drops it.
+    """
+    row = _one(database.execute_sql(_PUT, {
+        "id": sender_id, "from": from_address, "limit": hourly_limit, "url": smtp_url, "pw": smtp_password_enc}))
+    assert row is not None, "an upsert returns its row"
     created = row.pop("created")
     return row, created
 
 
-def sends_in_window(sender_id: str, *, window_s: float) -> list[tuple[str, int]]:
-    """(email id, ms since epoch) of the sender's sends in the last window, and of its sends under way.
+def hourly_limits(sender_ids: Iterable[str]) -> dict[str, int | None]:
+    """Each known sender's own limit (None: the default); unknown ids are left out."""
+    cursor = database.execute_sql("SELECT id, hourly_limit FROM senders WHERE id = ANY(%s)", (list(sender_ids),))
+    return {row[0]: row[1] for row in cursor.fetchall()}
 
-    This is what the cap rebuilds itself from when Redis lost it: a send under
-    way (SENDING) has its slot already, so it counts from now.
-    """
-    sql = """
-SELECT id::text, (extract(epoch FROM sent_at) * 1000)::bigint FROM emails
+
+_IN_WINDOW = """
+SELECT id::text, (extract(epoch FROM sent_at - now()) * 1000)::bigint FROM emails
 WHERE sender_id = %(s)s AND sent_at > now() - %(w)s * interval '1 second'
 UNION ALL
-SELECT id::text, (extract(epoch FROM now()) * 1000)::bigint FROM emails
-WHERE sender_id = %(s)s AND status = 'SENDING'
+SELECT %(claim)s || id::text, 0 FROM emails WHERE sender_id = %(s)s AND status = 'SENDING'
 """
-    return [(row[0], row[1]) for row in database.execute_sql(sql, {"s": sender_id, "w": window_s}).fetchall()]
+
+
+def sends_in_window(sender_id: str, *, window_s: float, claim_prefix: str) -> list[tuple[str, int]]:
+    """(member, ms relative to now) of the sender's sends in the last window, and of its sends under way.
+
+    This is what the cap rebuilds itself from when Redis lost it. A send under way
+    (SENDING) counts from now, under `claim_prefix` + its id: it may not have taken
+    its slot yet, and when it does, that placeholder goes.
+    """
+    cursor = database.execute_sql(_IN_WINDOW, {"s": sender_id, "w": window_s, "claim": claim_prefix})
+    return [(row[0], int(row[1])) for row in cursor.fetchall()]
+
+
+def sent_in_window(sender_id: str, *, window_s: float) -> int:
+    """The sender's sends in the last window and under way, counted in PostgreSQL (Redis lost its count)."""
+    row = database.execute_sql(
+        "SELECT count(*) FROM emails WHERE sender_id = %(s)s "
+        "AND (sent_at > now() - %(w)s * interval '1 second' OR status = 'SENDING')",
+        {"s": sender_id, "w": window_s}).fetchone()
+    return int(row[0])

@@ -123,12 +123,17 @@ class SmtpTransport:
                     if conn.noop()[0] == 250:
                         return conn
                 except (smtplib.SMTPException, OSError):
-                    pass
+                    _drop(conn)
+                    return self._connect(relay)
             _quietly_close(conn)
         return self._connect(relay)
 
     def send(self, message: EmailMessage, *, relay: Relay, email_id: int) -> str:
-        """Send `message`; return the relay's reply to DATA."""
+        """Send `message`; return the relay's reply to DATA.
+
+        After any error the connection is dropped, not reused: its state is unknown.
+        """
+        conn: smtplib.SMTP | None = None
         try:
             conn = self._connection(relay)
             refused = conn.send_message(message)
@@ -136,30 +141,25 @@ class SmtpTransport:
                 raise _classify(next(iter(refused.values())))
             code, text = conn.last_reply
         except smtplib.SMTPRecipientsRefused as e:
-            self.close_relay(relay)
+            _drop(conn)
             raise _classify(next(iter(e.recipients.values()))) from None
         except smtplib.SMTPResponseException as e:
-            self.close_relay(relay)
+            _drop(conn)
             raise _classify(e) from None
         except (PermanentSendError, TransientSendError):
-            self.close_relay(relay)
+            _drop(conn)
             raise
         except smtplib.SMTPNotSupportedError as e:
-            self.close_relay(relay)
+            _drop(conn)
             raise PermanentSendError(f"relay refused a needed extension: {e}") from None
         except (smtplib.SMTPException, OSError) as e:
-            self.close_relay(relay)
+            _drop(conn)
             raise TransientSendError(f"{type(e).__name__}: {e or 'connection failed'}") from None
         if self.idle_s > 0:
             self._pool()[relay] = (conn, time.monotonic())
         else:
             _quietly_close(conn)
         return _reply_text(code, text)
-
-    def close_relay(self, relay: Relay) -> None:
-        held = self._pool().pop(relay, None)
-        if held is not None:
-            _quietly_close(held[0])
 
     def close(self) -> None:
         """Close this thread's connections."""
@@ -173,6 +173,12 @@ def _reply_text(code: int, text: bytes | str) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return f"{code} {text}".strip()
+
+
+def _drop(conn: smtplib.SMTP | None) -> None:
+    """Close a connection in an unknown state without a QUIT, which could wait a whole timeout."""
+    if conn is not None:
+        conn.close()
 
 
 def _quietly_close(conn: smtplib.SMTP) -> None:

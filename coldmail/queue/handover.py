@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import dramatiq
 import redis
+
+if TYPE_CHECKING:
+    from ..caps import Caps
 
 log = logging.getLogger(__name__)
 
@@ -15,10 +19,29 @@ QUIET_AFTER_FAILURE_S = 5.0
 
 
 class HandOver:
-    def __init__(self, actor: dramatiq.Actor) -> None:
+    def __init__(self, actor: dramatiq.Actor, *, caps: Caps) -> None:
         self.actor = actor
         self.broker = actor.broker
+        #: the senders' caps: what is handed over is planned under them first
+        self.caps = caps
         self._quiet_until = 0.0
+
+    def send_planned(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[tuple[int, int]]]:
+        """Rows a request stored and marked queued (`id`, `sender_id`, `delay_ms`): enqueue those their
+        senders' caps allow by their time. Return the ids not enqueued (Redis failed, or their slot is not
+        near yet), and the (id, delay ms) over their sender's cap, to be moved to when their slot frees;
+        both go back to the scheduler."""
+        if not rows:
+            return [], []
+        if time.monotonic() < self._quiet_until:
+            return [row["id"] for row in rows], []
+        try:
+            plan = self.caps.plan(rows)
+        except redis.RedisError as e:
+            self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE_S
+            log.warning("send caps unreachable on Redis (%s); %d email(s) left for the scheduler", e, len(rows))
+            return [row["id"] for row in rows], []
+        return self.send(plan.go) + plan.wait, plan.later
 
     def send(self, items: list[tuple[int, int]], *, probe: bool = False) -> list[int]:
         """Enqueue (email id, delay ms) pairs; return the ids that could not be enqueued.

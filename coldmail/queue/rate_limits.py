@@ -1,75 +1,164 @@
 """Sliding-window send caps on Redis: one atomic script call per acquire, well under a millisecond.
 
-Each capped key is a sorted set of the email ids that took a slot, scored by
-the time (ms, Redis's clock) they took or finished it, plus a sentinel member
-scored +inf that says "this set is complete". A set without its sentinel was
-lost (Redis restarted empty, or it expired while idle): the caller rebuilds it
-from PostgreSQL, the source of truth, before anyone is let through.
+Per capped key, a sorted set holds the email ids that took a slot, scored by
+when (ms, Redis's clock) they took it, and by when they finished once sent: a
+slot counts from the send's start and again from its end, so the cap holds by
+arrival at the relay, not only by start. A sentinel member scored +inf says "this
+set is complete": a set without it was lost (Redis restarted empty, or it expired
+while idle), and the caller rebuilds it from PostgreSQL before anyone goes on.
+
+A second sorted set per key holds the plan of the hand-over: the emails given to
+Dramatiq but not yet sending, at their due time, and those held back, at the
+time their slot frees. Planning never lets anything through (only acquire does);
+it spaces the emails out so that acquire rarely has to say no.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
+import redis
 from dramatiq.rate_limits import RateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
 
 SENTINEL = "~complete"
+#: a rebuilt set marks the sends under way (SENDING rows) with this prefix: their own acquire
+#: may still be to come, and must count them once
+PLACEHOLDER = "claim:"
 
-_ACQUIRE = """
+_NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit, window, member, need_sentinel = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
-if redis.call('ZSCORE', KEYS[1], ARGV[5]) == false then
-    if need_sentinel then return {-1, 0} end
-    redis.call('ZADD', KEYS[1], 'inf', ARGV[5])
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZSCORE', KEYS[1], member) ~= false then return {1, 0} end
-local used = redis.call('ZCARD', KEYS[1]) - 1
-if used < limit then
-    redis.call('ZADD', KEYS[1], now, member)
-    redis.call('PEXPIRE', KEYS[1], window * 2)
-    return {1, 0}
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, used - limit, 'WITHSCORES')
-return {0, math.max(1, tonumber(oldest[#oldest]) + window - now)}
 """
 
-_TOUCH = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+# KEYS: set, plan. ARGV: limit, window ms, member, sentinel required ('1'/'0'), sentinel.
+_ACQUIRE = _NOW + """
+local key, limit, window, member = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+if redis.call('ZSCORE', key, ARGV[5]) == false then
+    if ARGV[4] == '1' then return {-1, 0} end
+    redis.call('ZADD', key, 'inf', ARGV[5])
+end
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+redis.call('ZREM', key, member, 'claim:' .. member)
+redis.call('ZREM', KEYS[2], member)
+local used = redis.call('ZCARD', key) - 1
+if used < limit then
+    redis.call('ZADD', key, now, member)
+    redis.call('PEXPIRE', key, window * 2)
+    return {1, 0}
+end
+local kth = redis.call('ZREVRANGE', key, limit, limit, 'WITHSCORES')
+return {0, math.max(1, tonumber(kth[2]) + window - now)}
+"""
+
+_DONE = _NOW + """
+if redis.call('ZREM', KEYS[1], 'claim:' .. ARGV[1]) == 1 then
+    return redis.call('ZADD', KEYS[1], now, ARGV[1])
+end
 return redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
 """
 
-_REBUILD = """
-redis.call('ZADD', KEYS[1], 'inf', ARGV[2])
+# ARGV: window ms, sentinel, then (ms relative to now, member) pairs.
+_REBUILD = _NOW + """
 for i = 3, #ARGV, 2 do
-    redis.call('ZADD', KEYS[1], 'NX', ARGV[i], ARGV[i + 1])
+    redis.call('ZADD', KEYS[1], 'NX', now + tonumber(ARGV[i]), ARGV[i + 1])
 end
+redis.call('ZADD', KEYS[1], 'inf', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2)
 return redis.call('ZCARD', KEYS[1]) - 1
 """
 
-_USAGE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+_USED = _NOW + """
 if redis.call('ZSCORE', KEYS[1], ARGV[2]) == false then return -1 end
-return redis.call('ZCOUNT', KEYS[1], now - tonumber(ARGV[1]), '(inf')
+return redis.call('ZCOUNT', KEYS[1], '(' .. (now - tonumber(ARGV[1])), '(inf')
+"""
+
+# KEYS: set, plan. ARGV: limit, window ms, margin ms, tolerance ms, sentinel, then (member, due in ms)
+# pairs in due order. Returns -1 if the set was lost, else each member's planned time (ms from now).
+_PLAN = _NOW + """
+local key, plan = KEYS[1], KEYS[2]
+local limit, window, margin, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if redis.call('ZSCORE', key, ARGV[5]) == false then return -1 end
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+redis.call('ZREMRANGEBYSCORE', plan, '-inf', now - window)
+-- the k-th earliest slot in (lo, hi], taken or planned, other than `member`'s own
+local function kth(lo, hi, k, member)
+    local xs = {}
+    for _, set in ipairs({key, plan}) do
+        local r = redis.call('ZRANGEBYSCORE', set, '(' .. lo, hi, 'WITHSCORES', 'LIMIT', 0, k + 1)
+        for j = 1, #r, 2 do
+            if r[j] ~= member then xs[#xs + 1] = tonumber(r[j + 1]) end
+        end
+    end
+    table.sort(xs)
+    return xs[k]
+end
+local out, fresh = {}, {}
+for i = 6, #ARGV, 2 do
+    local member, due = ARGV[i], now + math.max(0, tonumber(ARGV[i + 1]))
+    local at = redis.call('ZSCORE', plan, member)
+    if at and math.abs(tonumber(at) - due) <= tolerance then
+        -- planned before: it keeps its place, unless the sends before it went late and the window it
+        -- was planned in is full; then it goes as soon after as that window allows
+        at = tonumber(at)
+        local lo = at - window
+        local others = redis.call('ZCOUNT', key, '(' .. lo, at) + redis.call('ZCOUNT', plan, '(' .. lo, at) - 1
+        if others >= limit then
+            at = kth(lo, at, others - limit + 1, member) + window + margin
+            redis.call('ZADD', plan, at, member)
+        end
+        out[#out + 1] = at - now
+    else
+        redis.call('ZREM', plan, member)
+        out[#out + 1] = false
+        fresh[#out] = due
+    end
+end
+-- the `limit` latest slot times, taken or planned, ascending
+local times = {}
+for _, source in ipairs({redis.call('ZREVRANGE', key, 1, limit, 'WITHSCORES'),
+                         redis.call('ZREVRANGE', plan, 0, limit - 1, 'WITHSCORES')}) do
+    for j = 2, #source, 2 do times[#times + 1] = tonumber(source[j]) end
+end
+table.sort(times)
+if #times > limit then
+    local kept = {}
+    for j = #times - limit + 1, #times do kept[#kept + 1] = times[j] end
+    times = kept
+end
+local last = times[#times] or now
+for i = 1, #out do
+    local due = fresh[i]
+    if due then
+        local at = due
+        if #times >= limit then at = math.max(due, times[#times - limit + 1] + window + margin) end
+        local lo, hi = 1, #times + 1
+        while lo < hi do
+            local mid = math.floor((lo + hi) / 2)
+            if times[mid] <= at then lo = mid + 1 else hi = mid end
+        end
+        table.insert(times, lo, at)
+        redis.call('ZADD', plan, at, ARGV[4 + 2 * i])
+        out[i] = at - now
+        if at > last then last = at end
+    end
+end
+redis.call('PEXPIRE', plan, math.max(1, last - now) + window * 2)
+return out
 """
 
 
-_registered: dict[int, tuple] = {}
+class Scripts:
+    """The scripts registered on one Redis client: build once per client, share between limiters."""
 
-
-def _scripts(client) -> tuple:
-    """The four scripts, registered once per Redis client (registering hashes the source)."""
-    scripts = _registered.get(id(client))
-    if scripts is None:
-        scripts = tuple(client.register_script(src) for src in (_ACQUIRE, _REBUILD, _TOUCH, _USAGE))
-        _registered[id(client)] = scripts
-    return scripts
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.acquire = client.register_script(_ACQUIRE)
+        self.done = client.register_script(_DONE)
+        self.rebuild = client.register_script(_REBUILD)
+        self.used = client.register_script(_USED)
+        self.plan = client.register_script(_PLAN)
 
 
 @dataclass(frozen=True)
@@ -81,48 +170,48 @@ class Decision:
 class SlidingWindowRateLimiter(RateLimiter):
     """At most `limit` members in any `window_ms`, per key, across every process sharing the Redis.
 
-    `rebuild` returns the (member, score_ms) pairs of the current window from
-    the source of truth; it is called when the set was lost. Pass None for
-    keys whose loss is harmless (a one-second global cap).
+    `member` is what takes the slot (an email id): acquiring again moves its one
+    slot to now, so a repeated acquire never takes two. `rebuild` returns the
+    window's (member, ms relative to now) pairs from the source of truth, and is
+    called when the set was lost; pass None where a loss is harmless (a one-second
+    global cap). `plan_key` is the key's hand-over plan, which acquire leaves.
     """
 
     def __init__(self, backend: RedisBackend, key: str, *, limit: int, window_ms: int, member: str,
-                 rebuild: Callable[[], Iterable[tuple[str, int]]] | None = None) -> None:
+                 plan_key: str | None = None, rebuild: Callable[[], Iterable[tuple[str, int]]] | None = None,
+                 scripts: Scripts | None = None) -> None:
         super().__init__(backend, key)
         self.limit = limit
         self.window_ms = window_ms
         self.member = member
+        self.plan_key = plan_key or f"{key}:plan"
         self.rebuild = rebuild
-        self._acquire_script, self._rebuild_script, self._touch_script, self._usage_script = _scripts(backend.client)
+        self.scripts = scripts or Scripts(backend.client)
 
     def decide(self) -> Decision:
-        """Take a slot for `member` if the window has one; otherwise say how long until one frees."""
-        need = "1" if self.rebuild is not None else "0"
-        args = [self.limit, self.window_ms, self.member, need, SENTINEL]
-        allowed, wait_ms = self._acquire_script(keys=[self.key], args=args)
+        """Take a slot for `member` if the window has one; otherwise say in how many ms one frees."""
+        args = [self.limit, self.window_ms, self.member, "1" if self.rebuild else "0", SENTINEL]
+        allowed, wait_ms = self.scripts.acquire(keys=[self.key, self.plan_key], args=args)
         if allowed == -1:
             self.restore()
-            allowed, wait_ms = self._acquire_script(keys=[self.key], args=args)
+            allowed, wait_ms = self.scripts.acquire(keys=[self.key, self.plan_key], args=args)
         return Decision(allowed == 1, int(wait_ms))
 
     def restore(self) -> int:
         """Put back the window's members from the source of truth; return how many are in it."""
-        args: list = [self.window_ms, SENTINEL]
-        for member, score_ms in self.rebuild() if self.rebuild else ():
-            args.extend((int(score_ms), str(member)))
-        return int(self._rebuild_script(keys=[self.key], args=args))
+        return restore(self.scripts, self.key, self.rebuild() if self.rebuild else (), window_ms=self.window_ms)
 
     def mark_done(self) -> None:
-        """The send finished: the slot counts from now, so arrivals, not just starts, keep the spacing."""
-        self._touch_script(keys=[self.key], args=[self.member])
+        """The send finished: its slot counts from now, so arrivals, not only starts, keep the spacing."""
+        self.scripts.done(keys=[self.key], args=[self.member])
 
     def give_back(self) -> None:
         """The send did not happen: free the slot."""
-        self.backend.client.zrem(self.key, self.member)
+        self.backend.client.zrem(self.key, self.member, PLACEHOLDER + self.member)
 
     def used(self) -> int | None:
         """Slots taken in the current window, or None if the set was lost."""
-        count = int(self._usage_script(keys=[self.key], args=[self.window_ms, SENTINEL]))
+        count = int(self.scripts.used(keys=[self.key], args=[self.window_ms, SENTINEL]))
         return None if count < 0 else count
 
     def _acquire(self) -> bool:
@@ -130,3 +219,48 @@ class SlidingWindowRateLimiter(RateLimiter):
 
     def _release(self) -> None:
         """A slot is spent by a send, not given back when the block ends."""
+
+
+def restore(scripts: Scripts, key: str, entries: Iterable[tuple[str, int]], *, window_ms: int) -> int:
+    """Rebuild a lost set from (member, ms relative to now) pairs and mark it complete."""
+    args: list = [window_ms, SENTINEL]
+    for member, at_ms in entries:
+        args.extend((int(at_ms), str(member)))
+    return int(scripts.rebuild(keys=[key], args=args))
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """One key's candidates for the hand-over, in due order: (member, ms until due)."""
+
+    key: str
+    plan_key: str
+    limit: int
+    window_ms: int
+    candidates: Sequence[tuple[str, int]]
+
+
+def plan_slots(scripts: Scripts, requests: Sequence[PlanRequest], *, margin_ms: int,
+               tolerance_ms: int) -> list[list[int] | None]:
+    """Plan every request's candidates in one pipelined round trip; None for a key whose set was lost.
+
+    Each candidate gets the ms from now at which it may go: its due time if the
+    window allows it then (or a time it was planned before, within `tolerance_ms`
+    of that), else `margin_ms` after the time a slot frees behind everything
+    already taken or planned. Later candidates queue behind earlier ones.
+    """
+    pipe = scripts.client.pipeline(transaction=False)
+    for r in requests:
+        args: list = [r.limit, r.window_ms, margin_ms, tolerance_ms, SENTINEL]
+        for member, due_ms in r.candidates:
+            args.extend((str(member), int(due_ms)))
+        scripts.plan(keys=[r.key, r.plan_key], args=args, client=pipe)
+    return [None if reply == -1 else [int(x) for x in reply] for reply in pipe.execute()]
+
+
+def used_in_window(scripts: Scripts, keys: Sequence[str], *, window_ms: int) -> list[int | None]:
+    """Slots taken per key in the current window, in one round trip; None where the set was lost."""
+    pipe = scripts.client.pipeline(transaction=False)
+    for key in keys:
+        scripts.used(keys=[key], args=[window_ms, SENTINEL], client=pipe)
+    return [None if int(n) < 0 else int(n) for n in pipe.execute()]

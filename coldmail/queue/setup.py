@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
+from ..caps import Caps
 from ..settings import Settings
 from .actors import declare_send_actor
 from .broker import build_broker
@@ -32,4 +33,5 @@ def build_queue(settings: Settings, *, redis_timeout_s: float = 2.0) -> Queue:
     time_limit_ms = int((settings.lease_s + 60) * 1000)
     actor = declare_send_actor(
         broker, queue_name=settings.queue_name, horizon_s=settings.handover_horizon_s, time_limit_ms=time_limit_ms)
-    return Queue(broker=broker, actor=actor, handover=HandOver(actor))
+    handover = HandOver(actor, caps=Caps(settings, broker.client))
+    return Queue(broker=broker, actor=actor, handover=handover)

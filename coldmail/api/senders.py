@@ -1,0 +1,162 @@
+"""`PUT /senders/{senderId}` and `GET /senders/{senderId}`: a sender's From address, cap and own relay.
+
+The SMTP password travels inside `smtpUrl` on PUT only: it is split off,
+stored encrypted (COLDMAIL_SECRET_KEY), and never shown or logged; the URL is
+stored and shown without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from aiohttp import web
+from marshmallow import ValidationError, fields, validate
+
+from ..crypto import PasswordBox
+from ..db.senders import get_sender, put_sender
+from ..errors import NotFound
+from ..settings import Settings
+from .context import AppContext, ctx_key
+from .handlers import read_json
+from .schemas import SENDER_ID, EmailAddress, Pattern, StrictSchema
+from .serialize import iso
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+MAX_LIMIT = 100_000
+MAX_URL_CHARS = 2048
+
+
+@dataclass(frozen=True)
+class SmtpEndpoint:
+    """A sender's relay: the URL as stored and shown (no password), and the password apart."""
+
+    url: str
+    password: str | None
+
+
+_USERINFO_CHARS = r"[A-Za-z0-9._~!$&'()*+,;=%-]"
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+#: what a relay URL may be; the OpenAPI description carries the same pattern
+SMTP_URL = Pattern(
+    rf"^smtps?://(?:{_USERINFO_CHARS}+(?::{_USERINFO_CHARS}*)?@)?"
+    rf"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::{_PORT})?/?"
+    r"(?:\?starttls=(?:auto|require))?$",
+    error="Not an SMTP URL: smtp://[user[:password]@]host[:port][?starttls=auto|require] or smtps://…, "
+          "with special characters in the user or password percent-encoded.")
+
+
+class SmtpUrl(fields.String):
+    """A relay URL, split into the URL to store and show (no password) and the password.
+
+    Error messages never repeat the value: it may hold a password.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(validate=[validate.Length(max=MAX_URL_CHARS), SMTP_URL], **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs) -> SmtpEndpoint:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        for check in self.validators:  # before splitting: the parts of a bad URL mean nothing
+            check(text)
+        try:
+            parts = urlsplit(text)
+            parts.hostname, parts.port
+        except ValueError:
+            raise ValidationError(SMTP_URL.error) from None
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        netloc = f"{user}@{hostport}" if user else hostport
+        url = urlunsplit((parts.scheme, netloc, "", parts.query, ""))
+        return SmtpEndpoint(url=url, password=unquote(password) if password else None)
+
+    def _validate(self, value) -> None:
+        """Checked in _deserialize, on the text; `validate` is there for the OpenAPI description."""
+
+
+class SenderInSchema(StrictSchema):
+    fromAddress = EmailAddress(required=True, metadata={"example": "alice@example.com"})
+    hourlyLimit = fields.Integer(
+        required=True, strict=True, validate=validate.Range(min=1, max=MAX_LIMIT),
+        metadata={"description": "Sends allowed in any window of RATE_LIMIT_WINDOW_SECONDS (an hour by default)",
+                  "example": 100})
+    smtpUrl = SmtpUrl(load_default=None, allow_none=True, metadata={
+        "description": "The sender's own relay: smtp://user:password@host:587 (STARTTLS when offered; "
+                       "?starttls=require to insist) or smtps://… (implicit TLS). The password is stored "
+                       "encrypted and never shown. Repeat the URL as GET shows it (without the password) "
+                       "to keep the stored one. Omitted or null: the server's SMTP_URL.",
+        "example": "smtp://alice@smtp.example.com:587?starttls=require"})
+
+
+class UsageSchema(StrictSchema):
+    sentInWindow = fields.Integer(required=True, metadata={
+        "description": "Sends (made or under way) in the last windowSeconds, as the cap counts them"})
+    windowSeconds = fields.Integer(required=True)
+
+
+class SenderOutSchema(StrictSchema):
+    id = fields.String(required=True)
+    fromAddress = fields.String(required=True, metadata={"description": "DEFAULT_FROM when never set"})
+    hourlyLimit = fields.Integer(required=True, metadata={"description": "RATE_LIMIT_PER_HOUR when never set"})
+    smtpUrl = fields.String(required=True, allow_none=True,
+                            metadata={"description": "Without its password; null: the server's SMTP_URL"})
+    hasPassword = fields.Boolean(required=True, metadata={"description": "An SMTP password is stored"})
+    usage = fields.Nested(UsageSchema, required=True)
+    createdAt = fields.String(required=True)
+    updatedAt = fields.String(required=True)
+
+
+_in_schema = SenderInSchema()
+
+
+def sender_json(row: dict[str, Any], *, sent_in_window: int, settings: Settings) -> dict[str, Any]:
+    """A row as the API shows it: defaults filled in, the password never."""
+    return {
+        "id": row["id"],
+        "fromAddress": row["from_address"] or settings.default_from,
+        "hourlyLimit": row["hourly_limit"] or settings.rate_limit_per_hour,
+        "smtpUrl": row["smtp_url"],
+        "hasPassword": row["smtp_password_enc"] is not None,
+        "usage": {"sentInWindow": sent_in_window, "windowSeconds": settings.rate_limit_window_s},
+        "createdAt": iso(row["created_at"]),
+        "updatedAt": iso(row["updated_at"]),
+    }
+
+
+@routes.put("/senders/{sender_id}")
+async def put(request: web.Request) -> web.Response:
+    ctx: AppContext = request.app[ctx_key]
+    sender_id = request.match_info["sender_id"]
+    try:
+        SENDER_ID(sender_id)
+    except ValidationError as e:
+        raise ValidationError({"senderId": e.messages}) from None
+    data = _in_schema.load(await read_json(request))
+    endpoint: SmtpEndpoint | None = data["smtpUrl"]
+    sealed = PasswordBox(ctx.settings.secret_key).seal(endpoint.password) if endpoint and endpoint.password else None
+    row, created = await ctx.run_db(
+        put_sender, sender_id, from_address=data["fromAddress"], hourly_limit=data["hourlyLimit"],
+        smtp_url=endpoint.url if endpoint else None, smtp_password_enc=sealed)
+    caps = ctx.queue.handover.caps
+    caps.forget_limit(sender_id)
+    log.info("sender %r: %s (limit %d, relay %s, password %s)", sender_id, "created" if created else "replaced",
+             row["hourly_limit"], row["smtp_url"] or "the server's", "stored" if row["smtp_password_enc"] else "none")
+    used = await ctx.run(caps.usage, sender_id)
+    return web.json_response(sender_json(row, sent_in_window=used, settings=ctx.settings),
+                             status=201 if created else 200)
+
+
+@routes.get("/senders/{sender_id}")
+async def get(request: web.Request) -> web.Response:
+    ctx: AppContext = request.app[ctx_key]
+    sender_id = request.match_info["sender_id"]
+    row = await ctx.run_db(get_sender, sender_id)
+    if row is None:
+        raise NotFound(f"no sender with id {sender_id!r}: make one with PUT, or schedule an email with it")
+    used = await ctx.run(ctx.queue.handover.caps.usage, sender_id)
+    return web.json_response(sender_json(row, sent_in_window=used, settings=ctx.settings))

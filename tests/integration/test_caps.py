@@ -1,0 +1,335 @@
+"""Sender caps on the real Redis and PostgreSQL: the sliding window itself, its rebuild after Redis lost
+it, the hand-over's plan, the global cap, and senders with their own relays.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from dramatiq.rate_limits.backends import RedisBackend
+
+from coldmail.caps import MARGIN_MS, Caps
+from coldmail.db import database
+from coldmail.delivery import Deliverer, Result
+from coldmail.queue.rate_limits import PlanRequest, Scripts, SlidingWindowRateLimiter, plan_slots
+from tests.conftest import MARKER, clean_state
+from tests.support.sink import SmtpSink
+from tests.support.waiting import async_wait_for
+
+#: Redis's clock is read in whole milliseconds
+CLOCK_MS = 0.002
+
+
+def sql(query: str, *params) -> list[tuple]:
+    with database.connection_context():
+        cursor = database.execute_sql(query, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def email(subject: str, sender: str = "capped") -> dict:
+    return {"recipient": "user@example.com", "subject": subject, "body": "Hello", "senderId": sender}
+
+
+def widest_window(times: list[float], limit: int) -> float:
+    """The shortest span holding limit + 1 of `times`: a window shorter than it holds at most `limit`."""
+    times = sorted(times)
+    return min(b - a for a, b in zip(times, times[limit:]))
+
+
+@pytest.fixture
+def client_(database_url, redis_url):
+    clean_state(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def scripts(client_):
+    return Scripts(client_)
+
+
+def limiter(scripts: Scripts, member, *, limit: int, window_ms: int, key: str = "test:cap", rebuild=None):
+    return SlidingWindowRateLimiter(RedisBackend(client=scripts.client), key, limit=limit, window_ms=window_ms,
+                                    member=str(member), rebuild=rebuild, scripts=scripts)
+
+
+# -- the sliding window ---------------------------------------------------------------------------
+
+def test_the_limit_holds_and_the_wait_is_when_the_oldest_slot_frees(scripts):
+    # Given a window of 1.2 s with room for 3, taken at 0, 0.4 and 0.8 s
+    for i in range(3):
+        if i:
+            time.sleep(0.4)
+        assert limiter(scripts, i, limit=3, window_ms=1200).decide().allowed
+        if not i:
+            started = time.monotonic()
+    # When a fourth asks
+    refused = limiter(scripts, "d", limit=3, window_ms=1200).decide()
+    # Then it is refused, and told to wait until the first slot (taken at 0) frees at 1.2 s
+    assert not refused.allowed
+    expected_ms = 1200 - (time.monotonic() - started) * 1000
+    assert abs(refused.wait_ms - expected_ms) < 40
+    # And just before that it is still refused; just after, it goes, and the next waits for the 0.4 s slot
+    time.sleep(max(0, refused.wait_ms - 60) / 1000)
+    assert not limiter(scripts, "d", limit=3, window_ms=1200).decide().allowed
+    time.sleep(0.1)
+    assert limiter(scripts, "d", limit=3, window_ms=1200).decide().allowed
+    later = limiter(scripts, "e", limit=3, window_ms=1200).decide()
+    assert not later.allowed and 250 < later.wait_ms < 450
+    assert limiter(scripts, "x", limit=3, window_ms=1200).used() == 3
+
+
+def test_acquiring_again_never_takes_a_second_slot(scripts):
+    # Given a window with room for 2
+    a = limiter(scripts, "a", limit=2, window_ms=60_000)
+    # When the same member acquires three times, then another member once
+    assert all(a.decide().allowed for _ in range(3))
+    assert a.used() == 1
+    assert limiter(scripts, "b", limit=2, window_ms=60_000).decide().allowed
+    # Then a third member is refused, while the first may still acquire (its one slot moves to now)
+    assert not limiter(scripts, "c", limit=2, window_ms=60_000).decide().allowed
+    assert a.decide().allowed and a.used() == 2
+    # And a slot given back is free again
+    a.give_back()
+    assert limiter(scripts, "c", limit=2, window_ms=60_000).decide().allowed
+
+
+def test_acquire_costs_well_under_a_millisecond_with_a_full_hour(scripts):
+    # Given a one-hour window already holding 1,000 sends
+    scripts.client.zadd("test:cap", {"~complete": float("inf")})
+    now_ms = time.time() * 1000
+    scripts.client.zadd("test:cap", {f"old{i}": now_ms - i * 1000 for i in range(1000)})
+    # When 2,000 sends acquire one after another, each a round trip from Python
+    round_trips = []
+    for i in range(2000):
+        cap = limiter(scripts, i, limit=5000, window_ms=3_600_000)
+        started = time.perf_counter()
+        assert cap.decide().allowed
+        round_trips.append(time.perf_counter() - started)
+    # And 2,000 more in one pipeline: what each costs Redis (and the client), without the network's wait
+    pipe = scripts.client.pipeline(transaction=False)
+    for i in range(2000):
+        scripts.acquire(keys=["test:cap", "test:plan"], args=[5000, 3_600_000, f"p{i}", "1", "~complete"],
+                        client=pipe)
+    started = time.perf_counter()
+    assert all(allowed == 1 for allowed, _ in pipe.execute())
+    pipelined_ms = (time.perf_counter() - started) / 2000 * 1000
+    # Then each costs well under a millisecond (the median round trip; a busy machine's pauses aside)
+    round_trips.sort()
+    median_ms, p99_ms = round_trips[1000] * 1000, round_trips[1980] * 1000
+    print(f"\nacquire with 1,000-5,000 sends in a one-hour window: round trip median {median_ms:.3f} ms, "
+          f"p99 {p99_ms:.3f} ms; pipelined {pipelined_ms:.3f} ms each")
+    assert median_ms < 1.0
+    assert pipelined_ms < 0.25
+
+
+def seed_sent(sender: str, *, count: int, ago_s: float, limit: int | None = None) -> list[int]:
+    sql("INSERT INTO senders (id, hourly_limit) VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET hourly_limit = %s",
+        sender, limit, limit)
+    rows = sql("INSERT INTO emails (recipient, subject, body, sender_id, status, scheduled_at, next_attempt_at, "
+               "attempts, sent_at) SELECT 'u@example.com', 'sent', 'b', %s, 'SENT', now(), now(), 1, "
+               "now() - %s * interval '1 second' FROM generate_series(1, %s) RETURNING id", sender, ago_s, count)
+    return [r[0] for r in rows]
+
+
+def test_a_window_redis_lost_is_rebuilt_from_postgresql_before_anyone_goes(make_settings, client_):
+    # Given a sender with a limit of 3 that sent 2 emails 1 s ago, and one send under way
+    settings = make_settings(RATE_LIMIT_WINDOW_SECONDS="60")
+    seed_sent("rebuilt", count=2, ago_s=1, limit=3)
+    under_way = sql("INSERT INTO emails (recipient, subject, body, sender_id, status, scheduled_at, "
+                    "next_attempt_at) VALUES ('u@example.com', 's', 'b', 'rebuilt', 'SENDING', now(), now()) "
+                    "RETURNING id")[0][0]
+    caps = Caps(settings, client_)
+    # When Redis has lost everything
+    client_.flushdb()
+    client_.set(MARKER, "1")
+    # Then the send under way takes its slot once (its placeholder from the rebuild goes), and nothing else fits
+    assert caps.for_sender("rebuilt", 3, under_way).decide().allowed
+    refused = caps.for_sender("rebuilt", 3, 999_999).decide()
+    assert not refused.allowed
+    assert 58_000 < refused.wait_ms <= 59_000
+    assert caps.for_sender("rebuilt", 3, 999_999).used() == 3
+    assert caps.usage("rebuilt") == 3
+
+
+# -- the plan of the hand-over --------------------------------------------------------------------
+
+def test_the_plan_queues_a_backlog_behind_the_window_in_due_order(scripts):
+    # Given a sender's empty window (10 s, room for 2), complete
+    scripts.client.zadd("test:cap", {"~complete": float("inf")})
+    request = PlanRequest("test:cap", "test:plan", 2, 10_000, [(str(i), 0) for i in range(7)])
+    # When 7 emails due now are planned
+    [planned] = plan_slots(scripts, [request], margin_ms=500, tolerance_ms=1000)
+    # Then 2 go now, and the others two by two, one window (and the margin) apart
+    assert planned[:2] == [0, 0]
+    step = 10_500
+    for i, at in enumerate(planned[2:], start=2):
+        assert abs(at - (i // 2) * step) <= 5
+    # And planning again keeps each its place, while a newcomer queues behind them all
+    again = PlanRequest("test:cap", "test:plan", 2, 10_000,
+                        [(str(i), max(0, at)) for i, at in enumerate(planned)] + [("new", 0)])
+    [replanned] = plan_slots(scripts, [again], margin_ms=500, tolerance_ms=1000)
+    assert all(abs(a - b) <= 5 for a, b in zip(replanned, planned))
+    assert abs(replanned[-1] - 3 * step) <= 5
+    # When the first two went 700 ms late (they finished then), and the next two come up again
+    now_ms = time.time() * 1000
+    scripts.client.zrem("test:plan", "0", "1")
+    scripts.client.zadd("test:cap", {"0": now_ms + 700, "1": now_ms + 700})
+    late = PlanRequest("test:cap", "test:plan", 2, 10_000, [("2", planned[2]), ("3", planned[3])])
+    [shifted] = plan_slots(scripts, [late], margin_ms=500, tolerance_ms=1000)
+    # Then they keep their turn, moved on by as much as the first two were late (not to the queue's end)
+    assert all(abs(at - (700 + step)) <= 20 for at in shifted)
+    # And a lost window is reported, not planned on
+    scripts.client.delete("test:cap")
+    assert plan_slots(scripts, [request], margin_ms=500, tolerance_ms=1000) == [None]
+
+
+# -- the guard after Redis lost the window -----------------------------------------------------
+
+def test_after_redis_lost_a_window_the_worker_still_refuses_a_send_over_the_cap(make_settings, client_, sink):
+    # Given a sender with a limit of 2 that sent 2 emails 1 s ago, and an email of it due now
+    settings = make_settings(RATE_LIMIT_WINDOW_SECONDS="30", SMTP_URL=sink.url)
+    seed_sent("guarded", count=2, ago_s=1, limit=2)
+    email_id = sql("INSERT INTO emails (recipient, subject, body, sender_id, scheduled_at, next_attempt_at, "
+                   "queued_at) VALUES ('u@example.com', 'over', 'b', 'guarded', now(), now(), now()) "
+                   "RETURNING id")[0][0]
+    # When Redis has lost everything and a worker gets the email anyway
+    client_.flushdb()
+    client_.set(MARKER, "1")
+    outcome = Deliverer(settings, redis_client=client_).deliver(email_id)
+    # Then it is not sent: moved to when the oldest send leaves the window, without spending an attempt
+    assert outcome.result is Result.RATE_LIMITED
+    assert sink.arrivals == []
+    [(status, attempts, queued, wait_s)] = sql(
+        "SELECT status, attempts, queued_at IS NOT NULL, extract(epoch FROM next_attempt_at - now()) "
+        "FROM emails WHERE id = %s", email_id)
+    assert (status, attempts, queued) == ("PENDING", 0, False)
+    assert 28 < wait_s <= 29.1
+    kinds = [k for (k,) in sql("SELECT kind FROM email_events WHERE email_id = %s ORDER BY id", email_id)]
+    assert kinds == ["claimed", "rate_limited"]
+
+
+# -- the whole service ------------------------------------------------------------------------
+
+async def put_sender(client, auth, sender: str, limit: int, **extra):
+    resp = await client.put(f"/senders/{sender}", json={"fromAddress": f"{sender}@example.com",
+                                                        "hourlyLimit": limit, **extra}, headers=auth)
+    assert resp.status in (200, 201), await resp.text()
+
+
+async def post_all(client, auth, payloads: list[dict]) -> list[int]:
+    ids = []
+    for payload in payloads:
+        resp = await client.post("/emails", json=payload, headers=auth)
+        assert resp.status == 201, await resp.text()
+        ids.append((await resp.json())["jobId"])
+    return ids
+
+
+async def test_a_backlog_goes_out_window_by_window_each_email_claimed_once(make_service, sink, auth):
+    # Given a sender with a limit of 3 per 2 s window
+    service = await make_service(RATE_LIMIT_WINDOW_SECONDS="2")
+    client = service.client
+    await put_sender(client, auth, "capped", 3)
+    # When 9 emails for it are due now
+    started = time.time()
+    ids = await post_all(client, auth, [email(f"backlog {i}") for i in range(9)])
+    # Then the first 3 go at once, and the others are moved (not claimed) to when their slot frees
+    await async_wait_for(lambda: len(sink.arrivals) >= 3, timeout_s=5, what="the first window")
+    held = await (await client.get(f"/emails/{ids[-1]}", headers=auth)).json()
+    assert held["status"] == "PENDING" and held["attempts"] == 0
+    events = (await (await client.get(f"/emails/{ids[-1]}/events", headers=auth)).json())["events"]
+    moves = [e for e in events if e["kind"] == "rate_limited"]
+    assert moves and moves[-1]["detail"]["nextAttemptAt"][:19] == held["nextAttemptAt"][:19]
+    assert "claimed" not in [e["kind"] for e in events]
+    # And all 9 arrive, no window of 2 s holding more than 3, in three windows (and margins)
+    await async_wait_for(lambda: len(sink.arrivals) >= 9, timeout_s=15, what="all 9")
+    arrivals = [a.at for a in sink.arrivals]
+    assert widest_window(arrivals, 3) >= 2 - CLOCK_MS
+    assert max(arrivals) - started < 2 * (2 + MARGIN_MS / 1000) + 1.5
+    assert sorted(a.message["Subject"] for a in sink.arrivals) == sorted(f"backlog {i}" for i in range(9))
+    # And each was claimed once: the cap never had to refuse a claimed email
+    [(claims, sent, attempts)] = sql(
+        "SELECT count(*) FILTER (WHERE kind = 'claimed'), count(*) FILTER (WHERE kind = 'sent'), "
+        "(SELECT max(attempts) FROM emails WHERE id = ANY(%s)) FROM email_events WHERE email_id = ANY(%s)",
+        ids, ids)
+    assert (claims, sent, attempts) == (9, 9, 1)
+
+
+async def test_a_flush_in_the_middle_of_a_window_does_not_let_the_sender_past_its_cap(
+        make_service, sink, auth, redis_client):
+    # Given a sender with a limit of 2 per 4 s window that has just sent 2 emails
+    service = await make_service(RATE_LIMIT_WINDOW_SECONDS="4")
+    client = service.client
+    await put_sender(client, auth, "flushed", 2)
+    await post_all(client, auth, [email(f"before {i}", "flushed") for i in range(2)])
+    await async_wait_for(lambda: len(sink.arrivals) == 2, timeout_s=5, what="the first two")
+    # When Redis loses everything (the cap's window, its plan, the queue), and 2 more come due
+    redis_client.flushdb()
+    redis_client.set(MARKER, "1")
+    await post_all(client, auth, [email(f"after {i}", "flushed") for i in range(2)])
+    # Then they wait for the window: they arrive, but only a whole window after the first two
+    await async_wait_for(lambda: len(sink.arrivals) == 4, timeout_s=12, what="the two after the flush")
+    arrivals = [a.at for a in sink.arrivals]
+    assert widest_window(arrivals, 2) >= 4 - CLOCK_MS
+    assert sorted(a.message["Subject"] for a in sink.arrivals) == ["after 0", "after 1", "before 0", "before 1"]
+
+
+async def test_the_global_cap_holds_across_senders(make_service, sink, auth):
+    # Given GLOBAL_RATE_LIMIT_PER_SECOND=2
+    service = await make_service(GLOBAL_RATE_LIMIT_PER_SECOND="2")
+    # When 6 emails of 6 senders (each far under its own cap) are due now
+    started = time.time()
+    await post_all(service.client, auth, [email(f"global {i}", f"sender{i}") for i in range(6)])
+    # Then no second holds more than 2 of them, and they all go in about 3 s
+    await async_wait_for(lambda: len(sink.arrivals) == 6, timeout_s=10, what="all 6")
+    arrivals = [a.at for a in sink.arrivals]
+    assert widest_window(arrivals, 2) >= 1 - CLOCK_MS
+    assert max(arrivals) - started < 4.5
+
+
+@pytest.fixture
+def auth_sink():
+    """A relay that wants a login, and records the ones it got."""
+    sink = SmtpSink()
+    logins: list[tuple[str, str]] = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult
+        logins.append((auth_data.login.decode(), auth_data.password.decode()))
+        return AuthResult(success=auth_data.password == b"s3cr:t/pw")
+
+    from aiosmtpd.controller import Controller
+    sink._controller = Controller(sink.handler, hostname="127.0.0.1", port=sink.port, authenticator=authenticator,
+                                  auth_required=True, auth_require_tls=False)
+    sink._controller.start()
+    sink.logins = logins
+    yield sink
+    sink.stop()
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+async def test_two_senders_go_through_their_own_relays(make_service, sink, auth_sink, auth):
+    # Given the server's relay, and two senders with relays of their own, one of them with a login
+    own = SmtpSink().start()
+    try:
+        service = await make_service(COLDMAIL_SECRET_KEY="3q2T3nOIQSsUtIGrqkQp0d34M3sdL2n7_CyJcUX8rQU=")
+        client = service.client
+        await put_sender(client, auth, "alice", 100, smtpUrl=own.url)
+        await put_sender(client, auth, "bob", 100,
+                         smtpUrl=f"smtp://bob%40example.com:s3cr%3At%2Fpw@127.0.0.1:{auth_sink.port}")
+        # When each schedules an email, and a sender without a relay of its own does too
+        await post_all(client, auth, [email("from alice", "alice"), email("from bob", "bob"),
+                                      email("from carol", "carol")])
+        # Then each went through its own relay, bob's after logging in with his password
+        for relay, subject in ((own, "from alice"), (auth_sink, "from bob"), (sink, "from carol")):
+            await async_wait_for(lambda r=relay: r.arrivals, timeout_s=5, what=subject)
+            assert [a.message["Subject"] for a in relay.arrivals] == [subject]
+        assert auth_sink.logins == [("bob@example.com", "s3cr:t/pw")]
+        assert own.arrivals[0].mail_from == "alice@example.com"
+    finally:
+        own.stop()
+
