@@ -112,7 +112,8 @@ class Run:
 
     def coldmail(self, stack: ExitStack, sink: Sink) -> None:
         extra = dict(item.split("=", 1) for item in self.args.coldmail_env)
-        cm = Coldmail(source=source_tree(self.args.rev, self.wd.path), logs=self.logs, sink=sink,
+        self.results["coldmail_source"] = str(source_tree(self.args.rev, self.wd.path))
+        cm = Coldmail(source=Path(self.results["coldmail_source"]), logs=self.logs, sink=sink,
                       database=self.args.database, redis_db=self.args.redis_db, api_key="benchkey", extra_env=extra)
         stack.callback(cm.reset)
         stack.callback(cm.stop)
@@ -184,7 +185,7 @@ class Run:
                  f"{a.quiet_wait:g} s for ≤ {a.quiet_cores:g}), used by other processes and by the target during it.",
                  f"Every harness result: {self.jsonl}"]
         if a.rev:
-            lines.append(f"coldmail ran from commit {a.rev}")
+            lines.append(f"coldmail ran from {a.rev}, exported to {self.results.get('coldmail_source')}")
         if a.coldmail_env:
             lines.append("coldmail settings: " + " ".join(a.coldmail_env))
         lines += [f"ERROR {e.splitlines()[0]}" for e in self.results["errors"]]
