@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
+
+import redis
 
 from .caps import Caps
 from .crypto import PasswordBox
@@ -33,6 +36,8 @@ class Result(str, Enum):
     RATE_LIMITED = "rate_limited"
     SKIPPED = "skipped"
     NOT_YET = "not_yet"
+    #: claimed, then given back unsent (the worker is stopping, or Redis failed before the send)
+    RELEASED = "released"
 
 
 @dataclass(frozen=True)
@@ -61,10 +66,14 @@ class Deliverer:
         self.smtp = SmtpTransport(timeout_s=settings.smtp_timeout_s, idle_s=settings.smtp_idle_s)
         self.outbox = OutboxTransport(settings.outbox_dir)
         self.default_relay = Relay.from_url(settings.smtp_url) if settings.smtp_url else None
+        #: set when the worker begins to stop: a send that has not started gives its claim back
+        self.stopping = threading.Event()
+        #: a message this early is claimed and waited out (twice the hand-over's lead, for slow polls)
+        self.early_s = 2 * settings.handover_lead_ms / 1000
 
     def deliver(self, email_id: int) -> Outcome:
         with database.connection_context():
-            row = email_rows.claim(email_id, lease_s=self.settings.lease_s)
+            row = email_rows.claim(email_id, lease_s=self.settings.lease_s, early_s=self.early_s)
             if row is None:
                 due_in = email_rows.seconds_until_due(email_id)
         if row is None:
@@ -72,16 +81,29 @@ class Deliverer:
                 return Outcome(Result.NOT_YET, due_in)
             log.debug("email %r: not ours to send (already sent, cancelled or claimed)", email_id)
             return Outcome(Result.SKIPPED)
+        # Released a little early on purpose (HANDOVER lead): wait out the last milliseconds here, where
+        # the wait is exact, rather than in two queue polls.
+        if row["wait_s"] > 0 and self.stopping.wait(row["wait_s"]):
+            return self._release(email_id, reason="worker stopping")
 
-        cap = self.caps.for_sender(row["sender_id"], self._limit(row), email_id)
-        decision = cap.decide()
-        if not decision.allowed:
-            with database.connection_context():
-                email_rows.defer_for_cap(email_id, delay_s=decision.wait_ms / 1000)
-            log.info("email %r: sender %r at its cap; moved by %.3fs", email_id, row["sender_id"],
-                     decision.wait_ms / 1000, extra=email_fields(row))
-            return Outcome(Result.RATE_LIMITED)
-        self._wait_for_global_cap(email_id)
+        try:
+            cap = self.caps.for_sender(row["sender_id"], self._limit(row), email_id)
+            decision = cap.decide()
+            if not decision.allowed:
+                with database.connection_context():
+                    email_rows.defer_for_cap(email_id, delay_s=decision.wait_ms / 1000)
+                log.info("email %r: sender %r at its cap; moved by %.3fs", email_id, row["sender_id"],
+                         decision.wait_ms / 1000, extra=email_fields(row))
+                return Outcome(Result.RATE_LIMITED)
+            if not self._wait_for_global_cap(email_id):
+                self._quietly(cap.give_back)
+                reason = "worker stopping" if self.stopping.is_set() else "no slot under the global cap in time"
+                return self._release(email_id, reason=reason)
+        except Exception:
+            # Redis failed (or a bug) before any SMTP: give the claim back now rather than hold it for
+            # a lease, and without spending an attempt; the pause keeps a lasting fault from spinning.
+            self._release(email_id, reason="error before sending", delay_s=self.settings.retry_backoff_s)
+            raise
 
         attempt = row["attempts"] + 1
         try:
@@ -92,13 +114,13 @@ class Deliverer:
             started = time.monotonic()
             reply = transport.send(message, relay=relay, email_id=email_id)
         except PermanentSendError as e:
-            cap.give_back()
+            self._quietly(cap.give_back)
             return self._fail(row, str(e), e.code)
         except ConfigError as e:
-            cap.give_back()
+            self._quietly(cap.give_back)
             return self._fail(row, str(e), None)
         except TransientSendError as e:
-            cap.give_back()
+            self._quietly(cap.give_back)
             if attempt >= self.settings.max_attempts:
                 return self._fail(row, f"{e} (after {attempt} attempts)", e.code)
             delay = backoff_s(attempt, base_s=self.settings.retry_backoff_s, max_s=self.settings.retry_backoff_max_s)
@@ -109,12 +131,14 @@ class Deliverer:
             return Outcome(Result.RETRY)
         send_s = time.monotonic() - started
         late_s = time.time() - row["scheduled_at"].timestamp()
-        cap.mark_done()
-        overall = self.caps.overall(email_id)
-        if overall is not None:
-            overall.mark_done()  # the global slot too counts from the arrival
+        # Recorded before Redis is touched again: a Redis error now must not leave a sent email SENDING,
+        # to be sent a second time when its lease runs out.
         with database.connection_context():
             recorded = email_rows.mark_sent(email_id, message_id=message["Message-ID"], reply=reply)
+        self._quietly(cap.mark_done)
+        overall = self.caps.overall(email_id)
+        if overall is not None:
+            self._quietly(overall.mark_done)
         if not recorded:
             log.warning("email %r: sent, but its claim had expired and was taken back", email_id,
                         extra=email_fields(row))
@@ -129,15 +153,34 @@ class Deliverer:
                   extra=email_fields(row))
         return Outcome(Result.FAILED)
 
-    def _wait_for_global_cap(self, email_id: int) -> None:
+    def _release(self, email_id: int, *, reason: str, delay_s: float = 0.0) -> Outcome:
+        with database.connection_context():
+            email_rows.release(email_id, reason=reason, delay_s=delay_s)
+        log.info("email %r: claim given back unsent (%s)", email_id, reason)
+        return Outcome(Result.RELEASED)
+
+    @staticmethod
+    def _quietly(touch) -> None:
+        """A cap bookkeeping call after the outcome is known: a Redis error is logged, not raised."""
+        try:
+            touch()
+        except redis.RedisError as e:
+            log.warning("send cap not updated (Redis: %s)", e)
+
+    def _wait_for_global_cap(self, email_id: int) -> bool:
+        """Wait for a slot under GLOBAL_RATE_LIMIT_PER_SECOND; False if the worker began to stop meanwhile,
+        or if none came in half a lease (the claim would run out while it waits)."""
         overall = self.caps.overall(email_id)
         if overall is None:
-            return
+            return True
+        deadline = time.monotonic() + self.settings.lease_s / 2
         while True:
             decision = overall.decide()
             if decision.allowed:
-                return
-            time.sleep(min(decision.wait_ms, 1000) / 1000)
+                return True
+            pause_s = min(decision.wait_ms / 1000, 1.0, deadline - time.monotonic())
+            if pause_s <= 0 or self.stopping.wait(pause_s):
+                return False
 
     def _limit(self, row: dict[str, Any]) -> int:
         return row.get("hourly_limit") or self.settings.rate_limit_per_hour

@@ -210,6 +210,13 @@ class Settings:
                     "COLDMAIL_SECRET_KEY is not a Fernet key (32 url-safe base64 bytes; "
                     "make one with `python run.py make-secret-key`)") from None
 
+    @property
+    def handover_lead_ms(self) -> int:
+        """How long before its time a message is released to the workers: two polls (the delay queue's, then
+        the work queue's) and a little, so that it reaches a worker thread in time; the thread claims it and
+        waits out the rest, so nothing goes out early."""
+        return 2 * self.worker_poll_ms + 10
+
     def replace(self, **changes) -> Settings:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)

@@ -33,6 +33,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--near-spread", type=float, default=10.0, help="seconds they are due over (10)")
     p.add_argument("--lead", type=float, default=8.0, help="seconds until the first is due (8)")
     p.add_argument("--horizon", type=float, default=5.0, help="HANDOVER_HORIZON_SECONDS (5)")
+    p.add_argument("--warmup", type=int, default=32, help="emails due at once first, not counted (32)")
     p.add_argument("--redis-db", type=int, default=15, help="a Redis db of its own, flushed (15)")
     p.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     return p
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     with rig.Sink() as sink, rig.ThrowawayDatabase("backlog") as db, rig.Coldmail(
             database_url=db.url, redis_url=redis_db.url, smtp_url=sink.url, env=env) as cm:
         pid = cm.procs[0].pid
+        rig.warm_up(cm, sink, args.warmup)
         rig.log(f"1/4 lateness without a backlog: {args.near} emails due over {args.near_spread:.0f}s")
         result["without_backlog"] = near_run(cm, sink, args, "near-before")
         before = {"key_bytes": redis_db.key_bytes(), "used_memory": redis_db.used_memory(), "rss_kb": rss_kb(pid)}

@@ -25,19 +25,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--split", action="store_true",
                    help="run `run.py api` + `dramatiq coldmail.worker` instead of the all-in-one `run.py`")
     p.add_argument("--threads", type=int, default=8, help="worker threads (8)")
+    p.add_argument("--warmup", type=int, default=32,
+                   help="emails due at once first, not counted: every thread's connections are open (32)")
     p.add_argument("--redis-db", type=int, default=15, help="a Redis db of its own, flushed per run (15)")
     p.add_argument("--json", action="store_true", help="also print one JSON line per run")
     return p
 
 
-def run_once(args, poll_ms: int, redis_db: rig.BenchRedis, sink: rig.Sink) -> dict:
+def run_once(args, run: int, poll_ms: int, redis_db: rig.BenchRedis, sink: rig.Sink) -> dict:
     redis_db.flush()
     env = {"WORKER_POLL_MS": str(poll_ms), "HANDOVER_HORIZON_SECONDS": str(args.horizon),
            "WORKER_THREADS": str(args.threads)}
-    prefix = f"late{poll_ms}"
+    prefix = f"late{run}"
     with rig.ThrowawayDatabase("lateness") as db, rig.Coldmail(
             database_url=db.url, redis_url=redis_db.url, smtp_url=sink.url, env=env, split=args.split,
             worker_threads=args.threads) as cm:
+        rig.warm_up(cm, sink, args.warmup, prefix=f"warmup{run}")
         emails, due = rig.spread(prefix, args.n, lead_s=args.lead, over_s=args.spread)
         cm.schedule(emails)
         rig.wait_arrivals(sink, prefix, args.n, timeout_s=args.lead + args.spread + 60)
@@ -52,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     redis_db = rig.BenchRedis(args.redis_db)
     results = []
     with rig.Sink() as sink:
-        for poll_ms in (int(v) for v in args.poll_ms.split(",")):
+        for run, poll_ms in enumerate(int(v) for v in args.poll_ms.split(",")):
             rig.log(f"WORKER_POLL_MS={poll_ms}: {args.n} emails due over {args.spread:.0f}s")
-            results.append(run_once(args, poll_ms, redis_db, sink))
+            results.append(run_once(args, run, poll_ms, redis_db, sink))
     redis_db.flush()
     shape = "run.py api + dramatiq" if args.split else "run.py (all-in-one)"
     print(f"\nlateness of uncapped emails, {shape}, {args.threads} threads, ms (sink arrival - scheduledAt)")

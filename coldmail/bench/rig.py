@@ -246,6 +246,14 @@ def wait_arrivals(sink: Sink, prefix: str, n: int, *, timeout_s: float) -> None:
         time.sleep(0.1)
 
 
+def warm_up(cm: Coldmail, sink: Sink, n: int, *, prefix: str = "warmup") -> None:
+    """Send `n` emails due now and wait for them: each worker thread opens its SMTP and PostgreSQL
+    connections, so the figures that follow are the steady state's, not a cold start's."""
+    if n:
+        cm.schedule([email(f"{prefix}-{i}", datetime.now(timezone.utc)) for i in range(n)])
+        wait_arrivals(sink, prefix, n, timeout_s=60)
+
+
 def lateness_s(sink: Sink, prefix: str, due: dict[str, float]) -> list[float]:
     return [at - due[subject] for subject, at in sink.first_arrivals(prefix).items()]
 

@@ -190,20 +190,22 @@ _CLAIM = f"""
 WITH c AS (
     UPDATE emails SET status = 'SENDING', lease_until = now() + %(lease_s)s * interval '1 second',
                       updated_at = now()
-    WHERE id = %(id)s AND status = 'PENDING' AND next_attempt_at <= now()
+    WHERE id = %(id)s AND status = 'PENDING' AND next_attempt_at <= now() + %(early_s)s * interval '1 second'
     RETURNING {EMAIL_COLUMNS}
 ), ev AS (
     INSERT INTO email_events (email_id, kind, detail)
     SELECT id, 'claimed', jsonb_build_object('attempt', attempts + 1) FROM c
 )
-SELECT c.*, s.from_address, s.hourly_limit, s.smtp_url, s.smtp_password_enc
+SELECT c.*, greatest(0, extract(epoch FROM c.next_attempt_at - now()))::float AS wait_s,
+       s.from_address, s.hourly_limit, s.smtp_url, s.smtp_password_enc
 FROM c LEFT JOIN senders s ON s.id = c.sender_id
 """
 
 
-def claim(email_id: int, *, lease_s: float) -> dict[str, Any] | None:
-    """Take a due PENDING email for sending (SENDING with a lease), or None if it is not ours to send."""
-    return _one(database.execute_sql(_CLAIM, {"id": email_id, "lease_s": lease_s}))
+def claim(email_id: int, *, lease_s: float, early_s: float = 0.0) -> dict[str, Any] | None:
+    """Take a PENDING email due within `early_s` for sending (SENDING with a lease), or None if it is not
+    ours to send. `wait_s` in the row says how long until it is due: the caller waits that out."""
+    return _one(database.execute_sql(_CLAIM, {"id": email_id, "lease_s": lease_s, "early_s": early_s}))
 
 
 def seconds_until_due(email_id: int) -> float | None:

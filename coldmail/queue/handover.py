@@ -19,8 +19,10 @@ QUIET_AFTER_FAILURE_S = 5.0
 
 
 class HandOver:
-    def __init__(self, actor: dramatiq.Actor, *, caps: Caps) -> None:
+    def __init__(self, actor: dramatiq.Actor, *, caps: Caps, lead_ms: int = 0) -> None:
         self.actor = actor
+        #: messages are released this much before their time (Settings.handover_lead_ms)
+        self.lead_ms = lead_ms
         self.broker = actor.broker
         #: the senders' caps: what is handed over is planned under them first
         self.caps = caps
@@ -47,16 +49,17 @@ class HandOver:
         """Enqueue (email id, delay ms) pairs; return the ids that could not be enqueued.
 
         Delays count from the call, so the last of a long batch is not late by the
-        time the first ones took. After a failure, calls return at once with every id
-        for QUIET_AFTER_FAILURE_S: a hung Redis costs one request one timeout, not
-        every request. The scheduler passes `probe=True`: it tries anyway, and its
-        success ends the quiet time.
+        time the first ones took, and end `lead_ms` early: the worker waits out the
+        rest. After a failure, calls return at once with every id for
+        QUIET_AFTER_FAILURE_S: a hung Redis costs one request one timeout, not every
+        request. The scheduler passes `probe=True`: it tries anyway, and its success
+        ends the quiet time.
         """
         if not probe and time.monotonic() < self._quiet_until:
             return [email_id for email_id, _ in items]
         started = time.monotonic()
         for position, (email_id, delay_ms) in enumerate(items):
-            delay_ms -= int((time.monotonic() - started) * 1000)
+            delay_ms -= int((time.monotonic() - started) * 1000) + self.lead_ms
             try:
                 self.actor.send_with_options(args=(email_id,), delay=delay_ms if delay_ms > 0 else None)
             except (redis.RedisError, dramatiq.errors.BrokerError, OSError) as e:

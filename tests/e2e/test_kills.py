@@ -1,0 +1,147 @@
+"""Delivery survives what kills processes and empties Redis: SIGKILL of a worker's process group mid-drain
+or while it holds delayed emails, and a Redis that comes back empty. Real `run.py api` and `dramatiq`
+processes, this session's Redis db, PostgreSQL and an aiosmtpd sink; assertions are on what the sink
+received and what the rows say.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.conftest import MARKER, REDIS_DB
+from tests.e2e.reliability import (RECOVERY, all_sent, due_times, event_kinds, schedule, sending_ids, stop,
+                                   wait_worker_ready)
+from tests.support.processes import start_dramatiq, start_run_py, wait_healthy
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def test_worker_sigkilled_mid_drain_all_arrive_and_only_in_flight_sends_repeat(base_env, sink, port, http):
+    # Given 300 emails due now, queued while no worker runs, and a relay that takes 20 ms to answer
+    env = dict(base_env, SMTP_URL=sink.url, PORT=str(port), **RECOVERY)
+    sink.slow(0.02)
+    api = start_run_py(env, "api")
+    worker = None
+    try:
+        wait_healthy(http.base_url, api)
+        subjects = [f"kill-{i}" for i in range(300)]
+        schedule(http, subjects)
+        # When a worker drains them and its whole process group is SIGKILLed a third of the way through
+        worker = start_dramatiq(env, processes=1, threads=4)
+        wait_for(lambda: len(sink.arrivals) >= 100, timeout_s=30, interval_s=0.005, what="100 arrivals")
+        worker.kill()
+        in_flight = sending_ids()
+        arrived_at_kill = len(sink.arrivals)
+        # And a new worker is started
+        worker = start_dramatiq(env, processes=1, threads=4)
+        wait_for(all_sent(300), timeout_s=40, what="all 300 SENT")
+        time.sleep(1)  # a late duplicate would show by now
+        # Then all 300 arrived, and the only repeats are sends that were inside the SMTP conversation
+        counts = Counter(sink.subjects())
+        assert set(counts) == set(subjects)
+        duplicates = sum(c - 1 for c in counts.values())
+        print(f"\nSIGKILL after {arrived_at_kill} arrivals: {len(in_flight)} email(s) SENDING at the kill, "
+              f"{duplicates} duplicate(s) at the sink")
+        assert duplicates <= len(in_flight)
+        # And a claim the dead worker held was taken back by its lease and sent, as its audit log says
+        if in_flight:
+            kinds = event_kinds(in_flight[0])
+            assert kinds[:3] == ["created", "queued", "claimed"]
+            assert "lease_expired" in kinds and kinds[-1] == "sent", kinds
+    finally:
+        stop(worker, api)
+
+
+def test_delayed_emails_held_by_a_killed_worker_still_go_out_on_time(base_env, sink, port, http, redis_client):
+    # Given 30 emails due from 7 s on, 50 ms apart, already fetched by a worker that holds them in memory
+    env = dict(base_env, SMTP_URL=sink.url, PORT=str(port), **RECOVERY)
+    api = start_run_py(env, "api")
+    worker = start_dramatiq(env, processes=1, threads=2)
+    try:
+        wait_healthy(http.base_url, api)
+        wait_worker_ready(worker)
+        subjects = [f"held-{i}" for i in range(30)]
+        first = datetime.now(timezone.utc) + timedelta(seconds=7)
+        schedule(http, subjects, at=first, every_s=0.05)
+        due = due_times(subjects, first, 0.05)
+        wait_for(lambda: redis_client.llen("dramatiq:coldmail.DQ") == 0, timeout_s=5, what="the worker fetching them")
+        # When that worker is SIGKILLed and another one started
+        worker.kill()
+        worker = start_dramatiq(env, processes=1, threads=2)
+        # Then every email still arrives once, within a second of its time (the sweep would take them
+        # back only REQUEUE_AFTER_SECONDS after it)
+        wait_for(lambda: len(sink.arrivals) >= 30, timeout_s=20, what="30 arrivals")
+        time.sleep(0.5)
+        assert len(sink.arrivals) == 30
+        lateness = [a.at - due[a.message["Subject"]] for a in sink.arrivals]
+        print(f"\nworst lateness after the kill: {max(lateness) * 1000:.0f} ms")
+        assert min(lateness) >= -0.005
+        assert max(lateness) < 1.0
+    finally:
+        stop(worker, api)
+
+
+def test_redis_coming_back_empty_loses_nothing(base_env, sink, port, http, redis_client):
+    # Given 50 emails due from 5 s on, 20 ms apart, handed over to Redis and to a running worker
+    env = dict(base_env, SMTP_URL=sink.url, PORT=str(port), **RECOVERY)
+    api = start_run_py(env, "api")
+    worker = start_dramatiq(env, processes=1, threads=4)
+    try:
+        wait_healthy(http.base_url, api)
+        wait_worker_ready(worker)
+        subjects = [f"flush-{i}" for i in range(50)]
+        first = datetime.now(timezone.utc) + timedelta(seconds=5)
+        schedule(http, subjects, at=first, every_s=0.02)
+        due = due_times(subjects, first, 0.02)
+        # When Redis loses everything, as a restart of a Redis that keeps nothing on disk does: the db is
+        # flushed and every connection to it dropped (only this session's clients use this db)
+        redis_client.flushdb()
+        redis_client.set(MARKER, "1")
+        me = redis_client.client_id()
+        for client in redis_client.client_list():
+            if int(client["db"]) == REDIS_DB and int(client["id"]) != me:
+                redis_client.client_kill_filter(_id=client["id"])
+        # Then all 50 still arrive, once each
+        wait_for(lambda: len(sink.arrivals) >= 50, timeout_s=30, what="50 arrivals")
+        time.sleep(1)
+        counts = Counter(sink.subjects())
+        assert len(counts) == 50 and set(counts.values()) == {1}
+        lateness = [a.at - due[a.message["Subject"]] for a in sink.arrivals]
+        print(f"\nafter Redis came back empty: worst lateness {max(lateness) * 1000:.0f} ms")
+        assert min(lateness) >= -0.005
+    finally:
+        stop(worker, api)
+
+
+def test_events_tell_the_story_of_a_send_that_lost_its_worker(base_env, sink, port, http):
+    # Given a relay that holds its answer for 5 s, and an email being sent through it
+    env = dict(base_env, SMTP_URL=sink.url, PORT=str(port), **RECOVERY)
+    sink.slow(5)
+    api = start_run_py(env, "api")
+    worker = start_dramatiq(env, processes=1, threads=1)
+    try:
+        wait_healthy(http.base_url, api)
+        [email_id] = schedule(http, ["orphaned"])
+        wait_for(lambda: sink.arrivals, timeout_s=15, what="the relay taking the message")
+        # When the worker dies inside the SMTP conversation and another takes over
+        worker.kill()
+        sink.slow(0)
+        worker = start_dramatiq(env, processes=1, threads=1)
+        wait_for(all_sent(1), timeout_s=20, what="the email SENT")
+        # Then GET /emails/{id}/events shows, oldest first, the claim, its expiry and the second send
+        status, body = http.get(f"/emails/{email_id}/events")
+        assert status == 200
+        kinds = [e["kind"] for e in body["events"]]
+        assert kinds == ["created", "queued", "claimed", "lease_expired", "queued", "claimed", "sent"]
+        times = [e["createdAt"] for e in body["events"]]
+        assert times == sorted(times)
+        assert body["events"][-1]["detail"]["messageId"]
+        status, row = http.get(f"/emails/{email_id}")
+        assert row["attempts"] == 2  # the lost attempt counts: a message that kills workers must end
+    finally:
+        stop(worker, api)
