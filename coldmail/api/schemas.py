@@ -6,7 +6,6 @@ pattern, one-of), so the OpenAPI description says what the server checks.
 
 from __future__ import annotations
 
-import re
 from datetime import timezone
 
 from email_validator import EmailNotValidError, validate_email

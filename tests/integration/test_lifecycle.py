@@ -141,6 +141,17 @@ async def test_batch_errors_name_the_index_and_the_field_and_store_nothing(clien
     assert count_emails() == 0
 
 
+async def test_a_batch_may_be_larger_than_one_email_may_be(client, auth):
+    # Given 20 emails of 100 KB each: 2 MB in all, over the 1 MiB a single email may take
+    batch = {"emails": [far(body="<p>" + "x" * 100_000 + "</p>") for _ in range(20)]}
+    # Then the batch is stored, and a body over 16 MiB is refused before it is read whole
+    assert (await client.post("/emails/batch", json=batch, headers=auth)).status == 201
+    assert count_emails() == 20
+    huge = {"emails": [far(body="x" * 1_000_000) for _ in range(17)]}
+    await error(await client.post("/emails/batch", json=huge, headers=auth), 413, "payload_too_large")
+    assert count_emails() == 20
+
+
 @pytest.mark.parametrize("body", [{}, {"emails": []}, {"emails": "x"}, {"emails": [42]}, {"emails": [], "x": 1}])
 async def test_malformed_batches_are_400(client, auth, body):
     await error(await client.post("/emails/batch", json=body, headers=auth), 400, "validation_error")

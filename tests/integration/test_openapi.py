@@ -193,7 +193,7 @@ async def test_schemathesis_finds_no_server_error_and_no_response_off_the_descri
     proc = await asyncio.create_subprocess_exec(
         str(st), "run", f"{base}/openapi.json", "--header", f"Authorization: Bearer {API_KEY}",
         "--checks", "all", "--exclude-checks", "positive_data_acceptance",
-        "--max-examples", "8", "--workers", "2", "--seed", "20261128", "--generation-database", "none",
+        "--max-examples", "8", "--seed", "20261128", "--generation-database", "none",
         "--request-timeout", "10", "--no-color", "--report", "junit", "--report-dir", str(tmp_path),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path)
     output, _ = await asyncio.wait_for(proc.communicate(), timeout=150)
