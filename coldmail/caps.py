@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 import redis
 from dramatiq.rate_limits.backends import RedisBackend
 
+from . import metrics
 from .db import database
 from .db.senders import hourly_limits, sends_in_window, sent_in_window
 from .queue.rate_limits import (PLACEHOLDER, PlanRequest, Scripts, SlidingWindowRateLimiter, plan_slots, restore,
@@ -118,6 +119,7 @@ class Caps:
                 else:
                     result.go.append((int(member), max(0, at_ms)))
         result.go.sort(key=lambda item: (item[1], item[0]))
+        metrics.RATE_LIMITED.inc(len(result.later))
         return result
 
     def usage(self, sender_id: str) -> int:

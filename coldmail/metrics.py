@@ -41,7 +41,8 @@ HTTP_SECONDS = Histogram("coldmail_http_request_duration_seconds", "Time to answ
 SENT = Counter("coldmail_emails_sent", "Emails the SMTP relay accepted (or written to the outbox)")
 FAILED = Counter("coldmail_emails_failed", "Emails failed for good: an SMTP 5xx, or their last attempt used up")
 RETRIED = Counter("coldmail_send_retries", "Send attempts that failed (SMTP 4xx, connection) and will be retried")
-RATE_LIMITED = Counter("coldmail_emails_rate_limited", "Sends moved to later because their sender was at its cap")
+RATE_LIMITED = Counter("coldmail_emails_rate_limited", "Emails moved to later because their sender was at its "
+                       "cap: by the hand-over's plan (API process) or the worker's check before a send")
 SEND_SECONDS = Histogram("coldmail_send_duration_seconds", "One SMTP transaction (or outbox write)",
                          buckets=_SECONDS)
 LATENESS = Histogram("coldmail_send_lateness_seconds", "Time an email was sent minus its scheduledAt",

@@ -12,6 +12,7 @@ from ..settings import Settings
 from .actors import declare_send_actor
 from .broker import build_broker
 from .handover import HandOver
+from .metrics import MetricsMiddleware
 from .middleware import DeliveryMiddleware
 
 
@@ -24,10 +25,6 @@ class Queue:
 
 def build_queue(settings: Settings, *, redis_timeout_s: float = 2.0) -> Queue:
     """A send actor's limit must cover a send that times out at every step, then some."""
-    # Imported here, after the settings were read: importing the metrics makes prometheus_client open
-    # its files in PROMETHEUS_MULTIPROC_DIR, which the settings have checked by now.
-    from .metrics import MetricsMiddleware
-
     broker = build_broker(settings, timeout_s=redis_timeout_s,
                           extra_middleware=[DeliveryMiddleware(settings), MetricsMiddleware(settings)])
     time_limit_ms = int((settings.lease_s + 60) * 1000)
