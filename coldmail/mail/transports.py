@@ -78,7 +78,10 @@ class SmtpTransport:
     def __init__(self, *, timeout_s: float, idle_s: float, local_hostname: str | None = None) -> None:
         self.timeout_s = timeout_s
         self.idle_s = idle_s
-        self.local_hostname = local_hostname
+        # Both once, not per connection: smtplib would look the name up for each, and a TLS context
+        # loads the system's CA certificates (tens of ms of CPU).
+        self.local_hostname = local_hostname or socket.getfqdn()
+        self.tls = ssl.create_default_context()
         self._local = threading.local()
 
     def _pool(self) -> dict[Relay, tuple[smtplib.SMTP, float]]:
@@ -88,10 +91,10 @@ class SmtpTransport:
         return pool
 
     def _connect(self, relay: Relay) -> smtplib.SMTP:
-        context = ssl.create_default_context()
+        context = self.tls
         if relay.implicit_tls:
             conn = _SMTP_SSL(relay.host, relay.port, timeout=self.timeout_s,
-                                    local_hostname=self.local_hostname, context=context)
+                             local_hostname=self.local_hostname, context=context)
         else:
             conn = _SMTP(relay.host, relay.port, timeout=self.timeout_s, local_hostname=self.local_hostname)
         try:
