@@ -32,7 +32,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: set, plan. ARGV: limit, window ms, member, sentinel required ('1'/'0'), sentinel.
+# KEYS: set, and its plan if it has one. ARGV: limit, window ms, member, sentinel required ('1'/'0'), sentinel.
 _ACQUIRE = _NOW + """
 local key, limit, window, member = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 if redis.call('ZSCORE', key, ARGV[5]) == false then
@@ -41,15 +41,21 @@ if redis.call('ZSCORE', key, ARGV[5]) == false then
 end
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
 redis.call('ZREM', key, member, 'claim:' .. member)
-redis.call('ZREM', KEYS[2], member)
 local used = redis.call('ZCARD', key) - 1
 if used < limit then
     redis.call('ZADD', key, now, member)
     redis.call('PEXPIRE', key, window * 2)
+    if KEYS[2] then redis.call('ZREM', KEYS[2], member) end
     return {1, 0}
 end
 local kth = redis.call('ZREVRANGE', key, limit, limit, 'WITHSCORES')
-return {0, math.max(1, tonumber(kth[2]) + window - now)}
+local wait = math.max(1, tonumber(kth[2]) + window - now)
+if KEYS[2] then
+    -- refused: it keeps its turn in the plan, at the time its slot frees
+    redis.call('ZADD', KEYS[2], now + wait, member)
+    if redis.call('PTTL', KEYS[2]) < wait + window * 2 then redis.call('PEXPIRE', KEYS[2], wait + window * 2) end
+end
+return {0, wait}
 """
 
 _DONE = _NOW + """
@@ -174,7 +180,8 @@ class SlidingWindowRateLimiter(RateLimiter):
     slot to now, so a repeated acquire never takes two. `rebuild` returns the
     window's (member, ms relative to now) pairs from the source of truth, and is
     called when the set was lost; pass None where a loss is harmless (a one-second
-    global cap). `plan_key` is the key's hand-over plan, which acquire leaves.
+    global cap). `plan_key` is the key's hand-over plan: acquire takes the member out of it, or,
+    refusing, moves it there to when its slot frees, so that it keeps its turn.
     """
 
     def __init__(self, backend: RedisBackend, key: str, *, limit: int, window_ms: int, member: str,
@@ -184,17 +191,17 @@ class SlidingWindowRateLimiter(RateLimiter):
         self.limit = limit
         self.window_ms = window_ms
         self.member = member
-        self.plan_key = plan_key or f"{key}:plan"
+        self.keys = [key, plan_key] if plan_key else [key]
         self.rebuild = rebuild
         self.scripts = scripts or Scripts(backend.client)
 
     def decide(self) -> Decision:
         """Take a slot for `member` if the window has one; otherwise say in how many ms one frees."""
         args = [self.limit, self.window_ms, self.member, "1" if self.rebuild else "0", SENTINEL]
-        allowed, wait_ms = self.scripts.acquire(keys=[self.key, self.plan_key], args=args)
+        allowed, wait_ms = self.scripts.acquire(keys=self.keys, args=args)
         if allowed == -1:
             self.restore()
-            allowed, wait_ms = self.scripts.acquire(keys=[self.key, self.plan_key], args=args)
+            allowed, wait_ms = self.scripts.acquire(keys=self.keys, args=args)
         return Decision(allowed == 1, int(wait_ms))
 
     def restore(self) -> int:

@@ -210,6 +210,9 @@ def test_after_redis_lost_a_window_the_worker_still_refuses_a_send_over_the_cap(
     assert 28 < wait_s <= 29.1
     kinds = [k for (k,) in sql("SELECT kind FROM email_events WHERE email_id = %s ORDER BY id", email_id)]
     assert kinds == ["claimed", "rate_limited"]
+    # And it keeps its turn in the hand-over's plan, at that time (not behind whatever queues after it)
+    planned_s = client_.zscore(Caps.plan_key("guarded"), str(email_id)) / 1000 - time.time()
+    assert abs(planned_s - float(wait_s)) < 0.5
 
 
 # -- the whole service ------------------------------------------------------------------------
