@@ -72,6 +72,10 @@ def _classify(error: smtplib.SMTPResponseException | tuple[int, bytes]) -> Excep
     return TransientSendError(message, code=code)
 
 
+#: open connections a worker thread keeps, to as many relays (senders may each have their own)
+MAX_RELAYS_PER_THREAD = 8
+
+
 class SmtpTransport:
     """Sends through SMTP, keeping one open connection per relay and thread between sends."""
 
@@ -115,6 +119,9 @@ class SmtpTransport:
 
     def _connection(self, relay: Relay) -> smtplib.SMTP:
         pool = self._pool()
+        now = time.monotonic()
+        for other in [r for r, (_, used) in pool.items() if r != relay and now - used > self.idle_s]:
+            _drop(pool.pop(other)[0])  # idle too long: the relay may be gone, so no QUIT to wait on
         held = pool.pop(relay, None)
         if held is not None:
             conn, last_used = held
@@ -159,7 +166,10 @@ class SmtpTransport:
             _drop(conn)
             raise TransientSendError(f"{type(e).__name__}: {e or 'connection failed'}") from None
         if self.idle_s > 0:
-            self._pool()[relay] = (conn, time.monotonic())
+            pool = self._pool()
+            pool[relay] = (conn, time.monotonic())
+            if len(pool) > MAX_RELAYS_PER_THREAD:  # senders with relays of their own: keep the recent ones
+                _drop(pool.pop(min(pool, key=lambda r: pool[r][1]))[0])
         else:
             _quietly_close(conn)
         return _reply_text(code, text)

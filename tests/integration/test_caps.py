@@ -5,6 +5,7 @@ it, the hand-over's plan, the global cap, and senders with their own relays.
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 
 import pytest
 import redis
@@ -336,3 +337,36 @@ async def test_two_senders_go_through_their_own_relays(make_service, sink, auth_
     finally:
         own.stop()
 
+
+
+def test_a_worker_thread_keeps_few_relay_connections_and_drops_idle_ones():
+    from coldmail.mail.message import build_message
+    from coldmail.mail.transports import MAX_RELAYS_PER_THREAD, Relay, SmtpTransport
+
+    # Given more relays (senders with their own) than a worker thread keeps connections to
+    sinks = [SmtpSink().start() for _ in range(MAX_RELAYS_PER_THREAD + 2)]
+    try:
+        smtp = SmtpTransport(timeout_s=2, idle_s=0.3)
+
+        def send(sink: SmtpSink, i: int) -> None:
+            message = build_message(email_id=i, created_at=datetime.now(timezone.utc), from_address="a@example.com",
+                                    recipient="u@example.com", subject=f"relay {i}", body="b")
+            smtp.send(message, relay=Relay.from_url(sink.url), email_id=i)
+
+        # When one thread sends through each of them
+        for i, sink in enumerate(sinks):
+            send(sink, i)
+        # Then it keeps only the most recent connections open
+        assert list(smtp._pool()) == [Relay.from_url(s.url) for s in sinks[2:]]
+        # And a send again through a kept one reuses it, while one through a dropped one reconnects
+        send(sinks[-1], 100)
+        send(sinks[0], 101)
+        assert (sinks[-1].handler.connections, sinks[0].handler.connections) == (1, 2)
+        # When the thread has been idle longer than SMTP_IDLE_SECONDS, its next send closes the others
+        time.sleep(0.4)
+        send(sinks[1], 102)
+        assert list(smtp._pool()) == [Relay.from_url(sinks[1].url)]
+        smtp.close()
+    finally:
+        for sink in sinks:
+            sink.stop()
