@@ -83,7 +83,8 @@ class Caps:
             scripts=self.scripts)
 
     def plan(self, due: Sequence[Mapping[str, Any]]) -> Plan:
-        """Split emails about to be handed over into those that may go and those over their sender's cap.
+        """Split emails about to be handed over into those that may go now, those over their sender's
+        cap (to be moved), and those to be looked at again nearer their time.
 
         `due` rows carry `id`, `sender_id` and `delay_ms` (and `hourly_limit` when
         known), in due order. One pipelined Redis call for all senders; a sender whose
@@ -92,17 +93,17 @@ class Caps:
         groups: dict[str, list[Mapping[str, Any]]] = {}
         for row in due:
             groups.setdefault(row["sender_id"], []).append(row)
+        senders = list(groups)
         limits = self._limits_of(groups)
         requests = [PlanRequest(self.key(sender), self.plan_key(sender), limits[sender], self.window_ms,
-                                [(str(row["id"]), int(row["delay_ms"])) for row in rows])
-                    for sender, rows in groups.items()]
+                                [(str(row["id"]), int(row["delay_ms"])) for row in groups[sender]])
+                    for sender in senders]
         slots = plan_slots(self.scripts, requests, margin_ms=MARGIN_MS, tolerance_ms=TOLERANCE_MS)
         lost = [i for i, s in enumerate(slots) if s is None]
         if lost:
             for i in lost:
-                sender = list(groups)[i]
-                restore(self.scripts, self.key(sender), self._sends(sender), window_ms=self.window_ms)
-                log.warning("sender %r: its cap's window was lost by Redis; rebuilt from PostgreSQL", sender)
+                restore(self.scripts, self.key(senders[i]), self._sends(senders[i]), window_ms=self.window_ms)
+                log.warning("sender %r: its cap's window was lost by Redis; rebuilt from PostgreSQL", senders[i])
             for i, s in zip(lost, plan_slots(self.scripts, [requests[i] for i in lost], margin_ms=MARGIN_MS,
                                              tolerance_ms=TOLERANCE_MS)):
                 slots[i] = s
@@ -148,8 +149,8 @@ class Caps:
         for sender, rows in groups.items():
             if "hourly_limit" in rows[0]:
                 known[sender] = rows[0]["hourly_limit"]
-            elif sender in self._limits and now - self._limits[sender][1] < LIMIT_CACHE_S:
-                known[sender] = self._limits[sender][0]
+            elif (cached := self._limits.get(sender)) and now - cached[1] < LIMIT_CACHE_S:
+                known[sender] = cached[0]
         missing = [sender for sender in groups if sender not in known]
         if missing:
             with database.connection_context():

@@ -24,7 +24,7 @@ from dramatiq.rate_limits.backends import RedisBackend
 
 SENTINEL = "~complete"
 #: a rebuilt set marks the sends under way (SENDING rows) with this prefix: their own acquire
-#: may still be to come, and must count them once
+#: may still be to come, and must count them once (the scripts spell it out too)
 PLACEHOLDER = "claim:"
 
 _NOW = """
