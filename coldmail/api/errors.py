@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 from marshmallow import ValidationError
 
+from ..db.connection import DATABASE_DOWN
 from ..errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ async def errors_middleware(request: web.Request, handler):
     except ServiceUnavailable as e:
         log.error("%s", e)
         return error_response(503, "unavailable", "a backing service is unavailable; try again shortly")
+    except DATABASE_DOWN as e:
+        log.error("PostgreSQL unavailable on %s %s: %s", request.method, request.path, str(e).strip())
+        return error_response(503, "unavailable", "the database is unavailable; try again shortly")
     except web.HTTPException as e:
         if e.status < 400:
             raise
