@@ -4,8 +4,8 @@ One process (`python run.py`) keeps its figures in memory. With several
 (`python run.py api` and `dramatiq coldmail.worker --processes N`), each
 process writes its figures to files in PROMETHEUS_MULTIPROC_DIR
 (prometheus_client's multiprocess mode) and the API's /metrics adds them up.
-The emails per status are counted in PostgreSQL at scrape time: the truth
-for every process and host.
+The emails waiting and under way are counted in PostgreSQL at scrape time:
+the truth for every process and host.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
 from .db import database
-from .db.lookups import count_by_status
+from .db.lookups import count_live
 from .errors import ConfigError
 from .settings import Settings
 from .status import EmailStatus
@@ -71,20 +71,24 @@ class _ThisProcess:
         return REGISTRY.collect()
 
 
-class EmailsByStatus:
-    """`coldmail_emails{status}`: a GROUP BY at scrape time, so it holds across processes and restarts."""
+class LiveEmails:
+    """`coldmail_emails{status="PENDING"|"SENDING"}`: counted at scrape time, so it holds across processes
+    and restarts. Finished emails are not counted here (their number only grows, and counting it would
+    cost a scan of the whole history): their counters say how many finish."""
+
+    LIVE = (EmailStatus.PENDING.value, EmailStatus.SENDING.value)
 
     def collect(self):
         try:
             with database.connection_context():
-                counts = count_by_status()
+                counts = count_live()
         except Exception as e:  # a scrape reports what it can; a failed count is left out, not shown as 0
-            log.warning("metrics: counting emails per status failed: %s", e)
+            log.warning("metrics: counting the emails waiting and under way failed: %s", e)
             return
-        family = GaugeMetricFamily("coldmail_emails", "Emails in each status, counted in PostgreSQL",
-                                   labels=["status"])
-        for status in EmailStatus:
-            family.add_metric([status.value], counts.get(status.value, 0))
+        family = GaugeMetricFamily("coldmail_emails", "Emails waiting (PENDING) and being sent (SENDING), "
+                                   "counted in PostgreSQL", labels=["status"])
+        for status in self.LIVE:
+            family.add_metric([status], counts.get(status, 0))
         yield family
 
 
@@ -96,7 +100,7 @@ def scrape_registry(settings: Settings) -> CollectorRegistry:
         multiprocess.MultiProcessCollector(registry, path=settings.metrics_dir)
     else:
         registry.register(_ThisProcess())
-    registry.register(EmailsByStatus())
+    registry.register(LiveEmails())
     return registry
 
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from coldmail.db import database
-from coldmail.db.lookups import page_query
+from coldmail.db.lookups import LIVE_COUNT, page_query
 from tests.support.waiting import async_wait_for
 
 
@@ -490,9 +490,12 @@ def test_the_list_query_uses_an_index_on_a_large_table(database_url, redis_url):
                                            limit=51)
                 rows = database.execute_sql("EXPLAIN (ANALYZE, BUFFERS) " + query, params).fetchall()
                 plans[name] = "\n".join(r[0] for r in rows)
+            rows = database.execute_sql("EXPLAIN (ANALYZE, BUFFERS) " + LIVE_COUNT).fetchall()
+            plans["/metrics backlog count"] = "\n".join(r[0] for r in rows)
         finally:
             database.execute_sql("TRUNCATE email_events, emails RESTART IDENTITY CASCADE")
-    # Then every page is read through an index, never by scanning the table, and reads few rows
+    # Then every page (and the backlog /metrics counts) is read through an index, never by scanning
+    # the table, and reads few rows it does not return
     for name, plan in plans.items():
         print(f"-- {name}\n{plan}")
         assert "Seq Scan" not in plan, f"{name}:\n{plan}"
