@@ -48,7 +48,7 @@ SEND_SECONDS = Histogram("coldmail_send_duration_seconds", "One SMTP transaction
 LATENESS = Histogram("coldmail_send_lateness_seconds", "Time an email was sent minus its scheduledAt",
                      buckets=_LATE_SECONDS)
 MESSAGES = Counter("coldmail_worker_messages", "Send messages a worker processed, by what came of them "
-                   "(sent, failed, retry, rate_limited, skipped, not_yet, error)", ["outcome"])
+                   "(sent, failed, retry, rate_limited, released, skipped, not_yet, or error)", ["outcome"])
 
 
 def multiprocess_mode() -> bool:
