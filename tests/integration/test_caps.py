@@ -295,6 +295,21 @@ async def test_the_global_cap_holds_across_senders(make_service, sink, auth):
     assert max(arrivals) - started < 4.5
 
 
+async def test_a_send_waiting_too_long_for_the_global_cap_gives_its_claim_back_unspent(make_service, sink, auth):
+    # Given one send per second for everyone, 4 worker threads, and claims that last 2 s
+    service = await make_service(GLOBAL_RATE_LIMIT_PER_SECOND="1", WORKER_THREADS="4", LEASE_SECONDS="2",
+                                 SMTP_TIMEOUT_SECONDS="1")
+    # When 4 emails are due now: the threads that would wait past half their claim's lease
+    ids = await post_all(service.client, auth, [email(f"global {i}", f"s{i}") for i in range(4)])
+    # Then they give their claim back instead (no attempt spent), and all 4 go, one per second, once
+    await async_wait_for(lambda: len(sink.arrivals) == 4, timeout_s=15, what="all 4")
+    assert widest_window([a.at for a in sink.arrivals], 1) >= 1 - CLOCK_MS
+    assert sorted(sink.subjects()) == sorted(f"global {i}" for i in range(4))
+    released = sql("SELECT detail->>'reason' FROM email_events WHERE kind = 'released' AND email_id = ANY(%s)", ids)
+    assert released and {r for (r,) in released} == {"no slot under the global cap in time"}
+    assert sql("SELECT max(attempts), min(attempts) FROM emails WHERE id = ANY(%s)", ids) == [(1, 1)]
+
+
 @pytest.fixture
 def auth_sink():
     """A relay that wants a login, and records the ones it got."""
