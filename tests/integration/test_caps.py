@@ -4,6 +4,7 @@ it, the hand-over's plan, the global cap, and senders with their own relays.
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime, timezone
 
@@ -331,7 +332,8 @@ def auth_sink():
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-async def test_two_senders_go_through_their_own_relays(make_service, sink, auth_sink, auth):
+async def test_two_senders_go_through_their_own_relays(make_service, sink, auth_sink, auth, caplog):
+    caplog.set_level(logging.DEBUG)
     # Given the server's relay, and two senders with relays of their own, one of them with a login
     own = SmtpSink().start()
     try:
@@ -349,6 +351,8 @@ async def test_two_senders_go_through_their_own_relays(make_service, sink, auth_
             assert [a.message["Subject"] for a in relay.arrivals] == [subject]
         assert auth_sink.logins == [("bob@example.com", "s3cr:t/pw")]
         assert own.arrivals[0].mail_from == "alice@example.com"
+        # And bob's password was in no log line, sending included
+        assert "s3cr" not in caplog.text
     finally:
         own.stop()
 
