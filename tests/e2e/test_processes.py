@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -141,6 +142,10 @@ def test_migrate_creates_a_missing_database_and_create_api_key_prints_a_working_
 def test_supervisord_runs_api_and_worker_and_delivers(base_env, sink, port, http):
     # Given supervisord started with the repository's supervisord.conf
     (ROOT / "var" / "log").mkdir(parents=True, exist_ok=True)
+    metrics_dir = ROOT / "var" / "metrics"
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
     env = dict(base_env, SMTP_URL=sink.url, PORT=str(port))
     supervisor = Proc([str(ROOT / ".venv" / "bin" / "supervisord"), "-c", str(ROOT / "supervisord.conf")],
                       env, "supervisord")
@@ -152,6 +157,14 @@ def test_supervisord_runs_api_and_worker_and_delivers(base_env, sink, port, http
         # Then the supervised worker delivers it
         wait_for(lambda: sink.arrivals, timeout_s=30, what="delivery under supervisord")
         assert sink.subjects() == ["supervised"]
+        # And the API's /metrics adds up the worker processes' figures
+        def sent_total() -> float:
+            with urllib.request.urlopen(http.base_url + "/metrics", timeout=5) as r:
+                text = r.read().decode()
+            return sum(float(line.split()[-1]) for line in text.splitlines()
+                       if line.startswith("coldmail_emails_sent_total"))
+
+        assert wait_for(lambda: sent_total() == 1.0, timeout_s=10, what="sent_total 1 in the API's /metrics")
     finally:
         supervisor.popen.send_signal(signal.SIGTERM)
         try:
