@@ -1,4 +1,4 @@
-"""Accepting an email: store it, and hand it to Dramatiq at once if it is due within the horizon."""
+"""Accepting an email: what makes it one, and handing it to Dramatiq at once if it is due within the horizon."""
 
 from __future__ import annotations
 
@@ -10,10 +10,7 @@ from typing import Any
 from .db import database
 from .db import emails as email_rows
 from .db.emails import NewEmail
-from .errors import Conflict
-from .logs import email_fields
 from .queue.handover import HandOver
-from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -30,23 +27,6 @@ def new_email(payload: dict[str, Any], idempotency_key: str | None) -> NewEmail:
         recipient=payload["recipient"], subject=payload["subject"], body=payload["body"],
         sender_id=payload["senderId"], scheduled_at=payload.get("scheduledAt"),
         idempotency_key=idempotency_key, payload_hash=payload_hash(payload))
-
-
-def schedule(new: NewEmail, *, settings: Settings, handover: HandOver) -> tuple[dict[str, Any], bool]:
-    """Store `new` (committed before this returns); return (row, created).
-
-    Raises Conflict if its idempotency key was used with another payload.
-    """
-    with database.connection_context():
-        row, created = email_rows.insert_email(new, horizon_s=settings.handover_horizon_s)
-    if not created:
-        if row["payload_hash"] != new.payload_hash:
-            raise Conflict(f"idempotency key {new.idempotency_key!r} was used for a different email")
-        return row, False
-    log.info("email %r: scheduled for %s (sender %r)", row["id"], row["scheduled_at"].isoformat(), row["sender_id"],
-             extra=email_fields(row))
-    hand_over_marked([row], handover)
-    return row, True
 
 
 def hand_over_marked(rows: list[dict[str, Any]], handover: HandOver) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..db import database
+from ..group_commit import GroupCommitter
 from ..queue.setup import Queue
 from ..settings import Settings
 
@@ -19,6 +20,7 @@ class AppContext:
     settings: Settings
     queue: Queue
     executor: ThreadPoolExecutor
+    committer: GroupCommitter | None = None
 
     async def run(self, fn, /, *args, **kwargs):
         """Run a blocking call (database, Redis) on the executor, never on the event loop."""

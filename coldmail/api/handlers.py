@@ -89,7 +89,7 @@ async def schedule_email(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     payload = _schedule_schema.load(await read_json(request))
     new = scheduling.new_email(payload, _idempotency_key(request, payload))
-    row, created = await ctx.run(scheduling.schedule, new, settings=ctx.settings, handover=ctx.queue.handover)
+    row, created = await ctx.committer.schedule(new)
     if created:
         metrics.ACCEPTED.inc()
     return web.json_response(scheduled_json(row), status=201 if created else 200)

@@ -1,0 +1,99 @@
+"""Group commit: schedule requests that arrive together share one INSERT and one COMMIT.
+
+A request still gets its answer only after its own row is committed. While a
+transaction is under way, the requests that arrive queue up and go together in
+the next one, so a lone request waits for nobody and a burst pays one commit
+per group instead of one per email (PostgreSQL's commit rate is the ceiling
+of one-row-per-transaction ingest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable
+
+from .db import database
+from .db import emails as email_rows
+from .db.emails import NewEmail
+from .errors import Conflict
+from .logs import email_fields
+from .queue.handover import HandOver
+from .scheduling import hand_over_marked
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+Stored = tuple[dict[str, Any], bool]
+
+
+class GroupCommitter:
+    def __init__(self, *, run_blocking: Callable[..., Awaitable[Any]], settings: Settings, handover: HandOver,
+                 max_batch: int = 256, max_in_flight: int = 2) -> None:
+        self._run_blocking = run_blocking
+        self.settings = settings
+        self.handover = handover
+        self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
+        self._waiting: list[tuple[NewEmail, asyncio.Future]] = []
+        self._in_flight = 0
+
+    async def schedule(self, new: NewEmail) -> Stored:
+        """Store `new`; return (row, created) once it is committed. Conflict for a reused key."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((new, future))
+        if self._in_flight < self.max_in_flight:
+            self._in_flight += 1
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    def _next_group(self) -> list[tuple[NewEmail, asyncio.Future]]:
+        """Up to max_batch waiting requests, an idempotency key at most once (a repeat goes next time,
+        and then finds the first one's row)."""
+        group, rest, keys = [], [], set()
+        for item in self._waiting:
+            key = item[0].idempotency_key
+            if len(group) >= self.max_batch or (key is not None and key in keys):
+                rest.append(item)
+                continue
+            if key is not None:
+                keys.add(key)
+            group.append(item)
+        self._waiting = rest
+        return group
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                group = self._next_group()
+                try:
+                    results = await self._run_blocking(self._store, [new for new, _ in group])
+                except Exception as e:  # the group's transaction failed: every request in it gets the error
+                    results = [e] * len(group)
+                for (_, future), result in zip(group, results):
+                    if future.done():  # the client went away; its row stays stored
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._in_flight -= 1
+
+    def _store(self, news: list[NewEmail]) -> list[Stored | Exception]:
+        with database.connection_context():
+            with database.atomic():
+                stored = email_rows.insert_batch(news, horizon_s=self.settings.handover_horizon_s)
+        results: list[Stored | Exception] = []
+        created_rows = []
+        for new, (row, created) in zip(news, stored):
+            if not created and row["payload_hash"] != new.payload_hash:
+                results.append(Conflict(f"idempotency key {new.idempotency_key!r} was used for a different email"))
+                continue
+            results.append((row, created))
+            if created:
+                created_rows.append(row)
+                log.info("email %r: scheduled for %s (sender %r)", row["id"], row["scheduled_at"].isoformat(),
+                         row["sender_id"], extra=email_fields(row))
+        hand_over_marked(created_rows, self.handover)
+        return results
