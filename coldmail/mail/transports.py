@@ -40,7 +40,7 @@ class Relay:
     def from_url(cls, url: str, *, password: str | None = None) -> Relay:
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ConfigError(f"not an SMTP URL: scheme must be smtp:// or smtps:// with a host")
+            raise ConfigError("not an SMTP URL: scheme must be smtp:// or smtps:// with a host")
         query = parse_qs(parts.query)
         starttls = query.get("starttls", ["auto"])[-1].lower()
         if starttls not in ("auto", "require"):
