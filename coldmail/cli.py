@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
+import tempfile
 
 from .errors import ConfigError, ServiceUnavailable
 from .settings import Settings
@@ -70,7 +73,19 @@ def _run(command: str, settings: Settings, args) -> int:
         with database.connection_context():
             print(create_api_key(args.name))
         return 0
+    with_workers = command == "all"
+    metrics_dir = None
+    if with_workers and settings.worker_processes and not settings.metrics_dir:
+        # The sends run in child processes: their figures reach the API's /metrics through a shared
+        # directory, set before prometheus_client is first imported (it reads it at import).
+        metrics_dir = tempfile.mkdtemp(prefix="coldmail-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        settings = settings.replace(metrics_dir=metrics_dir)
     from .service import serve
 
-    serve(settings, embedded_worker=command == "all")
+    try:
+        serve(settings, with_workers=with_workers, log_format=args.log_format or settings.log_format)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
