@@ -161,10 +161,10 @@ class Settings:
     shutdown_s: float = _var(
         "SHUTDOWN_SECONDS", "30", _float(1), "how long a stopping worker lets in-flight sends finish")
     worker_processes: int = _var(
-        "WORKER_PROCESSES", "1", _int(0, 64),
+        "WORKER_PROCESSES", "2", _int(0, 64),
         "worker processes `python run.py` runs beside the API (the dramatiq CLI, as its child); "
         "0: worker threads inside the API process")
-    worker_threads: int = _var("WORKER_THREADS", "8", _int(1, 256), "threads per worker process of `python run.py`")
+    worker_threads: int = _var("WORKER_THREADS", "16", _int(1, 256), "threads per worker process of `python run.py`")
     worker_poll_ms: int = _var(
         "WORKER_POLL_MS", "20", _int(1, 10000), "Dramatiq's poll interval; bounds the lateness of delayed messages")
     queue_name: str = _var("QUEUE_NAME", "coldmail", _text, "Dramatiq queue of the send actor")
