@@ -14,6 +14,7 @@ from typing import Any, Callable
 from psycopg2.extras import Json
 
 from .connection import database
+from .models import Email, EmailEvent
 
 EMAIL_COLUMNS = (
     "id, recipient, subject, body, sender_id, status, scheduled_at, next_attempt_at, queued_at, "
@@ -44,51 +45,13 @@ def _one(cursor) -> dict[str, Any] | None:
 
 # -- creating -------------------------------------------------------------
 
-_INSERT = f"""
-WITH s AS (
-    INSERT INTO senders (id) VALUES (%(sender_id)s) ON CONFLICT DO NOTHING
-), e AS (
-    INSERT INTO emails (recipient, subject, body, sender_id, scheduled_at, next_attempt_at,
-                        queued_at, idempotency_key, payload_hash)
-    SELECT %(recipient)s, %(subject)s, %(body)s, %(sender_id)s, t.at, t.at,
-           CASE WHEN t.at <= now() + %(horizon_s)s * interval '1 second' THEN now() END,
-           %(idempotency_key)s, %(payload_hash)s
-    FROM (SELECT greatest(%(scheduled_at)s::timestamptz, now()) AS at) t
-    ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING {EMAIL_COLUMNS}
-), ev AS (
-    INSERT INTO email_events (email_id, kind, detail)
-    SELECT id, 'created', jsonb_build_object('scheduledAt', scheduled_at) FROM e
-    UNION ALL
-    SELECT id, 'queued', jsonb_build_object('dueAt', next_attempt_at) FROM e WHERE queued_at IS NOT NULL
-)
-SELECT e.*, greatest(0, (extract(epoch FROM e.next_attempt_at - now()) * 1000))::bigint AS delay_ms FROM e
-"""
-
-
-def insert_email(new: NewEmail, *, horizon_s: float) -> tuple[dict[str, Any], bool]:
-    """Store `new`; return (row, created). An existing idempotency key returns its row, created=False.
-
-    A row due within `horizon_s` is marked queued in the same statement; its
-    `delay_ms` tells the caller how long Dramatiq should hold it.
-    """
-    params = dict(new.__dict__, horizon_s=horizon_s)
-    row = _one(database.execute_sql(_INSERT, params))
-    if row is not None:
-        return row, True
-    existing = _one(database.execute_sql(
-        f"SELECT {EMAIL_COLUMNS} FROM emails WHERE idempotency_key = %s", (new.idempotency_key,)))
-    assert existing is not None, "ON CONFLICT skipped the insert, so the key's row exists"
-    return existing, False
-
-
 def get_email(email_id: int) -> dict[str, Any] | None:
-    return _one(database.execute_sql(f"SELECT {EMAIL_COLUMNS} FROM emails WHERE id = %s", (email_id,)))
+    return Email.select().where(Email.id == email_id).dicts().get_or_none()
 
 
 def list_events(email_id: int) -> list[dict[str, Any]]:
-    return _dicts(database.execute_sql(
-        "SELECT id, kind, detail, created_at FROM email_events WHERE email_id = %s ORDER BY id", (email_id,)))
+    return list(EmailEvent.select(EmailEvent.id, EmailEvent.kind, EmailEvent.detail, EmailEvent.created_at)
+                .where(EmailEvent.email_id == email_id).order_by(EmailEvent.id).dicts())
 
 
 def unqueue(email_ids: list[int]) -> None:
@@ -348,7 +311,7 @@ FROM e JOIN ids USING (id)
 def insert_batch(news: list[NewEmail], *, horizon_s: float) -> list[tuple[dict[str, Any], bool]]:
     """Store many emails in one statement; return (row, created) for each, in order.
 
-    Like insert_email, a key already stored returns its row with created=False,
+    A key already stored returns its row with created=False,
     and rows due within `horizon_s` come back marked queued with their `delay_ms`.
     The caller holds the transaction (`database.atomic()`): it may still refuse the
     batch, and then nothing of it stays. Keys must be unique within `news`.

@@ -8,13 +8,14 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from .connection import database
+from .models import Sender
 from .emails import _one
 
 SENDER_COLUMNS = "id, from_address, hourly_limit, smtp_url, smtp_password_enc, created_at, updated_at"
 
 
 def get_sender(sender_id: str) -> dict[str, Any] | None:
-    return _one(database.execute_sql(f"SELECT {SENDER_COLUMNS} FROM senders WHERE id = %s", (sender_id,)))
+    return Sender.select().where(Sender.id == sender_id).dicts().get_or_none()
 
 
 _PUT = f"""
