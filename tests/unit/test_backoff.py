@@ -1,5 +1,4 @@
 from coldmail.delivery import backoff_s
-from coldmail.status import EmailStatus, can_move
 
 
 def test_backoff_doubles_with_jitter_and_is_capped():
@@ -8,9 +7,3 @@ def test_backoff_doubles_with_jitter_and_is_capped():
         assert min(values) >= expected * 0.8 and max(values) <= expected * 1.2
         assert len(set(values)) > 1
     assert backoff_s(30, base_s=10, max_s=60) <= 60 * 1.2
-
-
-def test_terminal_states_do_not_move():
-    assert can_move(EmailStatus.PENDING, EmailStatus.SENDING)
-    assert not can_move(EmailStatus.SENT, EmailStatus.PENDING)
-    assert not can_move(EmailStatus.CANCELLED, EmailStatus.SENDING)
