@@ -1,4 +1,4 @@
-"""The states of an email and the moves between them; no I/O."""
+"""The states of an email; every move between them is a compare-and-set in coldmail.db.emails."""
 
 from enum import Enum
 
