@@ -22,12 +22,6 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _hand_over(rows: list[dict[str, Any]], handover: HandOver) -> None:
-    """Give Dramatiq the rows marked queued, soonest first and within their senders' caps; the rest goes
-    back to the scheduler."""
-    hand_over_marked(rows, handover)
-
-
 def schedule_batch(news: list[NewEmail], *, settings: Settings, handover: HandOver) -> list[tuple[dict, bool]]:
     """Store every email of `news` or none; return (row, created) for each, in order.
 
@@ -63,7 +57,7 @@ def schedule_batch(news: list[NewEmail], *, settings: Settings, handover: HandOv
     for row in created_rows:
         log.info("email %r: scheduled for %s (sender %r, batch)", row["id"], row["scheduled_at"].isoformat(),
                  row["sender_id"], extra=email_fields(row))
-    _hand_over(created_rows, handover)
+    hand_over_marked(created_rows, handover)
     # an item repeated in the batch is "created" once, at its first place
     seen: set[int] = set()
     result = []
@@ -101,5 +95,5 @@ def reschedule(email_id: int, at: datetime, *, settings: Settings, handover: Han
             _refuse(email_id, "rescheduled")
     log.info("email %r: rescheduled from %s to %s (sender %r)", email_id, row["previous_at"].isoformat(),
              row["scheduled_at"].isoformat(), row["sender_id"], extra=email_fields(row))
-    _hand_over([row], handover)
+    hand_over_marked([row], handover)
     return row

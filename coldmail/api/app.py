@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from ..metrics import scrape_registry
-from ..group_commit import GroupCommitter
 from ..queue.setup import Queue
 from ..scheduler import start_scheduler
 from ..settings import Settings
@@ -27,7 +26,6 @@ MAX_REQUEST_BYTES = 1024 * 1024
 def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True) -> web.Application:
     executor = ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="coldmail-db")
     ctx = AppContext(settings=settings, queue=queue, executor=executor)
-    ctx.committer = GroupCommitter(run_blocking=ctx.run, settings=settings, handover=queue.handover)
     checker = KeyChecker(settings.api_keys, ctx.run)
     app = web.Application(client_max_size=MAX_REQUEST_BYTES,
                           middlewares=[metrics_middleware, errors_middleware, auth_middleware(checker)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -20,7 +20,10 @@ class AppContext:
     settings: Settings
     queue: Queue
     executor: ThreadPoolExecutor
-    committer: GroupCommitter | None = None
+    committer: GroupCommitter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.committer = GroupCommitter(run_blocking=self.run, settings=self.settings, handover=self.queue.handover)
 
     async def run(self, fn, /, *args, **kwargs):
         """Run a blocking call (database, Redis) on the executor, never on the event loop."""
