@@ -134,7 +134,7 @@ class Deliverer:
         # Recorded before Redis is touched again: a Redis error now must not leave a sent email SENDING,
         # to be sent a second time when its lease runs out.
         with database.connection_context():
-            recorded = email_rows.mark_sent(email_id, message_id=message["Message-ID"], reply=reply)
+            recorded = email_rows.mark_sent(email_id, message_id=message.message_id, reply=reply)
         self._quietly(cap.mark_done)
         overall = self.caps.overall(email_id)
         if overall is not None:

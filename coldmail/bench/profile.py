@@ -54,11 +54,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 class Sampler:
-    """`py-spy record --pid` until stopped with SIGINT (py-spy then writes its file)."""
+    """`py-spy record --pid` (and its worker children) until stopped with SIGINT (py-spy then writes its file)."""
 
     def __init__(self, py_spy: str, pid: int, out: Path, *, rate: int, idle: bool) -> None:
         argv = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--threads", "--nolineno",
-                "--rate", str(rate), "--nonblocking", "--output", str(out)]
+                "--rate", str(rate), "--nonblocking", "--subprocesses", "--output", str(out)]
         if idle:
             argv.append("--idle")
         self.out = out

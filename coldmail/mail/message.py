@@ -1,10 +1,22 @@
-"""Turn a stored email into the RFC 5322 message that goes on the wire."""
+"""Turn a stored email into the RFC 5322 bytes that go on the wire.
+
+Plain-ASCII addresses (nearly every email) are built with the email package's
+compat32 classes: ten times less CPU than EmailMessage's header registry, which
+cost a worker more than a millisecond per email. An internationalised address
+needs SMTPUTF8 and takes the EmailMessage path.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
+from email import policy
+from email.charset import QP, Charset
+from email.header import Header
+from email.message import EmailMessage, Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.utils import format_datetime, formatdate
 from html.parser import HTMLParser
 
@@ -60,18 +72,55 @@ def message_id_for(email_id: int, created_at: datetime, from_address: str) -> st
     return f"<{email_id}.{stamp}.coldmail@{domain}>"
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """One message ready for a transport: its envelope and its bytes."""
+
+    message_id: str
+    sender: str
+    recipient: str
+    data: bytes
+    #: an address is not ASCII: the relay must offer SMTPUTF8
+    smtputf8: bool = False
+
+
+#: UTF-8 bodies and headers as quoted-printable: readable, and no line over 76 characters
+_UTF8 = Charset("utf-8")
+_UTF8.body_encoding = QP
+_UTF8.header_encoding = QP
+#: SMTP wants CRLF line ends, and smtplib does not convert the bytes it is given
+_WIRE = policy.compat32.clone(linesep="\r\n")
+
+
 def build_message(*, email_id: int, created_at: datetime, from_address: str, recipient: str,
-                  subject: str, body: str, date: datetime | None = None) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = from_address
-    msg["To"] = recipient
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(date) if date else formatdate(localtime=False, usegmt=True)
-    msg["Message-ID"] = message_id_for(email_id, created_at, from_address)
-    msg["X-Coldmail-Id"] = str(email_id)
-    if looks_like_html(body):
-        msg.set_content(html_to_text(body))
-        msg.add_alternative(body, subtype="html")
+                  subject: str, body: str, date: datetime | None = None) -> Outgoing:
+    message_id = message_id_for(email_id, created_at, from_address)
+    headers = {
+        "From": from_address,
+        "To": recipient,
+        "Subject": subject if subject.isascii() else Header(subject, _UTF8, header_name="Subject"),
+        "Date": format_datetime(date) if date else formatdate(localtime=False, usegmt=True),
+        "Message-ID": message_id,
+        "X-Coldmail-Id": str(email_id),
+    }
+    html = looks_like_html(body)
+    if (from_address + recipient).isascii():
+        msg: Message = MIMEText(html_to_text(body) if html else body, "plain", _UTF8)
+        if html:
+            alternative = MIMEMultipart("alternative")
+            alternative.attach(msg)
+            alternative.attach(MIMEText(body, "html", _UTF8))
+            msg = alternative
+        for name, value in headers.items():
+            msg[name] = value
+        return Outgoing(message_id, from_address, recipient, msg.as_bytes(policy=_WIRE))
+    modern = EmailMessage()
+    for name, value in headers.items():
+        modern[name] = str(value) if name != "Subject" else subject
+    if html:
+        modern.set_content(html_to_text(body))
+        modern.add_alternative(body, subtype="html")
     else:
-        msg.set_content(body)
-    return msg
+        modern.set_content(body)
+    return Outgoing(message_id, from_address, recipient, modern.as_bytes(policy=policy.SMTPUTF8),
+                    smtputf8=True)

@@ -16,11 +16,11 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import ConfigError, PermanentSendError, TransientSendError
+from .message import Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class SmtpTransport:
             _quietly_close(conn)
         return self._connect(relay)
 
-    def send(self, message: EmailMessage, *, relay: Relay, email_id: int) -> str:
+    def send(self, message: Outgoing, *, relay: Relay, email_id: int) -> str:
         """Send `message`; return the relay's reply to DATA.
 
         After any error the connection is dropped, not reused: its state is unknown.
@@ -146,7 +146,13 @@ class SmtpTransport:
         conn: smtplib.SMTP | None = None
         try:
             conn = self._connection(relay)
-            refused = conn.send_message(message)
+            options: tuple[str, ...] = ()
+            if message.smtputf8:
+                if not conn.has_extn("smtputf8"):
+                    raise PermanentSendError(f"{relay.host}:{relay.port} does not offer SMTPUTF8, which "
+                                             "an internationalised address needs")
+                options = ("SMTPUTF8", "BODY=8BITMIME")
+            refused = conn.sendmail(message.sender, [message.recipient], message.data, mail_options=options)
             if refused:
                 raise _classify(next(iter(refused.values())))
             code, text = conn.last_reply
@@ -202,7 +208,7 @@ def _quietly_close(conn: smtplib.SMTP) -> None:
 
 
 class _KeepsDataReply:
-    """smtplib returns the reply to DATA from data() but send_message drops it; keep it."""
+    """smtplib returns the reply to DATA from data() but sendmail drops it; keep it."""
 
     last_reply: tuple[int, bytes] = (250, b"")
 
@@ -225,12 +231,12 @@ class OutboxTransport:
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
 
-    def send(self, message: EmailMessage, *, relay: Relay | None, email_id: int) -> str:
+    def send(self, message: Outgoing, *, relay: Relay | None, email_id: int) -> str:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{email_id}.", suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
-                f.write(message.as_bytes())
+                f.write(message.data)
             os.chmod(tmp, 0o644)
             os.replace(tmp, self.directory / f"{email_id}.eml")
         except OSError as e:

@@ -1,10 +1,19 @@
 """Building the message that goes on the wire."""
 
 from datetime import datetime, timezone
+from email import message_from_bytes, policy
 
 from coldmail.mail.message import build_message, html_to_text, looks_like_html, message_id_for
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+
+
+def on_the_wire(**fields):
+    """Build a message, and read back its bytes as a receiver would (stored with local line ends)."""
+    out = build_message(**{"email_id": 1, "created_at": CREATED, "from_address": "a@example.org",
+                           "recipient": "b@example.com", **fields})
+    assert b"\r\n" in out.data and b"\n" not in out.data.replace(b"\r\n", b""), "SMTP needs CRLF line ends"
+    return out, message_from_bytes(out.data.replace(b"\r\n", b"\n"), policy=policy.default)
 
 
 def test_message_id_is_stable_per_email_and_unique_across_emails():
@@ -15,16 +24,28 @@ def test_message_id_is_stable_per_email_and_unique_across_emails():
 
 
 def test_headers_and_plain_body():
-    msg = build_message(email_id=1, created_at=CREATED, from_address="a@example.org", recipient="b@example.com",
-                        subject="Hi", body="plain words")
+    out, msg = on_the_wire(subject="Hi", body="plain words")
     assert (msg["From"], msg["To"], msg["Subject"]) == ("a@example.org", "b@example.com", "Hi")
-    assert msg["Date"] and msg["Message-ID"] == message_id_for(1, CREATED, "a@example.org")
-    assert msg.get_content_type() == "text/plain"
+    assert msg["Date"] and msg["Message-ID"] == out.message_id == message_id_for(1, CREATED, "a@example.org")
+    assert (out.sender, out.recipient, out.smtputf8) == ("a@example.org", "b@example.com", False)
+    assert msg.get_content_type() == "text/plain" and msg.get_content().rstrip("\n") == "plain words"
+
+
+def test_unicode_subject_and_body_and_long_lines_survive_the_trip():
+    body = "Grüße, ✓ " * 200 + "\n.a line that starts with a dot\n"
+    out, msg = on_the_wire(subject="Ünïcode ✓ " * 12, body=body)
+    assert msg["Subject"] == ("Ünïcode ✓ " * 12).strip() or msg["Subject"] == "Ünïcode ✓ " * 12
+    assert msg.get_content().rstrip("\n") == body.rstrip("\n")
+    assert max(len(line) for line in out.data.split(b"\r\n")) <= 78
+
+
+def test_an_internationalised_address_asks_for_smtputf8():
+    out, msg = on_the_wire(recipient="jörg@example.com", subject="Hi", body="x")
+    assert out.smtputf8 and msg["To"] == "jörg@example.com" and msg.get_content().rstrip("\n") == "x"
 
 
 def test_html_body_gets_a_text_alternative():
-    msg = build_message(email_id=1, created_at=CREATED, from_address="a@example.org", recipient="b@example.com",
-                        subject="Hi", body="<p>One</p><p>Two &amp; <a href='x'>three</a></p><script>x()</script>")
+    _, msg = on_the_wire(subject="Hi", body="<p>One</p><p>Two &amp; <a href='x'>three</a></p><script>x()</script>")
     assert msg.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
     text = msg.get_body(("plain",)).get_content()
