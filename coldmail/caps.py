@@ -82,6 +82,14 @@ class Caps:
             self.backend, "coldmail:cap:global", limit=per_s, window_ms=1000, member=str(email_id),
             scripts=self.scripts)
 
+    def mark_done(self, limiters: Sequence[SlidingWindowRateLimiter]) -> None:
+        """Sends finished: their slots count from now, all in one round trip."""
+        if limiters:
+            pipe = self.backend.client.pipeline(transaction=False)
+            for limiter in limiters:
+                limiter.mark_done(client=pipe)
+            pipe.execute()
+
     def plan(self, due: Sequence[Mapping[str, Any]]) -> Plan:
         """Split emails about to be handed over into those that may go now, those over their sender's
         cap (to be moved), and those to be looked at again nearer their time.

@@ -1,7 +1,11 @@
-"""Claim → cap → send → record: what the send actor does with one email id, as plain functions.
+"""Claim → cap → send → record: what the send actor does with the email ids of one message.
 
-Every step re-checks the row in PostgreSQL, so a duplicate queue message, a
-cancelled email or one moved to a later time is a no-op here.
+A message carries the ids of emails due together (see coldmail.queue.handover).
+They are claimed in one statement, sent one after the other on the thread's SMTP
+connection, each at its own time and under its sender's cap, and recorded by the
+process's Recorder, many sends per statement (coldmail.recorder): a few round
+trips per message rather than ten per email. Every step re-checks the rows in PostgreSQL, so a duplicate queue
+message, a cancelled email or one moved to a later time is a no-op here.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from .errors import ConfigError, PermanentSendError, TransientSendError
 from .logs import email_fields
 from .mail.message import build_message
 from .mail.transports import OutboxTransport, Relay, SmtpTransport
+from .recorder import Recorder, Sent
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +48,8 @@ class Result(str, Enum):
 @dataclass(frozen=True)
 class Outcome:
     result: Result
-    #: for NOT_YET: seconds until the email is due (the message came early; hold it again)
+    #: for NOT_YET: seconds until the email is due (the message came early; hold it again);
+    #: for RETRY: seconds until the next attempt
     due_in_s: float = 0.0
     #: for SENT, read by the metrics middleware: the SMTP transaction, and sent minus scheduledAt
     send_s: float | None = None
@@ -57,7 +63,7 @@ def backoff_s(attempt: int, *, base_s: float, max_s: float) -> float:
 
 
 class Deliverer:
-    """Sends one email at a time per calling thread; shared by all the worker's threads."""
+    """Sends the emails of one message at a time per calling thread; shared by all the worker's threads."""
 
     def __init__(self, settings: Settings, *, redis_client) -> None:
         self.settings = settings
@@ -66,26 +72,78 @@ class Deliverer:
         self.smtp = SmtpTransport(timeout_s=settings.smtp_timeout_s, idle_s=settings.smtp_idle_s)
         self.outbox = OutboxTransport(settings.outbox_dir)
         self.default_relay = Relay.from_url(settings.smtp_url) if settings.smtp_url else None
+        self.recorder = Recorder(self.caps.mark_done)
         #: set when the worker begins to stop: a send that has not started gives its claim back
         self.stopping = threading.Event()
-        #: a message this early is claimed and waited out (twice the hand-over's lead, for slow polls)
-        self.early_s = 2 * settings.handover_lead_ms / 1000
+        #: a message this early is claimed and waited out (twice the hand-over's lead, for slow polls, and
+        #: the spread of due times one message may carry)
+        self.early_s = (2 * settings.handover_lead_ms + settings.send_batch_spread_ms) / 1000
 
     def deliver(self, email_id: int) -> Outcome:
-        with database.connection_context():
-            row = email_rows.claim(email_id, lease_s=self.settings.lease_s, early_s=self.early_s)
-            if row is None:
-                due_in = email_rows.seconds_until_due(email_id)
-        if row is None:
-            if due_in is not None and due_in > 0:
-                return Outcome(Result.NOT_YET, due_in)
-            log.debug("email %r: not ours to send (already sent, cancelled or claimed)", email_id)
-            return Outcome(Result.SKIPPED)
-        # Released a little early on purpose (HANDOVER lead): wait out the last milliseconds here, where
-        # the wait is exact, rather than in two queue polls.
-        if row["wait_s"] > 0 and self.stopping.wait(row["wait_s"]):
-            return self._release(email_id, reason="worker stopping")
+        outcomes: list[tuple[int, Outcome]] = []
+        self.deliver_many([email_id], outcomes)
+        return outcomes[0][1]
 
+    def deliver_many(self, email_ids: list[int], outcomes: list[tuple[int, Outcome]]) -> None:
+        """Send what is ours among `email_ids`, appending (id, outcome) to `outcomes` as each is known
+        (so that what was done before an exception is still counted)."""
+        with database.connection_context():
+            rows = email_rows.claim(email_ids, lease_s=self.settings.lease_s, early_s=self.early_s)
+            claimed = {row["id"] for row in rows}
+            unclaimed = [i for i in email_ids if i not in claimed]
+            due_in = email_rows.seconds_until_due(unclaimed) if unclaimed else {}
+        for email_id in unclaimed:
+            if due_in.get(email_id, 0) > 0:
+                outcomes.append((email_id, Outcome(Result.NOT_YET, due_in[email_id])))
+            else:
+                log.debug("email %r: not ours to send (already sent, cancelled or claimed)", email_id)
+                outcomes.append((email_id, Outcome(Result.SKIPPED)))
+        if rows:
+            self._send_claimed(rows, outcomes)
+
+    def _send_claimed(self, rows: list[dict[str, Any]], outcomes: list[tuple[int, Outcome]]) -> None:
+        """Send claimed rows in order, each at its time, handing each accepted send to the recorder; give
+        back what is left when the worker stops, the relay fails or something raises. Returns once every
+        send of the message is recorded."""
+        claimed_at = time.monotonic()
+        #: past this, the claims are held too near their lease's end to start a send
+        deadline = claimed_at + self.settings.lease_s / 2
+        sent: list[Sent] = []
+        rest = list(rows)
+        reason, delay_s = "error before sending", self.settings.retry_backoff_s
+        try:
+            while rest:
+                row = rest[0]
+                if time.monotonic() > deadline:
+                    reason, delay_s = "the message's earlier sends took half a lease", 0.0
+                    break
+                # Released a little early on purpose (HANDOVER lead): wait out the last milliseconds here,
+                # where the wait is exact, rather than in two queue polls.
+                wait_s = max(0.0, claimed_at + row["wait_s"] - time.monotonic())
+                if self.stopping.wait(wait_s) if wait_s > 0 else self.stopping.is_set():
+                    reason, delay_s = "worker stopping", 0.0
+                    break
+                rest.pop(0)
+                result = self._send_one(row, deadline)
+                if isinstance(result, Sent):
+                    sent.append(result)
+                    self.recorder.add(result)
+                    continue
+                outcomes.append((row["id"], result))
+                if result.result is Result.RETRY:
+                    # the relay failed: the rest would most likely wait out the same timeout, one by one
+                    reason, delay_s = "the relay failed for the email before", result.due_in_s
+                    break
+        finally:
+            if rest:
+                self._release([row["id"] for row in rest], reason=reason, delay_s=delay_s)
+                outcomes.extend((row["id"], Outcome(Result.RELEASED)) for row in rest)
+            for s in sent:
+                s.recorded.result()
+                outcomes.append((s.row["id"], Outcome(Result.SENT, send_s=s.send_s, late_s=s.late_s)))
+
+    def _send_one(self, row: dict[str, Any], deadline: float) -> Sent | Outcome:
+        email_id = row["id"]
         try:
             cap = self.caps.for_sender(row["sender_id"], self._limit(row), email_id)
             decision = cap.decide()
@@ -95,14 +153,15 @@ class Deliverer:
                 log.info("email %r: sender %r at its cap; moved by %.3fs", email_id, row["sender_id"],
                          decision.wait_ms / 1000, extra=email_fields(row))
                 return Outcome(Result.RATE_LIMITED)
-            if not self._wait_for_global_cap(email_id):
+            if not self._wait_for_global_cap(email_id, deadline):
                 self._quietly(cap.give_back)
                 reason = "worker stopping" if self.stopping.is_set() else "no slot under the global cap in time"
-                return self._release(email_id, reason=reason)
+                self._release([email_id], reason=reason)
+                return Outcome(Result.RELEASED)
         except Exception:
             # Redis failed (or a bug) before any SMTP: give the claim back now rather than hold it for
             # a lease, and without spending an attempt; the pause keeps a lasting fault from spinning.
-            self._release(email_id, reason="error before sending", delay_s=self.settings.retry_backoff_s)
+            self._release([email_id], reason="error before sending", delay_s=self.settings.retry_backoff_s)
             raise
 
         attempt = row["attempts"] + 1
@@ -128,23 +187,10 @@ class Deliverer:
                 email_rows.retry_later(email_id, delay_s=delay, error=str(e), code=e.code)
             log.warning("email %r: attempt %d failed (%s); retry in %.1fs (sender %r)", email_id, attempt, e,
                         delay, row["sender_id"], extra=email_fields(row))
-            return Outcome(Result.RETRY)
-        send_s = time.monotonic() - started
-        late_s = time.time() - row["scheduled_at"].timestamp()
-        # Recorded before Redis is touched again: a Redis error now must not leave a sent email SENDING,
-        # to be sent a second time when its lease runs out.
-        with database.connection_context():
-            recorded = email_rows.mark_sent(email_id, message_id=message.message_id, reply=reply)
-        self._quietly(cap.mark_done)
+            return Outcome(Result.RETRY, due_in_s=delay)
         overall = self.caps.overall(email_id)
-        if overall is not None:
-            self._quietly(overall.mark_done)
-        if not recorded:
-            log.warning("email %r: sent, but its claim had expired and was taken back", email_id,
-                        extra=email_fields(row))
-        log.info("email %r: sent to relay in %.0fms, %.3fs after its time (sender %r): %s", email_id,
-                 send_s * 1000, late_s, row["sender_id"], reply, extra=email_fields(row))
-        return Outcome(Result.SENT, send_s=send_s, late_s=late_s)
+        return Sent(row, message, reply, caps=[cap] if overall is None else [cap, overall],
+                    send_s=time.monotonic() - started, late_s=time.time() - row["scheduled_at"].timestamp())
 
     def _fail(self, row: dict[str, Any], error: str, code: int | None) -> Outcome:
         with database.connection_context():
@@ -153,11 +199,11 @@ class Deliverer:
                   extra=email_fields(row))
         return Outcome(Result.FAILED)
 
-    def _release(self, email_id: int, *, reason: str, delay_s: float = 0.0) -> Outcome:
+    def _release(self, email_ids: list[int], *, reason: str, delay_s: float = 0.0) -> None:
         with database.connection_context():
-            email_rows.release(email_id, reason=reason, delay_s=delay_s)
-        log.info("email %r: claim given back unsent (%s)", email_id, reason)
-        return Outcome(Result.RELEASED)
+            email_rows.release(email_ids, reason=reason, delay_s=delay_s)
+        for email_id in email_ids:
+            log.info("email %r: claim given back unsent (%s)", email_id, reason)
 
     @staticmethod
     def _quietly(touch) -> None:
@@ -167,13 +213,12 @@ class Deliverer:
         except redis.RedisError as e:
             log.warning("send cap not updated (Redis: %s)", e)
 
-    def _wait_for_global_cap(self, email_id: int) -> bool:
+    def _wait_for_global_cap(self, email_id: int, deadline: float) -> bool:
         """Wait for a slot under GLOBAL_RATE_LIMIT_PER_SECOND; False if the worker began to stop meanwhile,
-        or if none came in half a lease (the claim would run out while it waits)."""
+        or if none came by `deadline` (half a lease after the claim: it would run out while it waits)."""
         overall = self.caps.overall(email_id)
         if overall is None:
             return True
-        deadline = time.monotonic() + self.settings.lease_s / 2
         while True:
             decision = overall.decide()
             if decision.allowed:
@@ -196,6 +241,10 @@ class Deliverer:
         if self.default_relay is not None:
             return self.smtp, self.default_relay
         return self.outbox, None
+
+    def close(self) -> None:
+        """The worker stopped: record what is waiting."""
+        self.recorder.close()
 
     def close_thread(self) -> None:
         """Close the calling thread's SMTP connections."""

@@ -47,8 +47,8 @@ SEND_SECONDS = Histogram("coldmail_send_duration_seconds", "One SMTP transaction
                          buckets=_SECONDS)
 LATENESS = Histogram("coldmail_send_lateness_seconds", "Time an email was sent minus its scheduledAt",
                      buckets=_LATE_SECONDS)
-MESSAGES = Counter("coldmail_worker_messages", "Send messages a worker processed, by what came of them "
-                   "(sent, failed, retry, rate_limited, released, skipped, not_yet, or error)", ["outcome"])
+MESSAGES = Counter("coldmail_worker_messages", "Emails a worker dealt with, by what came of each (sent, failed, "
+                   "retry, rate_limited, released, skipped, not_yet), and messages that raised (error)", ["outcome"])
 
 
 def multiprocess_mode() -> bool:

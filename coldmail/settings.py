@@ -142,6 +142,12 @@ class Settings:
     handover_interval_s: float = _var(
         "HANDOVER_INTERVAL_SECONDS", "0.5", _float(0.05), "how often the scheduler hands over due emails")
     handover_batch: int = _var("HANDOVER_BATCH", "2000", _int(1), "emails handed over per scheduler run at most")
+    send_batch: int = _var(
+        "SEND_BATCH", "10", _int(1, 1000),
+        "emails due together that one queue message carries: a worker thread claims, sends (one after the "
+        "other, each at its time) and records them together, in a few round trips instead of ten per email")
+    send_batch_spread_ms: int = _var(
+        "SEND_BATCH_SPREAD_MS", "5", _int(0, 1000), "emails due at most this far apart may share a message")
     sweep_interval_s: float = _var(
         "SWEEP_INTERVAL_SECONDS", "5", _float(0.1), "how often the recovery sweep runs")
     requeue_after_s: float = _var(

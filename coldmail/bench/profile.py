@@ -59,8 +59,9 @@ class Sampler:
     def __init__(self, py_spy: str, pid: int, out: Path, *, rate: int, idle: bool) -> None:
         argv = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--threads", "--nolineno",
                 "--rate", str(rate), "--nonblocking", "--subprocesses", "--output", str(out)]
-        if idle:
-            argv.append("--idle")
+        # on CPU: only the thread holding the GIL, which is what Python code costs; py-spy's own idle
+        # guess counted threads blocked in socket reads as busy
+        argv.append("--idle" if idle else "--gil")
         self.out = out
         self.log = open(out.with_suffix(".log"), "wb")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -153,7 +153,8 @@ _CLAIM = f"""
 WITH c AS (
     UPDATE emails SET status = 'SENDING', lease_until = now() + %(lease_s)s * interval '1 second',
                       updated_at = now()
-    WHERE id = %(id)s AND status = 'PENDING' AND next_attempt_at <= now() + %(early_s)s * interval '1 second'
+    WHERE id = ANY(%(ids)s::bigint[]) AND status = 'PENDING'
+      AND next_attempt_at <= now() + %(early_s)s * interval '1 second'
     RETURNING {EMAIL_COLUMNS}
 ), ev AS (
     INSERT INTO email_events (email_id, kind, detail)
@@ -162,21 +163,23 @@ WITH c AS (
 SELECT c.*, greatest(0, extract(epoch FROM c.next_attempt_at - now()))::float AS wait_s,
        s.from_address, s.hourly_limit, s.smtp_url, s.smtp_password_enc
 FROM c LEFT JOIN senders s ON s.id = c.sender_id
+ORDER BY c.next_attempt_at, c.id
 """
 
 
-def claim(email_id: int, *, lease_s: float, early_s: float = 0.0) -> dict[str, Any] | None:
-    """Take a PENDING email due within `early_s` for sending (SENDING with a lease), or None if it is not
-    ours to send. `wait_s` in the row says how long until it is due: the caller waits that out."""
-    return _one(database.execute_sql(_CLAIM, {"id": email_id, "lease_s": lease_s, "early_s": early_s}))
+def claim(email_ids: list[int], *, lease_s: float, early_s: float = 0.0) -> list[dict[str, Any]]:
+    """Take the PENDING emails among `email_ids` that are due within `early_s` for sending (SENDING with a
+    lease), soonest first; the others are not ours to send (yet). `wait_s` in each row says how long until
+    it is due: the caller waits that out."""
+    return _dicts(database.execute_sql(_CLAIM, {"ids": email_ids, "lease_s": lease_s, "early_s": early_s}))
 
 
-def seconds_until_due(email_id: int) -> float | None:
-    """For an email that could not be claimed: seconds until it is due if it is still PENDING, else None."""
-    row = database.execute_sql(
-        "SELECT extract(epoch FROM next_attempt_at - now()) FROM emails WHERE id = %s AND status = 'PENDING'",
-        (email_id,)).fetchone()
-    return None if row is None else float(row[0])
+def seconds_until_due(email_ids: list[int]) -> dict[int, float]:
+    """For emails that could not be claimed: seconds until each still PENDING one is due."""
+    cursor = database.execute_sql(
+        "SELECT id, extract(epoch FROM next_attempt_at - now())::float FROM emails "
+        "WHERE id = ANY(%s::bigint[]) AND status = 'PENDING'", (email_ids,))
+    return dict(cursor.fetchall())
 
 
 _EVENT_FROM_UPDATE = """
@@ -191,12 +194,26 @@ def _change(update: str, kind: str, detail: dict, params: dict) -> bool:
     return cursor.fetchone() is not None
 
 
-def mark_sent(email_id: int, *, message_id: str, reply: str) -> bool:
-    return _change(
-        "UPDATE emails SET status = 'SENT', sent_at = now(), message_id = %(message_id)s, "
-        "attempts = attempts + 1, lease_until = NULL, last_error = NULL, updated_at = now() "
-        "WHERE id = %(id)s AND status = 'SENDING'",
-        "sent", {"reply": reply, "messageId": message_id}, {"id": email_id, "message_id": message_id})
+_MARK_SENT = """
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(message_ids)s::text[], %(replies)s::text[]) AS t(id, message_id, reply)
+), u AS (
+    UPDATE emails e SET status = 'SENT', sent_at = now(), message_id = input.message_id, attempts = attempts + 1,
+                        lease_until = NULL, last_error = NULL, updated_at = now()
+    FROM input WHERE e.id = input.id AND e.status = 'SENDING'
+    RETURNING e.id, input.message_id, input.reply
+)
+INSERT INTO email_events (email_id, kind, detail)
+SELECT id, 'sent', jsonb_build_object('reply', reply, 'messageId', message_id) FROM u RETURNING email_id
+"""
+
+
+def mark_sent(sent: list[tuple[int, str, str]]) -> set[int]:
+    """Record (email id, Message-ID, the relay's reply) sends in one statement; return the ids recorded
+    (one missing had lost its claim: its lease ran out and the sweep took it back)."""
+    cursor = database.execute_sql(_MARK_SENT, {
+        "ids": [s[0] for s in sent], "message_ids": [s[1] for s in sent], "replies": [s[2] for s in sent]})
+    return {row[0] for row in cursor.fetchall()}
 
 
 def mark_failed(email_id: int, *, error: str, code: int | None) -> bool:
@@ -229,14 +246,17 @@ SELECT id, 'rate_limited', jsonb_build_object('nextAttemptAt', next_attempt_at) 
     return database.execute_sql(sql, {"id": email_id, "delay_s": delay_s}).fetchone() is not None
 
 
-def release(email_id: int, *, reason: str, delay_s: float = 0.0) -> bool:
-    """Give a claimed email back before its SMTP conversation began (the worker is stopping, or Redis
-    failed under the cap check); no attempt is used. It is handed over again in `delay_s`."""
-    return _change(
+def release(email_ids: list[int], *, reason: str, delay_s: float = 0.0) -> int:
+    """Give claimed emails back before their SMTP conversation began (the worker is stopping, Redis
+    failed under the cap check, or the relay failed for the email before them); no attempt is used.
+    They are handed over again in `delay_s`."""
+    sql = _EVENT_FROM_UPDATE.format(update=(
         "UPDATE emails SET status = 'PENDING', queued_at = NULL, lease_until = NULL, updated_at = now(), "
         "next_attempt_at = greatest(next_attempt_at, now() + %(delay_s)s * interval '1 second') "
-        "WHERE id = %(id)s AND status = 'SENDING'",
-        "released", {"reason": reason}, {"id": email_id, "delay_s": delay_s})
+        "WHERE id = ANY(%(ids)s::bigint[]) AND status = 'SENDING'"))
+    cursor = database.execute_sql(sql, {"ids": email_ids, "delay_s": delay_s, "kind": "released",
+                                        "detail": Json({"reason": reason})})
+    return len(cursor.fetchall())
 
 
 # -- recovery -------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The send actor: thin; it asks the process's Deliverer to send one email id."""
+"""The send actor: thin; it asks the process's Deliverer to send the email ids of one message."""
 
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ ACTOR_NAME = "send_email"
 
 #: set at process boot by coldmail.queue.middleware.DeliveryMiddleware
 _deliverer: dict[str, Deliverer] = {}
-#: the outcome of the send this worker thread just ran. Actors must return None (a return value
-#: without Dramatiq's Results middleware is logged as a warning), so middleware reads it here.
+#: the outcomes of the message this worker thread just ran. Actors must return None (a return value
+#: without Dramatiq's Results middleware is logged as a warning), so middleware reads them here.
 _last = threading.local()
 
 
-def last_outcome() -> Outcome | None:
-    """In after_process_message: what the send actor just did in this thread."""
-    return getattr(_last, "outcome", None)
+def last_outcomes() -> list[tuple[int, Outcome]]:
+    """In after_process_message: (email id, outcome) for each email the send actor just dealt with in this
+    thread (those it came to before an exception, if it raised)."""
+    return getattr(_last, "outcomes", [])
 
 
 def install_deliverer(deliverer: Deliverer | None) -> None:
@@ -35,21 +36,21 @@ def install_deliverer(deliverer: Deliverer | None) -> None:
 
 def declare_send_actor(broker: RedisBroker, *, queue_name: str, horizon_s: float,
                        time_limit_ms: int) -> dramatiq.Actor:
-    """Declare `send_email(email_id)` on `broker`.
+    """Declare `send_email(*email_ids)` on `broker`.
 
     max_retries=0: a failed send is rescheduled in PostgreSQL, where attempts
     are counted; Dramatiq must never run the same send again behind the row's back.
     """
 
-    def send_email(email_id: int) -> None:
-        _last.outcome = None
+    def send_email(*email_ids: int) -> None:
+        _last.outcomes = outcomes = []
         deliverer = _deliverer.get("current")
         if deliverer is None:
             raise RuntimeError("no Deliverer in this process: was process_boot emitted?")
-        outcome = deliverer.deliver(email_id)
-        if outcome.result is Result.NOT_YET and outcome.due_in_s <= horizon_s:
-            actor.send_with_options(args=(email_id,), delay=max(1, int(outcome.due_in_s * 1000)))
-        _last.outcome = outcome
+        deliverer.deliver_many(list(email_ids), outcomes)
+        for email_id, outcome in outcomes:
+            if outcome.result is Result.NOT_YET and outcome.due_in_s <= horizon_s:
+                actor.send_with_options(args=(email_id,), delay=max(1, int(outcome.due_in_s * 1000)))
 
     actor = dramatiq.actor(
         send_email, broker=broker, actor_name=ACTOR_NAME, queue_name=queue_name, max_retries=0,

@@ -7,7 +7,7 @@ import dramatiq
 from .. import metrics
 from ..delivery import Result
 from ..settings import Settings
-from .actors import ACTOR_NAME, last_outcome
+from .actors import ACTOR_NAME, last_outcomes
 
 ERROR = "error"
 
@@ -24,10 +24,13 @@ class MetricsMiddleware(dramatiq.Middleware):
     def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
         if message.actor_name != ACTOR_NAME:
             return
-        outcome = last_outcome()
-        if exception is not None or outcome is None:
+        if exception is not None:
             metrics.MESSAGES.labels(ERROR).inc()
-            return
+        for _, outcome in last_outcomes():
+            self._count(outcome)
+
+    @staticmethod
+    def _count(outcome) -> None:
         metrics.MESSAGES.labels(outcome.result.value).inc()
         if outcome.result is Result.SENT:
             metrics.SENT.inc()

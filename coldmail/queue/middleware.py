@@ -45,6 +45,8 @@ class DeliveryMiddleware(dramatiq.Middleware):
 
     def after_worker_shutdown(self, broker, worker) -> None:
         # Dramatiq 2 has no process-stop hook; its CLI and `python run.py` both stop the worker last.
+        if self.deliverer is not None:
+            self.deliverer.close()
         install_deliverer(None)
         if self.opened_database:
             database.close_all()

@@ -208,9 +208,10 @@ class SlidingWindowRateLimiter(RateLimiter):
         """Put back the window's members from the source of truth; return how many are in it."""
         return restore(self.scripts, self.key, self.rebuild() if self.rebuild else (), window_ms=self.window_ms)
 
-    def mark_done(self) -> None:
-        """The send finished: its slot counts from now, so arrivals, not only starts, keep the spacing."""
-        self.scripts.done(keys=[self.key], args=[self.member])
+    def mark_done(self, *, client: redis.Redis | None = None) -> None:
+        """The send finished: its slot counts from now, so arrivals, not only starts, keep the spacing.
+        `client`: a pipeline, to mark many in one round trip."""
+        self.scripts.done(keys=[self.key], args=[self.member], client=client)
 
     def give_back(self) -> None:
         """The send did not happen: free the slot."""

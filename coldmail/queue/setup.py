@@ -30,5 +30,6 @@ def build_queue(settings: Settings, *, redis_timeout_s: float = 2.0) -> Queue:
     time_limit_ms = int((settings.lease_s + 60) * 1000)
     actor = declare_send_actor(
         broker, queue_name=settings.queue_name, horizon_s=settings.handover_horizon_s, time_limit_ms=time_limit_ms)
-    handover = HandOver(actor, caps=Caps(settings, broker.client), lead_ms=settings.handover_lead_ms)
+    handover = HandOver(actor, caps=Caps(settings, broker.client), lead_ms=settings.handover_lead_ms,
+                        batch=settings.send_batch, spread_ms=settings.send_batch_spread_ms)
     return Queue(broker=broker, actor=actor, handover=handover)

@@ -297,9 +297,9 @@ async def test_the_global_cap_holds_across_senders(make_service, sink, auth):
 
 
 async def test_a_send_waiting_too_long_for_the_global_cap_gives_its_claim_back_unspent(make_service, sink, auth):
-    # Given one send per second for everyone, 4 worker threads, and claims that last 2 s
+    # Given one send per second for everyone, 4 worker threads, claims that last 2 s, and a message per email
     service = await make_service(GLOBAL_RATE_LIMIT_PER_SECOND="1", WORKER_THREADS="4", LEASE_SECONDS="2",
-                                 SMTP_TIMEOUT_SECONDS="1")
+                                 SMTP_TIMEOUT_SECONDS="1", SEND_BATCH="1")
     # When 4 emails are due now: the threads that would wait past half their claim's lease
     ids = await post_all(service.client, auth, [email(f"global {i}", f"s{i}") for i in range(4)])
     # Then they give their claim back instead (no attempt spent), and all 4 go, one per second, once

@@ -1,0 +1,115 @@
+"""Group commit for sends: every worker thread's sends are recorded in PostgreSQL together.
+
+A thread hands each finished send to the process's Recorder and goes on to its
+next one; the Recorder's thread writes whatever has come in since its last
+statement in one (SENT, with each email's event), then moves the senders' cap
+slots to the send's end. Under load one statement records the sends of many
+threads; a lone send is recorded at once. A worker killed before the statement
+commits sends those few emails again after their lease, with the same
+Message-ID, as it would any send whose reply it had not recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import redis
+
+from .db import database
+from .db import emails as email_rows
+from .logs import email_fields
+from .mail.message import Outgoing
+
+log = logging.getLogger(__name__)
+
+#: sends recorded in one statement at most
+MAX_BATCH = 500
+
+
+@dataclass
+class Sent:
+    """A send the relay accepted, to be recorded."""
+
+    row: dict[str, Any]
+    message: Outgoing
+    reply: str
+    #: the cap limiters whose slot counts again from the send's end, once it is recorded
+    caps: list[Any]
+    send_s: float
+    late_s: float
+    #: resolves to whether the row was still ours (SENDING) when recorded
+    recorded: Future = field(default_factory=Future)
+
+
+class Recorder:
+    def __init__(self, mark_caps_done: Callable[[list[Any]], None]) -> None:
+        self._mark_caps_done = mark_caps_done
+        self._queue: queue.SimpleQueue[Sent | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def add(self, sent: Sent) -> Future:
+        """Record `sent` soon; the future says when (and raises what recording raised)."""
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="coldmail-recorder", daemon=True)
+                    self._thread.start()
+        self._queue.put(sent)
+        return sent.recorded
+
+    def close(self) -> None:
+        """Record what is waiting, then stop the thread (the worker's threads have stopped)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._record(batch)
+
+    def _record(self, batch: list[Sent]) -> None:
+        """In PostgreSQL first, then the caps: a Redis error must not leave a sent email SENDING, to be sent
+        a second time when its lease runs out."""
+        try:
+            with database.connection_context():
+                recorded = email_rows.mark_sent([(s.row["id"], s.message.message_id, s.reply) for s in batch])
+        except Exception as e:
+            log.error("%d send(s) not recorded (%s): they stay SENDING, and go again after their lease",
+                      len(batch), e)
+            for s in batch:
+                s.recorded.set_exception(e)
+            return
+        try:
+            self._mark_caps_done([cap for s in batch for cap in s.caps])
+        except redis.RedisError as e:
+            log.warning("send caps not updated (Redis: %s)", e)
+        for s in batch:
+            row = s.row
+            if row["id"] not in recorded:
+                log.warning("email %r: sent, but its claim had expired and was taken back", row["id"],
+                            extra=email_fields(row))
+            log.info("email %r: sent to relay in %.0fms, %.3fs after its time (sender %r): %s", row["id"],
+                     s.send_s * 1000, s.late_s, row["sender_id"], s.reply, extra=email_fields(row))
+            s.recorded.set_result(row["id"] in recorded)
