@@ -9,6 +9,7 @@ needs SMTPUTF8 and takes the EmailMessage path.
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
@@ -88,8 +89,20 @@ class Outgoing:
 _UTF8 = Charset("utf-8")
 _UTF8.body_encoding = QP
 _UTF8.header_encoding = QP
+
+
+class _Wire(policy.Compat32):
+    """compat32 folds every header through email.header.Header, most of the cost of a message; a short
+    printable ASCII value has nothing to fold."""
+
+    def _fold(self, name, value, sanitize):
+        if isinstance(value, str) and len(name) + len(value) < 76 and value.isascii() and value.isprintable():
+            return f"{name}: {value}{self.linesep}"
+        return super()._fold(name, value, sanitize)
+
+
 #: SMTP wants CRLF line ends, and smtplib does not convert the bytes it is given
-_WIRE = policy.compat32.clone(linesep="\r\n")
+_WIRE = _Wire(linesep="\r\n")
 
 
 def build_message(*, email_id: int, created_at: datetime, from_address: str, recipient: str,
@@ -107,7 +120,9 @@ def build_message(*, email_id: int, created_at: datetime, from_address: str, rec
     if (from_address + recipient).isascii():
         msg: Message = MIMEText(html_to_text(body) if html else body, "plain", _UTF8)
         if html:
-            alternative = MIMEMultipart("alternative")
+            # "=_" never occurs in quoted-printable text, so the generator need not search the parts for
+            # the boundary (a regular expression compiled per message)
+            alternative = MIMEMultipart("alternative", boundary="=_" + secrets.token_hex(12))
             alternative.attach(msg)
             alternative.attach(MIMEText(body, "html", _UTF8))
             msg = alternative

@@ -56,3 +56,10 @@ def test_html_detection_is_not_fooled_by_comparisons():
     assert looks_like_html("<b>x</b>") and looks_like_html("<br/>")
     assert not looks_like_html("2 < 3 and 5 > 4") and not looks_like_html("a<>b")
     assert html_to_text("<ul><li>a</li><li>b</li></ul>").split() == ["a", "b"]
+
+
+def test_a_long_ascii_subject_is_folded_and_reads_back_whole():
+    subject = " ".join(f"word{i}" for i in range(40))
+    out, msg = on_the_wire(subject=subject, body="<p>x</p>")
+    assert msg["Subject"] == subject
+    assert max(len(line) for line in out.data.split(b"\r\n")) <= 78
