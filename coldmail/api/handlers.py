@@ -16,7 +16,8 @@ from ..errors import NotFound
 from .context import AppContext, ctx_key
 from .errors import ApiError
 from .openapi import openapi_spec
-from .schemas import (ListEmailsQuerySchema, RescheduleSchema, ScheduleBatchSchema, ScheduleEmailSchema)
+from .schemas import (FastBatchLoad, FastEmailLoad, ListEmailsQuerySchema, RescheduleSchema, ScheduleBatchSchema,
+                      ScheduleEmailSchema)
 from .serialize import email_json, event_json, scheduled_json
 
 routes = web.RouteTableDef()
@@ -27,7 +28,9 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 
 _schedule_schema = ScheduleEmailSchema()
-_batch_schema = ScheduleBatchSchema()
+#: the schemas' own load, minus its per-call machinery: the same results and the same errors
+_load_schedule = FastEmailLoad().load
+_load_batch = FastBatchLoad(ScheduleBatchSchema()).load
 _reschedule_schema = RescheduleSchema()
 _list_schema = ListEmailsQuerySchema()
 
@@ -87,7 +90,7 @@ def _idempotency_key(request: web.Request, payload: dict) -> str | None:
 @routes.post("/emails")
 async def schedule_email(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
-    payload = _schedule_schema.load(await read_json(request))
+    payload = _load_schedule(await read_json(request))
     new = scheduling.new_email(payload, _idempotency_key(request, payload))
     row, created = await ctx.committer.schedule(new)
     if created:
@@ -101,7 +104,7 @@ async def schedule_batch(request: web.Request) -> web.Response:
     if "Idempotency-Key" in request.headers:
         raise ApiError(400, "bad_request", "a batch takes an idempotencyKey in each email, not the header")
     data = await read_json(request, max_bytes=MAX_BATCH_BYTES)
-    payload = await ctx.run(_batch_schema.load, data)  # a thousand addresses to check: off the event loop
+    payload = await ctx.run(_load_batch, data)  # a thousand emails to check: off the event loop
     news = [scheduling.new_email(item, item["idempotencyKey"]) for item in payload["emails"]]
     stored = await ctx.run(lifecycle.schedule_batch, news, settings=ctx.settings, handover=ctx.queue.handover)
     created = sum(1 for _, was_created in stored if was_created)
