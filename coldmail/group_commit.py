@@ -81,9 +81,10 @@ class GroupCommitter:
             self._in_flight -= 1
 
     def _store(self, news: list[NewEmail]) -> list[Stored | Exception]:
+        # One statement, so its own transaction: no BEGIN and COMMIT round trips, each of which costs
+        # this thread a wait for the GIL while the event loop is busy (measured: 0.8 and 1.2 ms a group)
         with database.connection_context():
-            with database.atomic():
-                stored = email_rows.insert_batch(news, horizon_s=self.settings.handover_horizon_s)
+            stored = email_rows.insert_batch(news, horizon_s=self.settings.handover_horizon_s)
         results: list[Stored | Exception] = []
         created_rows = []
         for new, (row, created) in zip(news, stored):

@@ -333,8 +333,10 @@ def insert_batch(news: list[NewEmail], *, horizon_s: float) -> list[tuple[dict[s
 
     A key already stored returns its row with created=False,
     and rows due within `horizon_s` come back marked queued with their `delay_ms`.
-    The caller holds the transaction (`database.atomic()`): it may still refuse the
-    batch, and then nothing of it stays. Keys must be unique within `news`.
+    Without a transaction around it the statement commits on its own when it returns
+    (all or none, and no BEGIN/COMMIT round trips); a caller that may still refuse
+    the batch holds one (`database.atomic()`), and then nothing of it stays. Keys must
+    be unique within `news`.
     """
     columns = ("recipient", "subject", "body", "sender_id", "scheduled_at", "idempotency_key", "payload_hash")
     params: dict[str, Any] = {c: [getattr(n, c) for n in news] for c in columns}
