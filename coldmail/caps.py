@@ -21,8 +21,8 @@ from dramatiq.rate_limits.backends import RedisBackend
 from . import metrics
 from .db import database
 from .db.senders import hourly_limits, sends_in_window, sent_in_window
-from .queue.rate_limits import (PLACEHOLDER, PlanRequest, Scripts, SlidingWindowRateLimiter, plan_slots, restore,
-                                used_in_window)
+from .queue.rate_limits import (PLACEHOLDER, Decision, PlanRequest, Scripts, SlidingWindowRateLimiter, SlotRequest,
+                                acquire_many, give_back, mark_done, plan_slots, restore, used_in_window)
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 MARGIN_MS = 500
 #: an email whose slot comes within this of its time is handed over with that delay; later, it is moved
 TOLERANCE_MS = 1000
+#: GLOBAL_RATE_LIMIT_PER_SECOND's window
+GLOBAL_KEY = "coldmail:cap:global"
 #: how long a sender's limit read for planning is reused (the check before a send reads it fresh)
 LIMIT_CACHE_S = 2.0
 
@@ -79,16 +81,39 @@ class Caps:
         if not per_s:
             return None
         return SlidingWindowRateLimiter(
-            self.backend, "coldmail:cap:global", limit=per_s, window_ms=1000, member=str(email_id),
+            self.backend, GLOBAL_KEY, limit=per_s, window_ms=1000, member=str(email_id),
             scripts=self.scripts)
 
-    def mark_done(self, limiters: Sequence[SlidingWindowRateLimiter]) -> None:
-        """Sends finished: their slots count from now, all in one round trip."""
-        if limiters:
-            pipe = self.backend.client.pipeline(transaction=False)
-            for limiter in limiters:
-                limiter.mark_done(client=pipe)
-            pipe.execute()
+    def acquire(self, wanted: Sequence[tuple[str, int, int]]) -> list[Decision]:
+        """The worker's check before sending the emails of one message: a slot for each (sender id, limit,
+        email id), in order, in one script call; a sender's window that Redis lost is rebuilt first."""
+        requests = [SlotRequest(self.key(sender), self.plan_key(sender), limit, str(email_id))
+                    for sender, limit, email_id in wanted]
+        decisions = acquire_many(self.scripts, requests, window_ms=self.window_ms)
+        lost = [i for i, d in enumerate(decisions) if d is None]
+        if lost:
+            for sender in dict.fromkeys(wanted[i][0] for i in lost):
+                log.warning("sender %r: its cap's window was lost by Redis; rebuilt from PostgreSQL", sender)
+                restore(self.scripts, self.key(sender), self._sends(sender), window_ms=self.window_ms)
+            again = acquire_many(self.scripts, [requests[i] for i in lost], window_ms=self.window_ms)
+            for i, decision in zip(lost, again):
+                decisions[i] = decision if decision is not None else Decision(False, 1000)
+        return decisions  # type: ignore[return-value]
+
+    def slots(self, sender_id: str, email_id: int) -> list[tuple[str, str]]:
+        """The (key, member) slots a send of `email_id` takes: its sender's, and the global cap's if on."""
+        slots = [(self.key(sender_id), str(email_id))]
+        if self.settings.global_rate_limit_per_s:
+            slots.append((GLOBAL_KEY, str(email_id)))
+        return slots
+
+    def mark_done(self, slots: Sequence[tuple[str, str]]) -> None:
+        """Sends finished: their slots count from now, all in one script call."""
+        mark_done(self.scripts, slots)
+
+    def give_back(self, slots: Sequence[tuple[str, str]]) -> None:
+        """Sends that did not happen: free their slots."""
+        give_back(self.scripts, slots)
 
     def plan(self, due: Sequence[Mapping[str, Any]]) -> Plan:
         """Split emails about to be handed over into those that may go now, those over their sender's

@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from .caps import Caps
+from .queue.rate_limits import Decision
 from .crypto import PasswordBox
 from .db import database
 from .db import emails as email_rows
@@ -102,18 +103,26 @@ class Deliverer:
             self._send_claimed(rows, outcomes)
 
     def _send_claimed(self, rows: list[dict[str, Any]], outcomes: list[tuple[int, Outcome]]) -> None:
-        """Send claimed rows in order, each at its time, handing each accepted send to the recorder; give
-        back what is left when the worker stops, the relay fails or something raises. Returns once every
-        send of the message is recorded."""
+        """Take the rows' cap slots (one script call), then send them in order, each at its time, handing
+        each accepted send to the recorder; give back what is left when the worker stops, the relay fails
+        or something raises. Returns once every send of the message is recorded."""
         claimed_at = time.monotonic()
         #: past this, the claims are held too near their lease's end to start a send
         deadline = claimed_at + self.settings.lease_s / 2
+        try:
+            decisions = self.caps.acquire([(row["sender_id"], self._limit(row), row["id"]) for row in rows])
+        except Exception:
+            # Redis failed (or a bug) before any SMTP: give the claims back now rather than hold them for
+            # a lease, and without spending an attempt; the pause keeps a lasting fault from spinning.
+            self._release([row["id"] for row in rows], reason="error before sending",
+                          delay_s=self.settings.retry_backoff_s)
+            raise
         sent: list[Sent] = []
-        rest = list(rows)
+        rest = list(zip(rows, decisions))
         reason, delay_s = "error before sending", self.settings.retry_backoff_s
         try:
             while rest:
-                row = rest[0]
+                row, decision = rest[0]
                 if time.monotonic() > deadline:
                     reason, delay_s = "the message's earlier sends took half a lease", 0.0
                     break
@@ -124,7 +133,7 @@ class Deliverer:
                     reason, delay_s = "worker stopping", 0.0
                     break
                 rest.pop(0)
-                result = self._send_one(row, deadline)
+                result = self._send_one(row, decision, deadline)
                 if isinstance(result, Sent):
                     sent.append(result)
                     self.recorder.add(result)
@@ -136,31 +145,29 @@ class Deliverer:
                     break
         finally:
             if rest:
-                self._release([row["id"] for row in rest], reason=reason, delay_s=delay_s)
-                outcomes.extend((row["id"], Outcome(Result.RELEASED)) for row in rest)
+                self._give_back([row for row, decision in rest if decision.allowed], sender_only=True)
+                self._release([row["id"] for row, _ in rest], reason=reason, delay_s=delay_s)
+                outcomes.extend((row["id"], Outcome(Result.RELEASED)) for row, _ in rest)
             for s in sent:
                 s.recorded.result()
                 outcomes.append((s.row["id"], Outcome(Result.SENT, send_s=s.send_s, late_s=s.late_s)))
 
-    def _send_one(self, row: dict[str, Any], deadline: float) -> Sent | Outcome:
+    def _send_one(self, row: dict[str, Any], decision: Decision, deadline: float) -> Sent | Outcome:
         email_id = row["id"]
+        if not decision.allowed:
+            with database.connection_context():
+                email_rows.defer_for_cap(email_id, delay_s=decision.wait_ms / 1000)
+            log.info("email %r: sender %r at its cap; moved by %.3fs", email_id, row["sender_id"],
+                     decision.wait_ms / 1000, extra=email_fields(row))
+            return Outcome(Result.RATE_LIMITED)
         try:
-            cap = self.caps.for_sender(row["sender_id"], self._limit(row), email_id)
-            decision = cap.decide()
-            if not decision.allowed:
-                with database.connection_context():
-                    email_rows.defer_for_cap(email_id, delay_s=decision.wait_ms / 1000)
-                log.info("email %r: sender %r at its cap; moved by %.3fs", email_id, row["sender_id"],
-                         decision.wait_ms / 1000, extra=email_fields(row))
-                return Outcome(Result.RATE_LIMITED)
             if not self._wait_for_global_cap(email_id, deadline):
-                self._quietly(cap.give_back)
                 reason = "worker stopping" if self.stopping.is_set() else "no slot under the global cap in time"
+                self._give_back([row], sender_only=True)
                 self._release([email_id], reason=reason)
                 return Outcome(Result.RELEASED)
         except Exception:
-            # Redis failed (or a bug) before any SMTP: give the claim back now rather than hold it for
-            # a lease, and without spending an attempt; the pause keeps a lasting fault from spinning.
+            self._give_back([row], sender_only=True)
             self._release([email_id], reason="error before sending", delay_s=self.settings.retry_backoff_s)
             raise
 
@@ -173,13 +180,13 @@ class Deliverer:
             started = time.monotonic()
             reply = transport.send(message, relay=relay, email_id=email_id)
         except PermanentSendError as e:
-            self._quietly(cap.give_back)
+            self._give_back([row])
             return self._fail(row, str(e), e.code)
         except ConfigError as e:
-            self._quietly(cap.give_back)
+            self._give_back([row])
             return self._fail(row, str(e), None)
         except TransientSendError as e:
-            self._quietly(cap.give_back)
+            self._give_back([row])
             if attempt >= self.settings.max_attempts:
                 return self._fail(row, f"{e} (after {attempt} attempts)", e.code)
             delay = backoff_s(attempt, base_s=self.settings.retry_backoff_s, max_s=self.settings.retry_backoff_max_s)
@@ -188,9 +195,16 @@ class Deliverer:
             log.warning("email %r: attempt %d failed (%s); retry in %.1fs (sender %r)", email_id, attempt, e,
                         delay, row["sender_id"], extra=email_fields(row))
             return Outcome(Result.RETRY, due_in_s=delay)
-        overall = self.caps.overall(email_id)
-        return Sent(row, message, reply, caps=[cap] if overall is None else [cap, overall],
-                    send_s=time.monotonic() - started, late_s=time.time() - row["scheduled_at"].timestamp())
+        return Sent(row, message, reply, slots=self._slots(row), send_s=time.monotonic() - started,
+                    late_s=time.time() - row["scheduled_at"].timestamp())
+
+    def _slots(self, row: dict[str, Any]) -> list[tuple[str, str]]:
+        return self.caps.slots(row["sender_id"], row["id"])
+
+    def _give_back(self, rows: list[dict[str, Any]], *, sender_only: bool = False) -> None:
+        """Free the cap slots of sends that did not happen (the global cap's too, once it was taken)."""
+        slots = [slot for row in rows for slot in self._slots(row)[:1 if sender_only else None]]
+        self._quietly(lambda: self.caps.give_back(slots))
 
     def _fail(self, row: dict[str, Any], error: str, code: int | None) -> Outcome:
         with database.connection_context():

@@ -38,8 +38,8 @@ class Sent:
     row: dict[str, Any]
     message: Outgoing
     reply: str
-    #: the cap limiters whose slot counts again from the send's end, once it is recorded
-    caps: list[Any]
+    #: the (key, member) cap slots that count again from the send's end, once it is recorded
+    slots: list[tuple[str, str]]
     send_s: float
     late_s: float
     #: resolves to whether the row was still ours (SENDING) when recorded
@@ -47,7 +47,7 @@ class Sent:
 
 
 class Recorder:
-    def __init__(self, mark_caps_done: Callable[[list[Any]], None]) -> None:
+    def __init__(self, mark_caps_done: Callable[[list[tuple[str, str]]], None]) -> None:
         self._mark_caps_done = mark_caps_done
         self._queue: queue.SimpleQueue[Sent | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -102,7 +102,7 @@ class Recorder:
                 s.recorded.set_exception(e)
             return
         try:
-            self._mark_caps_done([cap for s in batch for cap in s.caps])
+            self._mark_caps_done([slot for s in batch for slot in s.slots])
         except redis.RedisError as e:
             log.warning("send caps not updated (Redis: %s)", e)
         for s in batch:

@@ -32,37 +32,63 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: set, and its plan if it has one. ARGV: limit, window ms, member, sentinel required ('1'/'0'), sentinel.
-_ACQUIRE = _NOW + """
-local key, limit, window, member = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-if redis.call('ZSCORE', key, ARGV[5]) == false then
-    if ARGV[4] == '1' then return {-1, 0} end
-    redis.call('ZADD', key, 'inf', ARGV[5])
+# One slot for `member` under `limit` in `window` ms on the set `key`; `plan` is its hand-over plan (or nil).
+# Returns (1, 0) taken, (0, ms until a slot frees) refused, (-1, 0) the set was lost (no sentinel).
+_ACQUIRE_FN = """
+local function acquire(now, key, plan, limit, window, member, need_sentinel, sentinel)
+    if redis.call('ZSCORE', key, sentinel) == false then
+        if need_sentinel == '1' then return -1, 0 end
+        redis.call('ZADD', key, 'inf', sentinel)
+    end
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+    redis.call('ZREM', key, member, 'claim:' .. member)
+    local used = redis.call('ZCARD', key) - 1
+    if used < limit then
+        redis.call('ZADD', key, now, member)
+        redis.call('PEXPIRE', key, window * 2)
+        if plan then redis.call('ZREM', plan, member) end
+        return 1, 0
+    end
+    local kth = redis.call('ZREVRANGE', key, limit, limit, 'WITHSCORES')
+    local wait = math.max(1, tonumber(kth[2]) + window - now)
+    if plan then
+        -- refused: it keeps its turn in the plan, at the time its slot frees
+        redis.call('ZADD', plan, now + wait, member)
+        if redis.call('PTTL', plan) < wait + window * 2 then redis.call('PEXPIRE', plan, wait + window * 2) end
+    end
+    return 0, wait
 end
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-redis.call('ZREM', key, member, 'claim:' .. member)
-local used = redis.call('ZCARD', key) - 1
-if used < limit then
-    redis.call('ZADD', key, now, member)
-    redis.call('PEXPIRE', key, window * 2)
-    if KEYS[2] then redis.call('ZREM', KEYS[2], member) end
-    return {1, 0}
-end
-local kth = redis.call('ZREVRANGE', key, limit, limit, 'WITHSCORES')
-local wait = math.max(1, tonumber(kth[2]) + window - now)
-if KEYS[2] then
-    -- refused: it keeps its turn in the plan, at the time its slot frees
-    redis.call('ZADD', KEYS[2], now + wait, member)
-    if redis.call('PTTL', KEYS[2]) < wait + window * 2 then redis.call('PEXPIRE', KEYS[2], wait + window * 2) end
-end
-return {0, wait}
 """
 
-_DONE = _NOW + """
-if redis.call('ZREM', KEYS[1], 'claim:' .. ARGV[1]) == 1 then
-    return redis.call('ZADD', KEYS[1], now, ARGV[1])
+# KEYS: set, and its plan if it has one. ARGV: limit, window ms, member, sentinel required ('1'/'0'), sentinel.
+_ACQUIRE = _NOW + _ACQUIRE_FN + """
+local allowed, wait = acquire(now, KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5])
+return {allowed, wait}
+"""
+
+# KEYS: (set, plan) per member. ARGV: window ms, sentinel required ('1'/'0'), sentinel, then (limit, member)
+# pairs. Returns (allowed, wait) pairs, flat.
+_ACQUIRE_MANY = _NOW + _ACQUIRE_FN + """
+local out = {}
+for i = 1, #KEYS / 2 do
+    local allowed, wait = acquire(now, KEYS[2 * i - 1], KEYS[2 * i], tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[1]),
+                                  ARGV[3 + 2 * i], ARGV[2], ARGV[3])
+    out[#out + 1] = allowed
+    out[#out + 1] = wait
 end
-return redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+return out
+"""
+
+# KEYS: sets; ARGV: a member for each. The sends finished: each slot counts from now.
+_DONE = _NOW + """
+for i = 1, #KEYS do
+    if redis.call('ZREM', KEYS[i], 'claim:' .. ARGV[i]) == 1 then
+        redis.call('ZADD', KEYS[i], now, ARGV[i])
+    else
+        redis.call('ZADD', KEYS[i], 'XX', now, ARGV[i])
+    end
+end
+return #KEYS
 """
 
 # ARGV: window ms, sentinel, then (ms relative to now, member) pairs.
@@ -161,6 +187,7 @@ class Scripts:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.acquire = client.register_script(_ACQUIRE)
+        self.acquire_many = client.register_script(_ACQUIRE_MANY)
         self.done = client.register_script(_DONE)
         self.rebuild = client.register_script(_REBUILD)
         self.used = client.register_script(_USED)
@@ -208,14 +235,13 @@ class SlidingWindowRateLimiter(RateLimiter):
         """Put back the window's members from the source of truth; return how many are in it."""
         return restore(self.scripts, self.key, self.rebuild() if self.rebuild else (), window_ms=self.window_ms)
 
-    def mark_done(self, *, client: redis.Redis | None = None) -> None:
-        """The send finished: its slot counts from now, so arrivals, not only starts, keep the spacing.
-        `client`: a pipeline, to mark many in one round trip."""
-        self.scripts.done(keys=[self.key], args=[self.member], client=client)
+    def mark_done(self) -> None:
+        """The send finished: its slot counts from now, so arrivals, not only starts, keep the spacing."""
+        mark_done(self.scripts, [(self.key, self.member)])
 
     def give_back(self) -> None:
         """The send did not happen: free the slot."""
-        self.backend.client.zrem(self.key, self.member, PLACEHOLDER + self.member)
+        give_back(self.scripts, [(self.key, self.member)])
 
     def used(self) -> int | None:
         """Slots taken in the current window, or None if the set was lost."""
@@ -227,6 +253,44 @@ class SlidingWindowRateLimiter(RateLimiter):
 
     def _release(self) -> None:
         """A slot is spent by a send, not given back when the block ends."""
+
+
+@dataclass(frozen=True)
+class SlotRequest:
+    """A slot for `member` on `key` (whose hand-over plan is `plan_key`), at most `limit` per window."""
+
+    key: str
+    plan_key: str
+    limit: int
+    member: str
+
+
+def acquire_many(scripts: Scripts, requests: Sequence[SlotRequest], *, window_ms: int) -> list[Decision | None]:
+    """Take a slot for each request, in order, in one script call; None for one whose set was lost
+    (rebuild it, then ask again)."""
+    keys: list[str] = []
+    args: list = [window_ms, "1", SENTINEL]
+    for r in requests:
+        keys.extend((r.key, r.plan_key))
+        args.extend((r.limit, r.member))
+    flat = scripts.acquire_many(keys=keys, args=args)
+    return [None if allowed == -1 else Decision(allowed == 1, int(wait))
+            for allowed, wait in zip(flat[::2], flat[1::2])]
+
+
+def mark_done(scripts: Scripts, slots: Sequence[tuple[str, str]]) -> None:
+    """(key, member) slots whose sends finished: each counts from now, in one script call."""
+    if slots:
+        scripts.done(keys=[key for key, _ in slots], args=[member for _, member in slots])
+
+
+def give_back(scripts: Scripts, slots: Sequence[tuple[str, str]]) -> None:
+    """(key, member) slots whose sends did not happen: free them, in one round trip."""
+    if slots:
+        pipe = scripts.client.pipeline(transaction=False)
+        for key, member in slots:
+            pipe.zrem(key, member, PLACEHOLDER + member)
+        pipe.execute()
 
 
 def restore(scripts: Scripts, key: str, entries: Iterable[tuple[str, int]], *, window_ms: int) -> int:
