@@ -189,6 +189,23 @@ def test_the_plan_queues_a_backlog_behind_the_window_in_due_order(scripts):
     assert plan_slots(scripts, [request], margin_ms=500, tolerance_ms=1000) == [None]
 
 
+def test_with_room_for_all_the_plan_gives_each_its_due_time_and_stops_at_the_limit(scripts):
+    # Given a window (limit 5) holding 2 sends and 1 planned email, and 2 candidates due in 100 and 200 ms
+    now_ms = int(time.time() * 1000)  # scores are whole ms, as Redis's clock gives them
+    scripts.client.zadd("test:cap", {"~complete": float("inf"), "a": now_ms - 1000, "b": now_ms - 500})
+    scripts.client.zadd("test:plan", {"p": now_ms + 50})
+    fits = PlanRequest("test:cap", "test:plan", 5, 10_000, [("c", 100), ("d", 200)])
+    # When they are planned: exactly the room that is left
+    [planned] = plan_slots(scripts, [fits], margin_ms=500, tolerance_ms=1000)
+    # Then each goes at its due time, and holds its place in the plan
+    assert planned == [100, 200]
+    assert scripts.client.zcard("test:plan") == 3
+    # And one more candidate finds the window full: it waits for the oldest slot to leave, plus the margin
+    [over] = plan_slots(scripts, [PlanRequest("test:cap", "test:plan", 5, 10_000, [("e", 0)])],
+                        margin_ms=500, tolerance_ms=1000)
+    assert abs(over[0] - (-1000 + 10_000 + 500)) <= 20
+
+
 # -- the guard after Redis lost the window -----------------------------------------------------
 
 def test_after_redis_lost_a_window_the_worker_still_refuses_a_send_over_the_cap(make_settings, client_, sink):
