@@ -173,10 +173,16 @@ class Deliverer:
 
         attempt = row["attempts"] + 1
         try:
-            transport, relay = self._route(row)
             message = build_message(
                 email_id=email_id, created_at=row["created_at"], from_address=self._from(row),
                 recipient=row["recipient"], subject=row["subject"], body=row["body"])
+        except Exception as e:
+            # the same row would fail the same way on every attempt: fail it now, not after a lease each time
+            log.exception("email %r: its message could not be built", email_id, extra=email_fields(row))
+            self._give_back([row])
+            return self._fail(row, f"the message could not be built: {type(e).__name__}: {e}", None)
+        try:
+            transport, relay = self._route(row)
             started = time.monotonic()
             reply = transport.send(message, relay=relay, email_id=email_id)
         except PermanentSendError as e:

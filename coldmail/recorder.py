@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -21,6 +22,7 @@ from typing import Any, Callable
 import redis
 
 from .db import database
+from .db.connection import DATABASE_DOWN
 from .db import emails as email_rows
 from .logs import email_fields
 from .mail.message import Outgoing
@@ -29,6 +31,9 @@ log = logging.getLogger(__name__)
 
 #: sends recorded in one statement at most
 MAX_BATCH = 500
+#: pauses before trying a statement again after PostgreSQL dropped the connection: a blip must not leave
+#: sent emails SENDING, to go a second time after their lease
+RETRY_PAUSES_S = (0.1, 0.5, 2.0)
 
 
 @dataclass
@@ -89,12 +94,26 @@ class Recorder:
                 batch.append(item)
             self._record(batch)
 
+    @staticmethod
+    def _mark_sent(batch: list[Sent]) -> set[int]:
+        sent = [(s.row["id"], s.message.message_id, s.reply) for s in batch]
+        for pause_s in (*RETRY_PAUSES_S, None):
+            try:
+                with database.connection_context():
+                    return email_rows.mark_sent(sent)
+            except DATABASE_DOWN as e:
+                if pause_s is None:
+                    raise
+                log.warning("recording %d send(s) failed (%s); trying again in %.1fs", len(batch),
+                            str(e).strip(), pause_s)
+                time.sleep(pause_s)
+        raise AssertionError("unreachable")
+
     def _record(self, batch: list[Sent]) -> None:
         """In PostgreSQL first, then the caps: a Redis error must not leave a sent email SENDING, to be sent
         a second time when its lease runs out."""
         try:
-            with database.connection_context():
-                recorded = email_rows.mark_sent([(s.row["id"], s.message.message_id, s.reply) for s in batch])
+            recorded = self._mark_sent(batch)
         except Exception as e:
             log.error("%d send(s) not recorded (%s): they stay SENDING, and go again after their lease",
                       len(batch), e)

@@ -202,15 +202,21 @@ WITH input AS (
                         lease_until = NULL, last_error = NULL, updated_at = now()
     FROM input WHERE e.id = input.id AND e.status = 'SENDING'
     RETURNING e.id, input.message_id, input.reply
+), ev AS (
+    INSERT INTO email_events (email_id, kind, detail)
+    SELECT id, 'sent', jsonb_build_object('reply', reply, 'messageId', message_id) FROM u
 )
-INSERT INTO email_events (email_id, kind, detail)
-SELECT id, 'sent', jsonb_build_object('reply', reply, 'messageId', message_id) FROM u RETURNING email_id
+SELECT id FROM u
+UNION ALL
+-- recorded by an earlier try whose answer was lost with its connection (this statement sees the rows as
+-- they were before it, so none comes twice)
+SELECT e.id FROM emails e JOIN input USING (id) WHERE e.status = 'SENT' AND e.message_id = input.message_id
 """
 
 
 def mark_sent(sent: list[tuple[int, str, str]]) -> set[int]:
     """Record (email id, Message-ID, the relay's reply) sends in one statement; return the ids recorded
-    (one missing had lost its claim: its lease ran out and the sweep took it back)."""
+    (one missing had lost its claim: its lease ran out and the sweep took it back). Safe to repeat."""
     cursor = database.execute_sql(_MARK_SENT, {
         "ids": [s[0] for s in sent], "message_ids": [s[1] for s in sent], "replies": [s[2] for s in sent]})
     return {row[0] for row in cursor.fetchall()}

@@ -187,3 +187,65 @@ def test_emails_not_ours_in_a_message_are_skipped_or_held_for_their_time(deliver
     assert (outcomes[ids[0]].result, outcomes[ids[1]].result) == (Result.SKIPPED, Result.SKIPPED)
     assert outcomes[ids[2]].result is Result.NOT_YET and 9 < outcomes[ids[2]].due_in_s <= 10
     assert sink.arrivals == []
+
+
+def test_a_message_that_cannot_be_built_fails_at_once_and_the_others_still_go(deliverer, sink, monkeypatch):
+    # Given 3 emails due now in one message, the second of which the message builder chokes on
+    ids = due_rows(3)
+    import coldmail.delivery as delivery
+
+    real = delivery.build_message
+
+    def choking(**fields):
+        if fields["email_id"] == ids[1]:
+            raise UnicodeEncodeError("utf-8", "x", 0, 1, "a bug")
+        return real(**fields)
+
+    monkeypatch.setattr(delivery, "build_message", choking)
+    # When the worker takes the message
+    outcomes = dict(deliver(deliverer, ids))
+    # Then that one is FAILED at once with the reason, not left SENDING for its lease, and the others go
+    assert outcomes[ids[1]].result is Result.FAILED
+    [(status, error)] = sql("SELECT status, last_error FROM emails WHERE id = %s", ids[1])
+    assert status == "FAILED" and "could not be built" in error and "UnicodeEncodeError" in error
+    assert {outcomes[ids[0]].result, outcomes[ids[2]].result} == {Result.SENT}
+    assert sorted(sink.subjects()) == ["batch 0", "batch 2"]
+
+
+def test_sends_are_recorded_though_postgresql_dropped_the_connections(database_url):
+    from tests.integration.test_db_outage import drop_all_connections
+
+    # Given claimed emails whose sends the relay accepted, and a warm pool of connections
+    ids = due_rows(5)
+    with database.connection_context():
+        rows = email_rows.claim(ids, lease_s=30)
+    for _ in range(3):
+        sql("SELECT 1")
+    recorder = Recorder(lambda slots: None)
+    created = datetime.now(timezone.utc)
+    # When PostgreSQL drops every connection just before they are recorded
+    assert drop_all_connections() > 0
+    futures = [recorder.add(Sent(row, build_message(email_id=row["id"], created_at=created,
+                                                    from_address="a@example.com", recipient=row["recipient"],
+                                                    subject=row["subject"], body=row["body"]),
+                                 "250 OK", slots=[], send_s=0.001, late_s=0)) for row in rows]
+    # Then the recorder tries again on a new connection: all are SENT, once each, not left to their lease
+    assert [f.result(timeout=10) for f in futures] == [True] * 5
+    recorder.close()
+    assert sql("SELECT count(*) FROM emails WHERE id = ANY(%s) AND status = 'SENT'", ids) == [(5,)]
+    assert sql("SELECT count(*) FROM email_events WHERE kind = 'sent' AND email_id = ANY(%s)", ids) == [(5,)]
+
+
+def test_recording_again_after_a_lost_answer_counts_the_rows_as_recorded_once(database_url):
+    # Given sends recorded once already (the answer was lost with its connection)
+    ids = due_rows(2)
+    with database.connection_context():
+        email_rows.claim(ids, lease_s=30)
+        sent = [(i, f"<{i}@x>", "250 OK") for i in ids]
+        assert email_rows.mark_sent(sent) == set(ids)
+        # When they are recorded again
+        again = email_rows.mark_sent(sent)
+        # Then they count as recorded, with one 'sent' event each; another Message-ID would not
+        assert again == set(ids)
+        assert email_rows.mark_sent([(ids[0], "<other@x>", "250 OK")]) == set()
+    assert sql("SELECT count(*) FROM email_events WHERE kind = 'sent' AND email_id = ANY(%s)", ids) == [(2,)]
