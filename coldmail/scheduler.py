@@ -12,6 +12,7 @@ import logging
 import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from . import metrics
 from .db import database
 from .db import emails as email_rows
 from .queue.handover import HandOver
@@ -63,8 +64,13 @@ class Jobs:
         """Take back claims whose worker died, and hand over again what Redis or a worker lost."""
         with database.connection_context():
             expired = email_rows.expire_leases(max_attempts=self.settings.max_attempts)
-        for email_id in expired:
-            log.warning("email %r: lease expired (its worker stopped mid-send); back to PENDING", email_id)
+        for email_id, status in expired:
+            if status == "FAILED":
+                metrics.FAILED.inc()
+                log.error("email %r: lease expired (its worker stopped mid-send) on its last attempt; FAILED",
+                          email_id)
+            else:
+                log.warning("email %r: lease expired (its worker stopped mid-send); back to PENDING", email_id)
         try:
             self.recovery.requeue_from_dead_workers()
             waiting = self.recovery.waiting()

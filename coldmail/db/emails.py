@@ -267,7 +267,7 @@ def release(email_ids: list[int], *, reason: str, delay_s: float = 0.0) -> int:
 
 # -- recovery -------------------------------------------------------------
 
-def expire_leases(*, max_attempts: int) -> list[int]:
+def expire_leases(*, max_attempts: int) -> list[tuple[int, str]]:
     """SENDING rows whose lease ran out (their worker died) go back to PENDING, or FAILED after
     `max_attempts`. The lost attempt counts: a row that kills its worker every time must end."""
     sql = """
@@ -280,9 +280,9 @@ WITH u AS (
     RETURNING id, status
 )
 INSERT INTO email_events (email_id, kind, detail)
-SELECT id, 'lease_expired', jsonb_build_object('status', status) FROM u RETURNING email_id
+SELECT id, 'lease_expired', jsonb_build_object('status', status) FROM u RETURNING email_id, detail->>'status'
 """
-    return [row[0] for row in database.execute_sql(sql, {"max": max_attempts}).fetchall()]
+    return database.execute_sql(sql, {"max": max_attempts}).fetchall()
 
 
 def requeue_stale(*, after_s: float) -> int:

@@ -83,3 +83,22 @@ async def test_a_busy_queue_is_not_handed_over_again(make_service, sink, auth):
     handed = Counter(n for (n,) in sql(
         "SELECT count(*) FROM email_events WHERE kind = 'queued' GROUP BY email_id"))
     assert handed == {1: 400}
+
+
+async def test_a_lease_that_runs_out_on_the_last_attempt_fails_the_email_and_counts_it(make_service, auth):
+    from prometheus_client import REGISTRY
+
+    # Given an email claimed on its last attempt by a worker that died (its lease ran out a second ago)
+    service = await make_service(worker=False)
+    [(email_id,)] = sql(
+        "INSERT INTO emails (recipient, subject, body, sender_id, status, scheduled_at, next_attempt_at, attempts, "
+        "lease_until) VALUES ('u@example.com', 'dead', 'b', 's1', 'SENDING', now(), now(), %s, "
+        "now() - interval '1 second') RETURNING id", service.settings.max_attempts - 1)
+    failed_before = REGISTRY.get_sample_value("coldmail_emails_failed_total") or 0
+    # When the sweep comes round
+    await async_wait_for(lambda: sql("SELECT status FROM emails WHERE id = %s", email_id) == [("FAILED",)],
+                         timeout_s=10, what="the sweep")
+    # Then the email is FAILED with the reason, and counted among the failed
+    [(error,)] = sql("SELECT last_error FROM emails WHERE id = %s", email_id)
+    assert "lease expired" in error
+    assert REGISTRY.get_sample_value("coldmail_emails_failed_total") == failed_before + 1
