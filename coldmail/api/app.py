@@ -36,6 +36,7 @@ def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True)
 
     async def executor_ctx(app: web.Application):
         yield
+        ctx.committer.close()
         executor.shutdown(wait=True, cancel_futures=False)
 
     app.cleanup_ctx.append(executor_ctx)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg2
 
+from coldmail.db import database
 from tests.conftest import PG_SERVER, TEST_DB
 
 
@@ -35,3 +36,14 @@ async def test_api_recovers_after_postgres_drops_its_connections(client, auth):
             assert (await resp.json())["error"] == "unavailable"
     assert set(statuses) <= {201, 503}, statuses
     assert statuses[-5:] == [201] * 5, statuses
+    # And reads (through the pool, not the group commit's own connections) recover the same way
+    job_id = (await (await client.post("/emails", json=body, headers=auth)).json())["jobId"]
+    reads = []
+    for _ in range(40):
+        resp = await client.get(f"/emails/{job_id}", headers=auth)
+        reads.append(resp.status)
+        if reads[-5:] == [200] * 5:
+            break
+    assert set(reads) <= {200, 503}, reads
+    assert reads[-5:] == [200] * 5, reads
+    database.close_idle()  # the next tests get a pool without the connections PostgreSQL dropped
