@@ -46,13 +46,16 @@ def schedule_batch(news: list[NewEmail], *, settings: Settings, handover: HandOv
         unique.append(new)
 
     with database.connection_context():
-        with database.atomic():
+        if not first:  # no idempotency key: nothing to refuse after the insert, one statement is all or none
             stored = email_rows.insert_batch(unique, horizon_s=settings.handover_horizon_s)
-            for index, new in enumerate(news):
-                row, created = stored[position[index]]
-                if not created and row["payload_hash"] != new.payload_hash:
-                    raise Conflict(f"emails[{index}]: idempotency key {new.idempotency_key!r} "
-                                   "was used for a different email")  # rolls the whole batch back
+        else:
+            with database.atomic():
+                stored = email_rows.insert_batch(unique, horizon_s=settings.handover_horizon_s)
+                for index, new in enumerate(news):
+                    row, created = stored[position[index]]
+                    if not created and row["payload_hash"] != new.payload_hash:
+                        raise Conflict(f"emails[{index}]: idempotency key {new.idempotency_key!r} "
+                                       "was used for a different email")  # rolls the whole batch back
     created_rows = [row for row, created in stored if created]
     for row in created_rows:
         log.info("email %r: scheduled for %s (sender %r, batch)", row["id"], row["scheduled_at"].isoformat(),

@@ -104,9 +104,12 @@ async def schedule_batch(request: web.Request) -> web.Response:
     if "Idempotency-Key" in request.headers:
         raise ApiError(400, "bad_request", "a batch takes an idempotencyKey in each email, not the header")
     data = await read_json(request, max_bytes=MAX_BATCH_BYTES)
-    payload = await ctx.run(_load_batch, data)  # a thousand emails to check: off the event loop
-    news = [scheduling.new_email(item, item["idempotencyKey"]) for item in payload["emails"]]
-    stored = await ctx.run(lifecycle.schedule_batch, news, settings=ctx.settings, handover=ctx.queue.handover)
+
+    def check_and_store() -> list[tuple[dict, bool]]:  # a thousand emails to check and store: off the event loop
+        news = [scheduling.new_email(item, item["idempotencyKey"]) for item in _load_batch(data)["emails"]]
+        return lifecycle.schedule_batch(news, settings=ctx.settings, handover=ctx.queue.handover)
+
+    stored = await ctx.run(check_and_store)
     created = sum(1 for _, was_created in stored if was_created)
     metrics.ACCEPTED.inc(created)
     return web.json_response({"jobIds": [row["id"] for row, _ in stored]}, status=201 if created else 200)
