@@ -1,11 +1,20 @@
 """The one place emails are given to Dramatiq: at most a horizon ahead of their time, with `delay`,
-those due together in one message."""
+those due together in one message.
+
+Requests do not plan and enqueue their emails themselves: they leave them to a
+thread that gathers what concurrent requests stored over a couple of
+milliseconds, so that a request answers once its row is committed, and emails
+due together travel in one message even when each request brings one (a worker
+then claims, caps and records them together).
+"""
 
 from __future__ import annotations
 
+import atexit
 import logging
+import threading
 import time
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import dramatiq
 import redis
@@ -17,12 +26,18 @@ log = logging.getLogger(__name__)
 
 #: after a failed hand-over, requests leave hand-overs to the scheduler for this long
 QUIET_AFTER_FAILURE_S = 5.0
+#: how long the first of the requests' emails waits for others to share its plan and messages
+GATHER_S = 0.002
 
 
 class HandOver:
     def __init__(self, actor: dramatiq.Actor, *, caps: Caps, lead_ms: int = 0, batch: int = 1,
-                 spread_ms: int = 0) -> None:
+                 spread_ms: int = 0,
+                 back_to_scheduler: Callable[[list[int], list[tuple[int, int]]], None] | None = None) -> None:
         self.actor = actor
+        #: given requests' emails not handed over (ids: Redis failed, or their slot is not near) and those
+        #: over their sender's cap ((id, delay ms) until their slot frees): the scheduler's from then on
+        self.back_to_scheduler = back_to_scheduler
         #: messages are released this much before their time (Settings.handover_lead_ms)
         self.lead_ms = lead_ms
         #: emails due at most `spread_ms` apart go in one message, up to `batch` of them (Settings.send_batch)
@@ -32,23 +47,79 @@ class HandOver:
         #: the senders' caps: what is handed over is planned under them first
         self.caps = caps
         self._quiet_until = 0.0
+        #: requests' rows, and when they came, waiting for the gathering thread
+        self._gathered: list[tuple[Mapping[str, Any], float]] = []
+        self._gathering = threading.Condition()
+        self._gatherer: threading.Thread | None = None
+        self._close_at_exit = False
 
     def send_planned(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[tuple[int, int]]]:
-        """Rows a request stored and marked queued (`id`, `sender_id`, `delay_ms`): enqueue those their
-        senders' caps allow by their time. Return the ids not enqueued (Redis failed, or their slot is not
-        near yet), and the (id, delay ms) over their sender's cap, to be moved to when their slot frees;
-        both go back to the scheduler."""
+        """Rows a request stored and marked queued (`id`, `sender_id`, `delay_ms`, maybe `hourly_limit`):
+        to be planned under their senders' caps and enqueued by their time, with other requests' rows
+        (see `_gather`), after the request has its answer. Returns the ids left to the scheduler now
+        (after a Redis failure), and no moves: the gathering thread makes those (`back_to_scheduler`)."""
         if not rows:
             return [], []
         if time.monotonic() < self._quiet_until:
             return [row["id"] for row in rows], []
-        try:
-            plan = self.caps.plan(rows)
-        except redis.RedisError as e:
-            self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE_S
-            log.warning("send caps unreachable on Redis (%s); %d email(s) left for the scheduler", e, len(rows))
-            return [row["id"] for row in rows], []
-        return self.send(plan.go) + plan.wait, plan.later
+        now = time.monotonic()
+        with self._gathering:
+            if self._gatherer is None:
+                self._gatherer = threading.Thread(target=self._gather, name="coldmail-handover", daemon=True)
+                self._gatherer.start()
+                if not self._close_at_exit:
+                    atexit.register(self.close)
+                    self._close_at_exit = True
+            self._gathered.extend((row, now) for row in rows)
+            self._gathering.notify()
+        return [], []
+
+    def _gather(self) -> None:
+        """Plan and enqueue what requests stored, GATHER_S after the first of it (more comes in meanwhile),
+        in one pass for all of it: one plan call, messages of emails due together."""
+        while True:
+            with self._gathering:
+                while not self._gathered:
+                    if self._gatherer is None:
+                        return
+                    self._gathering.wait()
+            time.sleep(GATHER_S)
+            with self._gathering:
+                gathered, self._gathered = self._gathered, []
+            now = time.monotonic()
+            rows = [{**row, "delay_ms": max(0, row["delay_ms"] - int((now - at) * 1000))} for row, at in gathered]
+            rows.sort(key=lambda row: (row["delay_ms"], row["id"]))
+            if time.monotonic() < self._quiet_until:
+                self._back([row["id"] for row in rows], [])
+                continue
+            try:
+                plan = self.caps.plan(rows)
+            except redis.RedisError as e:
+                self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE_S
+                log.warning("send caps unreachable on Redis (%s); %d email(s) left for the scheduler", e, len(rows))
+                self._back([row["id"] for row in rows], [])
+                continue
+            except Exception:
+                log.exception("planning %d email(s) failed; left for the scheduler", len(rows))
+                self._back([row["id"] for row in rows], [])
+                continue
+            self._back(self.send(plan.go) + plan.wait, plan.later)
+
+    def _back(self, ids: list[int], later: list[tuple[int, int]]) -> None:
+        if (ids or later) and self.back_to_scheduler is not None:
+            try:
+                self.back_to_scheduler(ids, later)
+            except Exception:
+                log.exception("%d email(s) not handed over, and not given back to the scheduler either: the "
+                              "sweep hands them over again after REQUEUE_AFTER_SECONDS", len(ids) + len(later))
+
+    def close(self) -> None:
+        """Enqueue what is gathered, then stop the gathering thread."""
+        with self._gathering:
+            gatherer, self._gatherer = self._gatherer, None
+            self._gathering.notify()
+        if gatherer is not None and gatherer is not threading.current_thread():
+            gatherer.join(timeout=10)
 
     def send(self, items: list[tuple[int, int]], *, probe: bool = False) -> list[int]:
         """Enqueue (email id, delay ms) pairs, soonest first; return the ids that could not be enqueued.

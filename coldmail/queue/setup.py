@@ -8,6 +8,8 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from ..caps import Caps
+from ..db import database
+from ..db import emails as email_rows
 from ..settings import Settings
 from .actors import declare_send_actor
 from .broker import build_broker
@@ -23,6 +25,14 @@ class Queue:
     handover: HandOver
 
 
+def _back_to_scheduler(email_ids: list[int], later: list[tuple[int, int]]) -> None:
+    """Emails requests stored that were not handed over (Redis refused, or their slot is not near), and
+    those over their sender's cap, moved to when their slot frees: the scheduler hands them over later."""
+    with database.connection_context():
+        email_rows.unqueue(email_ids)
+        email_rows.hold_back(later)
+
+
 def build_queue(settings: Settings, *, redis_timeout_s: float = 2.0) -> Queue:
     """A send actor's limit must cover a send that times out at every step, then some."""
     broker = build_broker(settings, timeout_s=redis_timeout_s,
@@ -31,5 +41,5 @@ def build_queue(settings: Settings, *, redis_timeout_s: float = 2.0) -> Queue:
     actor = declare_send_actor(
         broker, queue_name=settings.queue_name, horizon_s=settings.handover_horizon_s, time_limit_ms=time_limit_ms)
     handover = HandOver(actor, caps=Caps(settings, broker.client), lead_ms=settings.handover_lead_ms,
-                        batch=settings.send_batch, spread_ms=settings.send_batch_spread_ms)
+                        batch=settings.send_batch, spread_ms=settings.send_batch_spread_ms, back_to_scheduler=_back_to_scheduler)
     return Queue(broker=broker, actor=actor, handover=handover)

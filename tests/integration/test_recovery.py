@@ -47,14 +47,14 @@ async def test_a_hung_redis_does_not_hang_the_api_and_the_scheduler_hands_over_l
     started = time.monotonic()
     second = await client.post("/emails", json=email("while hung 2"), headers=auth)
     second_s = time.monotonic() - started
-    # Then each is accepted: the first within the Redis timeout (2 s here), the next without waiting on it
+    # Then each is accepted at once: a request waits for its commit, not for Redis
     assert (first.status, second.status) == (201, 201)
     print(f"\nPOST with a hung Redis: first {first_s * 1000:.0f} ms, next {second_s * 1000:.0f} ms")
-    assert first_s < 3 and second_s < 0.5
-    # And both are committed, not yet handed over (the scheduler will)
+    assert first_s < 0.5 and second_s < 0.5
+    # And both are committed, and given back to the scheduler within the Redis timeout (2 s here)
     ids = [(await first.json())["jobId"], (await second.json())["jobId"]]
-    assert sql("SELECT count(*) FROM emails WHERE id = ANY(%s) AND status = 'PENDING' AND queued_at IS NULL",
-               ids) == [(2,)]
+    await async_wait_for(lambda: sql("SELECT count(*) FROM emails WHERE id = ANY(%s) AND status = 'PENDING' "
+                                     "AND queued_at IS NULL", ids) == [(2,)], timeout_s=4, what="given back")
     # And readiness says Redis is the problem, promptly
     started = time.monotonic()
     ready = await client.get("/readyz")
