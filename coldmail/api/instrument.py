@@ -18,6 +18,20 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+#: (method, route, status) -> the two series' children: labels() costs a lock and a dict look-up each, twice a
+#: request; the set is bounded (METHODS x routes x status codes)
+_series: dict[tuple[str, str, int], tuple] = {}
+
+
+def _children(method: str, route: str, status: int) -> tuple:
+    key = (method, route, status)
+    found = _series.get(key)
+    if found is None:
+        found = _series[key] = (metrics.HTTP_REQUESTS.labels(method, route, str(status)),
+                                metrics.HTTP_SECONDS.labels(method, route))
+    return found
+
+
 @web.middleware
 async def metrics_middleware(request: web.Request, handler):
     started = time.perf_counter()
@@ -30,7 +44,7 @@ async def metrics_middleware(request: web.Request, handler):
         status = e.status
         raise
     finally:
-        route = _route(request)
-        method = request.method if request.method in METHODS else "OTHER"
-        metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
-        metrics.HTTP_SECONDS.labels(method, route).observe(time.perf_counter() - started)
+        requests, seconds = _children(request.method if request.method in METHODS else "OTHER", _route(request),
+                                      status)
+        requests.inc()
+        seconds.observe(time.perf_counter() - started)

@@ -35,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=4, help="batches before the timed part (4)")
     p.add_argument("--skip-ceiling", action="store_true", help="do not measure PostgreSQL alone")
     p.add_argument("--redis-db", type=int, default=10, help="a Redis db of its own, flushed (10)")
+    p.add_argument("--coldmail-env", action="append", default=[], metavar="VAR=VALUE",
+                   help="extra setting for coldmail (repeatable), e.g. LOG_LEVEL=info (the rig runs it at warning)")
     p.add_argument("--json", help="also write the result to this file")
     return p
 
@@ -111,6 +113,19 @@ def ceiling(database_url: str, chunks: list[list[dict]], concurrency: int) -> fl
     return time.perf_counter() - started
 
 
+def measure(cm: rig.Coldmail, warm: list, timed: list, args, result: dict) -> None:
+    api_pid = cm.procs[0].pid
+    post_batches(cm, warm, args.concurrency)
+    rig.log(f"{args.emails:,} emails through POST /emails/batch, {args.batch} a request, "
+            f"{args.concurrency} in flight")
+    cpu_api, cpu_pg = cpu_seconds(api_pid), postgres_cpu_seconds()
+    took, latencies = post_batches(cm, timed, args.concurrency)
+    cpu_api, cpu_pg = cpu_seconds(api_pid) - cpu_api, postgres_cpu_seconds() - cpu_pg
+    result.update(api_emails_per_s=round(args.emails / took), api_seconds=round(took, 2),
+                  request_ms=rig.percentiles_ms(latencies),
+                  api_process_cores=round(cpu_api / took, 2), postgres_cores=round(cpu_pg / took, 2))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     run = uuid.uuid4().hex[:8]
@@ -121,18 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     warm, timed = chunks[:args.warmup], chunks[args.warmup:]
     result: dict = {"emails": args.emails, "batch": args.batch, "concurrency": args.concurrency,
                     "load_average_before": rig.load_average()}
-    with rig.Sink() as sink, rig.ThrowawayDatabase("batch") as db, rig.Coldmail(
-            database_url=db.url, redis_url=redis_db.url, smtp_url=sink.url, env={}) as cm:
-        api_pid = cm.procs[0].pid
-        post_batches(cm, warm, args.concurrency)
-        rig.log(f"{args.emails:,} emails through POST /emails/batch, {args.batch} a request, "
-                f"{args.concurrency} in flight")
-        cpu_api, cpu_pg = cpu_seconds(api_pid), postgres_cpu_seconds()
-        took, latencies = post_batches(cm, timed, args.concurrency)
-        cpu_api, cpu_pg = cpu_seconds(api_pid) - cpu_api, postgres_cpu_seconds() - cpu_pg
-        result.update(api_emails_per_s=round(args.emails / took), api_seconds=round(took, 2),
-                      request_ms=rig.percentiles_ms(latencies),
-                      api_process_cores=round(cpu_api / took, 2), postgres_cores=round(cpu_pg / took, 2))
+    with rig.Sink() as sink, rig.ThrowawayDatabase("batch") as db:
+        cm = rig.Coldmail(database_url=db.url, redis_url=redis_db.url, smtp_url=sink.url, env={})
+        cm.env.update(kv.split("=", 1) for kv in args.coldmail_env)  # may override the rig's own
+        with cm:
+            measure(cm, warm, timed, args, result)
     redis_db.flush()
     if not args.skip_ceiling:
         with rig.ThrowawayDatabase("batchceil") as db:
