@@ -9,8 +9,6 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from .db import database
-from .db import emails as email_rows
 from .db.emails import NewEmail
 from .queue.handover import HandOver
 
@@ -62,14 +60,6 @@ def new_email(payload: dict[str, Any], idempotency_key: str | None) -> NewEmail:
 
 
 def hand_over_marked(rows: list[dict[str, Any]], handover: HandOver) -> None:
-    """Give Dramatiq the rows a request marked queued, soonest first, as far as their senders' caps allow.
-
-    What Redis refused goes back to the scheduler; what is over its sender's cap
-    goes back too, moved to when its slot frees (a rate_limited event).
-    """
-    marked = sorted((row for row in rows if row["queued_at"] is not None), key=lambda r: (r["delay_ms"], r["id"]))
-    failed, later = handover.send_planned(marked)
-    if failed or later:
-        with database.connection_context():
-            email_rows.unqueue(failed)
-            email_rows.hold_back(later)
+    """Give the hand-over the rows a request marked queued. It never blocks: its thread plans them under
+    their senders' caps and enqueues them, and gives what it cannot back to the scheduler."""
+    handover.send_planned([row for row in rows if row["queued_at"] is not None])

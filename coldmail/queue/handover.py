@@ -53,15 +53,13 @@ class HandOver:
         self._gatherer: threading.Thread | None = None
         self._close_at_exit = False
 
-    def send_planned(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[tuple[int, int]]]:
+    def send_planned(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Rows a request stored and marked queued (`id`, `sender_id`, `delay_ms`, maybe `hourly_limit`):
-        to be planned under their senders' caps and enqueued by their time, with other requests' rows
-        (see `_gather`), after the request has its answer. Returns the ids left to the scheduler now
-        (after a Redis failure), and no moves: the gathering thread makes those (`back_to_scheduler`)."""
+        to be planned under their senders' caps and enqueued by their time, with other requests' rows,
+        after the request has its answer. Never blocks: the gathering thread does the rest, and gives
+        what it cannot hand over back to the scheduler (`back_to_scheduler`)."""
         if not rows:
-            return [], []
-        if time.monotonic() < self._quiet_until:
-            return [row["id"] for row in rows], []
+            return
         now = time.monotonic()
         with self._gathering:
             if self._gatherer is None:
@@ -72,7 +70,6 @@ class HandOver:
                     self._close_at_exit = True
             self._gathered.extend((row, now) for row in rows)
             self._gathering.notify()
-        return [], []
 
     def _gather(self) -> None:
         """Plan and enqueue what requests stored, GATHER_S after the first of it (more comes in meanwhile),
@@ -83,7 +80,8 @@ class HandOver:
                     if self._gatherer is None:
                         return
                     self._gathering.wait()
-            time.sleep(GATHER_S)
+            if time.monotonic() >= self._quiet_until:
+                time.sleep(GATHER_S)
             with self._gathering:
                 gathered, self._gathered = self._gathered, []
             now = time.monotonic()

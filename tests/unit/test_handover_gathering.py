@@ -41,11 +41,12 @@ def test_one_email_per_request_still_travels_in_shared_messages():
     handover = HandOver(actor, caps=SimpleNamespace(plan=everything_goes), batch=10, spread_ms=5)
     # When 20 requests each hand over one email due now, in quick succession
     started = time.monotonic()
-    answers = [handover.send_planned([row(i)]) for i in range(1, 21)]
+    for i in range(1, 21):
+        handover.send_planned([row(i)])
     took = time.monotonic() - started
     handover.close()
-    # Then each request returned at once, leaving nothing to the scheduler
-    assert answers == [([], [])] * 20 and took < 0.05
+    # Then each request returned at once
+    assert took < 0.05
     # And the 20 went out in a few messages of up to 10, each email once
     sent = [email_id for args, _ in actor.messages for email_id in args]
     assert sorted(sent) == list(range(1, 21))
@@ -71,9 +72,11 @@ def test_what_redis_refuses_goes_back_to_the_scheduler_and_later_requests_do_not
     while not given_back and time.monotonic() < deadline:
         time.sleep(0.005)
     assert given_back == [([1, 2], [])]
-    # And for a while after, requests leave their emails to the scheduler at once
-    assert handover.send_planned([row(3)]) == ([3], [])
+    # And for a while after, requests' emails are left to the scheduler without trying Redis again
+    handover.actor.fail = False
+    handover.send_planned([row(3)])
     handover.close()
+    assert given_back == [([1, 2], []), ([3], [])] and handover.actor.messages == []
 
 
 def test_emails_over_their_senders_cap_are_moved_by_the_scheduler():
