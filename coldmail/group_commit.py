@@ -11,7 +11,7 @@ connection in asynchronous mode (autocommit: its rows come back committed). On
 the executor it cost a thread hand-off there and back, each a wait for the GIL
 while the loop was busy: about 3 of the 4 ms a group took under load, and so
 most of a request's time. Only a hand-over to Redis (emails due within the
-horizon) still runs on the executor.
+horizon) goes to the hand-over's own thread.
 """
 
 from __future__ import annotations
@@ -194,8 +194,7 @@ class GroupCommitter:
                 created_rows.append(row)
                 log.info("email %r: scheduled for %s (sender %r)", row["id"], row["scheduled_at"].isoformat(),
                          row["sender_id"], extra=email_fields(row))
-        if any(row["queued_at"] is not None for row in created_rows):
-            await self._run_blocking(hand_over_marked, created_rows, self.handover)  # Redis: off the loop
+        hand_over_marked(created_rows, self.handover)  # never blocks: the hand-over's thread talks to Redis
         return results
 
     def close(self) -> None:
