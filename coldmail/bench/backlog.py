@@ -2,11 +2,12 @@
 and do not slow the ones due now.
 
 In one invocation, on one running coldmail (`run.py`, throwaway database, flushed Redis db):
-  1. `--near` emails due over `--near-spread` seconds: lateness without a backlog;
+  1. `--near` emails due over `--near-spread` seconds: lateness without a backlog; then the harness's
+     `ingest` (`--ingest-n` single POST /schedule-email, 32 in flight): requests/s on an empty table;
   2. `--far-http` emails 30 days ahead through POST /emails/batch (what a user does; timed);
   3. the rest of `--far` (1,000,000 in all) inserted straight into PostgreSQL, in the
      shape the API writes (row + 'created' event): the setup, not the measurement;
-  4. `--near` emails again: lateness with the backlog.
+  4. `--near` emails again: lateness with the backlog; and the harness's `ingest` again.
 Prints the Redis growth (MEMORY USAGE of this db's keys, and the server's used_memory, which other
 users of a shared server also move), the coldmail process's RSS, and both lateness p50/p99.
 """
@@ -20,6 +21,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from . import rig
+from .services import run_harness
+from .workdir import ROOT, Workdir, find_bench_dir, prepare
 
 FAR_DAYS = 30
 
@@ -35,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--horizon", type=float, default=5.0, help="HANDOVER_HORIZON_SECONDS (5)")
     p.add_argument("--warmup", type=int, default=32, help="emails due at once first, not counted (32)")
     p.add_argument("--redis-db", type=int, default=15, help="a Redis db of its own, flushed (15)")
+    p.add_argument("--ingest-n", type=int, default=5000, help="harness ingest requests, each time (5000)")
     p.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     return p
 
@@ -83,8 +87,17 @@ def near_run(cm: rig.Coldmail, sink: rig.Sink, args, prefix: str) -> dict:
             "load_average": rig.load_average()}
 
 
+def ingest_rate(wd: Workdir, cm: rig.Coldmail, args, label: str) -> dict:
+    """The harness's ingest (far-future emails, single requests, 32 in flight) against this coldmail."""
+    res = run_harness(wd, "ingest", ["--target", cm.url, "--auth", rig.API_KEY, "--n", str(args.ingest_n),
+                                     "-c", "32", "--warmup", "200", "--label", f"backlog {label}"],
+                      json_out=wd.sub("results") / "backlog.jsonl")
+    return {"requests_per_s": res["requests_per_s"], "p99_ms": res["latency_ms"]["p99"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    wd = prepare(find_bench_dir(), ROOT / "var" / "bench", node=False)
     redis_db = rig.BenchRedis(args.redis_db)
     redis_db.flush()
     result: dict = {"far": args.far, "far_http": args.far_http, "near": args.near}
@@ -95,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         rig.warm_up(cm, sink, args.warmup)
         rig.log(f"1/4 lateness without a backlog: {args.near} emails due over {args.near_spread:.0f}s")
         result["without_backlog"] = near_run(cm, sink, args, "near-before")
+        result["without_backlog"]["ingest"] = ingest_rate(wd, cm, args, "empty")
         before = {"key_bytes": redis_db.key_bytes(), "used_memory": redis_db.used_memory(), "rss_kb": rss_kb(pid)}
 
         rig.log(f"2/4 {args.far_http:,} emails {FAR_DAYS} days ahead through POST /emails/batch")
@@ -112,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
         rig.log(f"4/4 lateness with {args.far:,} emails waiting: {args.near} emails due over {args.near_spread:.0f}s")
         result["with_backlog"] = near_run(cm, sink, args, "near-after")
+        result["with_backlog"]["ingest"] = ingest_rate(wd, cm, args, "with backlog")
         with db.connect() as conn, conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM emails WHERE status = 'PENDING'")
             result["pending_at_end"] = cur.fetchone()[0]
@@ -133,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     for label, ms in (("without the backlog", a), ("with the backlog", b)):
         print(f"  {label:<42}{ms['p50']:>7.1f} {ms['p99']:>7.1f} {ms['max']:>7.1f}")
     print(f"  p99 difference: {b['p99'] - a['p99']:+.1f} ms (target: within 100 ms)")
+    ia, ib = result["without_backlog"]["ingest"], result["with_backlog"]["ingest"]
+    print(f"ingest (harness, {args.ingest_n:,} single requests, 32 in flight, {args.far_http:,}+ rows of the backlog "
+          f"in between): {ia['requests_per_s']:,.0f} req/s (p99 {ia['p99_ms']} ms) on an empty table, "
+          f"{ib['requests_per_s']:,.0f} req/s (p99 {ib['p99_ms']} ms) with the backlog: "
+          f"{ib['requests_per_s'] / ia['requests_per_s']:.2f}x (target: within 20 %)")
     if args.json:
         print(json.dumps(result))
     return 0
