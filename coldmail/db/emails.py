@@ -390,10 +390,23 @@ _INSERT_COLUMNS = ("recipient", "subject", "body", "sender_id", "scheduled_at", 
 
 
 def insert_params(news: list[NewEmail], horizon_s: float) -> dict[str, Any]:
-    """The parameters of _INSERT_BATCH (insert_batch, or a caller with its own connection)."""
-    params: dict[str, Any] = {c: [getattr(n, c) for n in news] for c in _INSERT_COLUMNS}
+    """The parameters of _INSERT_BATCH (insert_batch, or a caller with its own connection).
+
+    Each column goes as one array literal (text, cast by the statement): psycopg2
+    adapts a list element by element, 5 of a 1000-email batch's ~30 ms of CPU.
+    """
+    params: dict[str, Any] = {c: _array_literal([getattr(n, c) for n in news]) for c in _INSERT_COLUMNS
+                              if c != "scheduled_at"}
+    params["scheduled_at"] = _array_literal([None if n.scheduled_at is None else n.scheduled_at.isoformat()
+                                             for n in news])
     params["horizon_s"] = horizon_s
     return params
+
+
+def _array_literal(values: list[str | None]) -> str:
+    """PostgreSQL's text form of an array: every element double-quoted, with " and \\ escaped; NULL bare."""
+    return "{" + ",".join("NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                          for v in values) + "}"
 
 
 def inserted_rows(news: list[NewEmail], returned: list[dict[str, Any]]) -> list[tuple[dict[str, Any], bool] | None]:
