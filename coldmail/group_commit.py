@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
@@ -127,9 +127,8 @@ def _wake(future: asyncio.Future) -> None:
 
 
 class GroupCommitter:
-    def __init__(self, *, run_blocking: Callable[..., Awaitable[Any]], settings: Settings, handover: HandOver,
+    def __init__(self, *, settings: Settings, handover: HandOver,
                  max_batch: int = 256, max_in_flight: int = 2) -> None:
-        self._run_blocking = run_blocking
         self.settings = settings
         self.handover = handover
         self.max_batch = max_batch

@@ -23,7 +23,7 @@ class AppContext:
     committer: GroupCommitter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.committer = GroupCommitter(run_blocking=self.run, settings=self.settings, handover=self.queue.handover)
+        self.committer = GroupCommitter(settings=self.settings, handover=self.queue.handover)
 
     async def run(self, fn, /, *args, **kwargs):
         """Run a blocking call (database, Redis) on the executor, never on the event loop."""
