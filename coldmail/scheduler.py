@@ -8,6 +8,7 @@ over once per round however many schedulers run.
 from __future__ import annotations
 
 import logging
+import time
 
 import redis
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -45,11 +46,12 @@ class Jobs:
             log.warning("Redis unreachable (%s); hand-over waits", e)
             return 0
         for _ in range(MAX_BATCHES_PER_RUN):
+            taken_at = time.monotonic()  # the delays count from here (planning may rebuild caps meanwhile)
             with database.connection_context():
                 dealt, batch = email_rows.take_due(horizon_s=self.settings.handover_horizon_s,
                                                   limit=self.settings.handover_batch,
                                                   plan=self.handover.caps.plan)
-            failed = self.handover.send(batch, probe=True) if batch else []
+            failed = self.handover.send(batch, probe=True, since=taken_at) if batch else []
             if failed:
                 with database.connection_context():
                     email_rows.unqueue(failed)

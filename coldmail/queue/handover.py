@@ -84,8 +84,9 @@ class HandOver:
                 time.sleep(GATHER_S)
             with self._gathering:
                 gathered, self._gathered = self._gathered, []
-            now = time.monotonic()
-            rows = [{**row, "delay_ms": max(0, row["delay_ms"] - int((now - at) * 1000))} for row, at in gathered]
+            planned_at = time.monotonic()
+            rows = [{**row, "delay_ms": max(0, row["delay_ms"] - int((planned_at - at) * 1000))}
+                    for row, at in gathered]
             rows.sort(key=lambda row: (row["delay_ms"], row["id"]))
             if time.monotonic() < self._quiet_until:
                 self._back([row["id"] for row in rows], [])
@@ -101,7 +102,7 @@ class HandOver:
                 log.exception("planning %d email(s) failed; left for the scheduler", len(rows))
                 self._back([row["id"] for row in rows], [])
                 continue
-            self._back(self.send(plan.go) + plan.wait, plan.later)
+            self._back(self.send(plan.go, since=planned_at) + plan.wait, plan.later)
 
     def _back(self, ids: list[int], later: list[tuple[int, int]]) -> None:
         if (ids or later) and self.back_to_scheduler is not None:
@@ -119,19 +120,21 @@ class HandOver:
         if gatherer is not None and gatherer is not threading.current_thread():
             gatherer.join(timeout=10)
 
-    def send(self, items: list[tuple[int, int]], *, probe: bool = False) -> list[int]:
+    def send(self, items: list[tuple[int, int]], *, probe: bool = False, since: float | None = None) -> list[int]:
         """Enqueue (email id, delay ms) pairs, soonest first; return the ids that could not be enqueued.
 
-        Emails due together share a message (see `messages`). Delays count from the
-        call, so the last of a long batch is not late by the time the first ones took,
-        and end `lead_ms` early: the worker waits out the rest. After a failure, calls
+        Emails due together share a message (see `messages`). Delays count from
+        `since` (time.monotonic() when they were computed; default: the call), so
+        neither the last of a long batch nor a batch whose planning had to rebuild
+        senders' windows first is late by the time that took; and they end `lead_ms`
+        early: the worker waits out the rest. After a failure, calls
         return at once with every id for QUIET_AFTER_FAILURE_S: a hung Redis costs one
         request one timeout, not every request. The scheduler passes `probe=True`: it
         tries anyway, and its success ends the quiet time.
         """
         if not probe and time.monotonic() < self._quiet_until:
             return [email_id for email_id, _ in items]
-        started = time.monotonic()
+        started = time.monotonic() if since is None else since
         groups = self.messages(items)
         for position, (ids, delay_ms) in enumerate(groups):
             delay_ms -= int((time.monotonic() - started) * 1000) + self.lead_ms

@@ -88,3 +88,20 @@ def test_emails_over_their_senders_cap_are_moved_by_the_scheduler():
     handover.close()
     assert actor.messages == [((1,), None)]
     assert given_back == [([3], [(2, 60_000)])]
+
+
+def test_time_spent_planning_counts_against_the_delay():
+    # Given planning that takes 300 ms (senders' windows rebuilt from PostgreSQL after Redis lost them)
+    def slow_plan(rows):
+        time.sleep(0.3)
+        return everything_goes(rows)
+
+    actor = RecordingActor()
+    handover = HandOver(actor, caps=SimpleNamespace(plan=slow_plan), batch=10, spread_ms=5, lead_ms=0)
+    # When an email due in 3 s is handed over
+    handover.send_planned([row(1, delay_ms=3000)])
+    assert actor.sent.wait(2)
+    handover.close()
+    # Then its message waits 3 s from when it was planned, not from after the planning
+    [(_, delay)] = actor.messages
+    assert 2600 <= delay <= 2720, delay
