@@ -80,11 +80,6 @@ class Deliverer:
         #: the spread of due times one message may carry)
         self.early_s = (2 * settings.handover_lead_ms + settings.send_batch_spread_ms) / 1000
 
-    def deliver(self, email_id: int) -> Outcome:
-        outcomes: list[tuple[int, Outcome]] = []
-        self.deliver_many([email_id], outcomes)
-        return outcomes[0][1]
-
     def deliver_many(self, email_ids: list[int], outcomes: list[tuple[int, Outcome]]) -> None:
         """Send what is ours among `email_ids`, appending (id, outcome) to `outcomes` as each is known
         (so that what was done before an exception is still counted)."""

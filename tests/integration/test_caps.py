@@ -218,7 +218,9 @@ def test_after_redis_lost_a_window_the_worker_still_refuses_a_send_over_the_cap(
     # When Redis has lost everything and a worker gets the email anyway
     client_.flushdb()
     client_.set(MARKER, "1")
-    outcome = Deliverer(settings, redis_client=client_).deliver(email_id)
+    outcomes: list = []
+    Deliverer(settings, redis_client=client_).deliver_many([email_id], outcomes)
+    [(_, outcome)] = outcomes
     # Then it is not sent: moved to when the oldest send leaves the window, without spending an attempt
     assert outcome.result is Result.RATE_LIMITED
     assert sink.arrivals == []
