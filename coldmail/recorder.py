@@ -97,17 +97,16 @@ class Recorder:
     @staticmethod
     def _mark_sent(batch: list[Sent]) -> set[int]:
         sent = [(s.row["id"], s.message.message_id, s.reply) for s in batch]
-        for pause_s in (*RETRY_PAUSES_S, None):
+        for pause_s in RETRY_PAUSES_S:
             try:
                 with database.connection_context():
                     return email_rows.mark_sent(sent)
             except DATABASE_DOWN as e:
-                if pause_s is None:
-                    raise
                 log.warning("recording %d send(s) failed (%s); trying again in %.1fs", len(batch),
                             str(e).strip(), pause_s)
                 time.sleep(pause_s)
-        raise AssertionError("unreachable")
+        with database.connection_context():
+            return email_rows.mark_sent(sent)
 
     def _record(self, batch: list[Sent]) -> None:
         """In PostgreSQL first, then the caps: a Redis error must not leave a sent email SENDING, to be sent

@@ -149,35 +149,26 @@ for i = 6, #ARGV, 2 do
 end
 local nfresh = 0
 for _ in pairs(fresh) do nfresh = nfresh + 1 end
+local times, last = {}, now
 if redis.call('ZCARD', key) - 1 + redis.call('ZCARD', plan) + nfresh <= limit then
     -- room in the window for every slot taken or planned and these: each goes at its due time, without
     -- reading the window's times (a sender with a high limit has thousands)
     local top = redis.call('ZREVRANGE', plan, 0, 0, 'WITHSCORES')
-    local last = math.max(now, tonumber(top[2] or now))
-    for i = 1, #out do
-        local due = fresh[i]
-        if due then
-            redis.call('ZADD', plan, due, ARGV[4 + 2 * i])
-            out[i] = due - now
-            if due > last then last = due end
-        end
+    last = math.max(now, tonumber(top[2] or now))
+else
+    -- the `limit` latest slot times, taken or planned, ascending
+    for _, source in ipairs({redis.call('ZREVRANGE', key, 1, limit, 'WITHSCORES'),
+                             redis.call('ZREVRANGE', plan, 0, limit - 1, 'WITHSCORES')}) do
+        for j = 2, #source, 2 do times[#times + 1] = tonumber(source[j]) end
     end
-    redis.call('PEXPIRE', plan, math.max(1, last - now) + window * 2)
-    return out
+    table.sort(times)
+    if #times > limit then
+        local kept = {}
+        for j = #times - limit + 1, #times do kept[#kept + 1] = times[j] end
+        times = kept
+    end
+    last = times[#times] or now
 end
--- the `limit` latest slot times, taken or planned, ascending
-local times = {}
-for _, source in ipairs({redis.call('ZREVRANGE', key, 1, limit, 'WITHSCORES'),
-                         redis.call('ZREVRANGE', plan, 0, limit - 1, 'WITHSCORES')}) do
-    for j = 2, #source, 2 do times[#times + 1] = tonumber(source[j]) end
-end
-table.sort(times)
-if #times > limit then
-    local kept = {}
-    for j = #times - limit + 1, #times do kept[#kept + 1] = times[j] end
-    times = kept
-end
-local last = times[#times] or now
 for i = 1, #out do
     local due = fresh[i]
     if due then
