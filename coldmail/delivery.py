@@ -123,8 +123,7 @@ class Deliverer:
                     break
                 # Released a little early on purpose (HANDOVER lead): wait out the last milliseconds here,
                 # where the wait is exact, rather than in two queue polls.
-                wait_s = max(0.0, claimed_at + row["wait_s"] - time.monotonic())
-                if self.stopping.wait(wait_s) if wait_s > 0 else self.stopping.is_set():
+                if self.stopping.wait(max(0.0, claimed_at + row["wait_s"] - time.monotonic())):
                     reason, delay_s = "worker stopping", 0.0
                     break
                 rest.pop(0)

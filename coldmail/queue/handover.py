@@ -84,24 +84,26 @@ class HandOver:
                 time.sleep(GATHER_S)
             with self._gathering:
                 gathered, self._gathered = self._gathered, []
-            planned_at = time.monotonic()
-            rows = [{**row, "delay_ms": max(0, row["delay_ms"] - int((planned_at - at) * 1000))}
-                    for row, at in gathered]
-            rows.sort(key=lambda row: (row["delay_ms"], row["id"]))
-            if time.monotonic() < self._quiet_until:
-                self._back([row["id"] for row in rows], [])
-                continue
+            self._hand_over(gathered)
+
+    def _hand_over(self, gathered: list[tuple[Mapping[str, Any], float]]) -> None:
+        """Plan gathered rows (delays counted from now) and enqueue what may go; the rest, or everything if
+        Redis fails, back to the scheduler."""
+        planned_at = time.monotonic()
+        rows = sorted(({**row, "delay_ms": max(0, row["delay_ms"] - int((planned_at - at) * 1000))}
+                       for row, at in gathered), key=lambda row: (row["delay_ms"], row["id"]))
+        plan = None
+        if time.monotonic() >= self._quiet_until:  # in the quiet time after a Redis failure, straight back
             try:
                 plan = self.caps.plan(rows)
             except redis.RedisError as e:
                 self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE_S
                 log.warning("send caps unreachable on Redis (%s); %d email(s) left for the scheduler", e, len(rows))
-                self._back([row["id"] for row in rows], [])
-                continue
             except Exception:
                 log.exception("planning %d email(s) failed; left for the scheduler", len(rows))
-                self._back([row["id"] for row in rows], [])
-                continue
+        if plan is None:
+            self._back([row["id"] for row in rows], [])
+        else:
             self._back(self.send(plan.go, since=planned_at) + plan.wait, plan.later)
 
     def _back(self, ids: list[int], later: list[tuple[int, int]]) -> None:
