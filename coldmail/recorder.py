@@ -104,6 +104,7 @@ class Recorder:
             except DATABASE_DOWN as e:
                 log.warning("recording %d send(s) failed (%s); trying again in %.1fs", len(batch),
                             str(e).strip(), pause_s)
+                database.close_idle()  # PostgreSQL dropped them all, most likely: retry on a new one
                 time.sleep(pause_s)
         with database.connection_context():
             return email_rows.mark_sent(sent)
