@@ -101,6 +101,33 @@ def ceiling_fraction(drain: dict | None, limit: dict | None) -> float | None:
     return 100.0 * rate / ceiling
 
 
+#: the drain's CPU, per email, by who spent it (the harness's `cpu` groups): what the machine's cores buy
+DRAIN_CPU = (
+    ("drain: CPU ms per email, whole machine", ("total",), True),
+    ("drain: CPU ms per email, system (target + PostgreSQL + Redis)", ("target", "postgres", "redis"), True),
+    ("drain: CPU ms per email, harness (load generator + sink)", ("harness", "sink"), False),
+)
+
+
+def cpu_ms_per_email(drain: dict | None, groups: Iterable[str]) -> float | None:
+    """Core-milliseconds the `groups` spent per email sent during a drain (cores × the measured wall time,
+    over the emails that arrived)."""
+    cpu, arrived = get(drain, "cpu") or {}, get(drain, "n")
+    values = [cpu.get(g) for g in groups]
+    if not cpu.get("wall_s") or not arrived or any(v is None for v in values):
+        return None
+    return 1000.0 * sum(values) * cpu["wall_s"] / arrived
+
+
+def busy_while_draining(drain: dict | None) -> float | None:
+    """Cores the whole machine used while emails were draining (first request to last arrival): the
+    harness averages over its settle time too, when the machine is idle again."""
+    total, wall, drain_s = get(drain, "cpu.total"), get(drain, "cpu.wall_s"), get(drain, "drain_s")
+    if total is None or not wall or not drain_s:
+        return None
+    return total * wall / drain_s
+
+
 def _load(result: dict | None) -> str:
     """Machine load around a figure: cores busy before it (quiet-wait), other load and target during it."""
     if not result:
@@ -130,6 +157,15 @@ def rows(results: dict) -> list[list[str]]:
     out.append(["drain: % of the smtplib → sink ceiling (same run)",
                 _percent(ceiling_fraction(cold.get("drain"), limit)),
                 _percent(ceiling_fraction(ref.get("drain_best"), limit)), "", "reference: best configuration"])
+    cold_drain, ref_drain = cold.get("drain"), ref.get("drain_best")
+    for label, groups, compared in DRAIN_CPU:
+        c, r = cpu_ms_per_email(cold_drain, groups), cpu_ms_per_email(ref_drain, groups)
+        out.append([label, _ms(c), _ms(r), times(ratio(c, r, LOWER)) if compared else "",
+                    "reference: best configuration"])
+    c, r = busy_while_draining(cold_drain), busy_while_draining(ref_drain)
+    cores = get(cold_drain, "cpu.of_cores") or get(ref_drain, "cpu.of_cores")
+    out.append([f"drain: cores busy while draining (of {cores or '–'})", _cores(c), _cores(r), "",
+                "all of them: the drain is CPU-bound"])
     out.append(["correctness: non-2xx + lost + duplicates + early",
                 number(_sum(_failures(cold.get(f)) for f in FIGURES)),
                 number(_sum(_failures(ref.get(f)) for f in (*FIGURES, "drain_best"))), "", "0"])
@@ -139,6 +175,14 @@ def rows(results: dict) -> list[list[str]]:
         out.append([f"load during {figure}: cores busy before / other / target",
                     _load(cold.get(figure)), _load(ref.get(figure)), "", "quiet machine: before ≤ 0.3"])
     return [r for r in out if r[1] not in ("–", "") or r[2] not in ("–", "")]
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _cores(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def _percent(value: float | None) -> str:

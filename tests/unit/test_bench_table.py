@@ -45,7 +45,9 @@ def _results():
             "ingest": {"cmd": "ingest", "requests": 5000, "accepted_2xx": 5000, "requests_per_s": 1300.0,
                        "latency_ms": {"p50": 20.0, "p99": 53.0}},
             "drain": {"cmd": "drain", "emails_per_s": 140.0},
-            "drain_best": {"cmd": "drain", "emails_per_s": 587.0},
+            "drain_best": {"cmd": "drain", "emails_per_s": 587.0, "n": 5000, "drain_s": 8.0,
+                           "cpu": {"total": 1.5, "target": 0.5, "postgres": 0.3, "redis": 0.1, "harness": 0.1,
+                                   "sink": 0.2, "of_cores": 2, "wall_s": 10.0}},
         },
         "limit": {"headline": {"b_smtplib_msgs_per_s_4conns": 3360.0, "a_pg_insert_commit_per_s_8threads": 5750.0}},
     }
@@ -67,6 +69,32 @@ def test_rows_compare_against_the_reference_best_drain_and_report_the_sink_ceili
     assert rows["correctness: non-2xx + lost + duplicates + early"][:2] == ["2", "0"]
     assert rows["machine: PostgreSQL INSERT+COMMIT/s (8 threads)"][0] == "5,750"
     assert rows["load during ingest: cores busy before / other / target"][:2] == ["0.20 / 0.10 / 1.00", "– / – / –"]
+
+
+def test_drain_cpu_per_email_counts_the_measured_wall_time_and_the_cores_busy_only_while_draining():
+    # Given the reference's drain: 5,000 emails in 8 s, its CPU averaged over 10 s of measuring
+    rows = {r[0]: r[1:] for r in table.rows(_results())}
+
+    # Then the whole machine spent 1.5 cores × 10 s / 5,000 = 3 ms per email, the system under test
+    # (0.5 + 0.3 + 0.1) × 10 s / 5,000 = 1.8 ms and the harness 0.6 ms
+    assert rows["drain: CPU ms per email, whole machine"][:3] == ["–", "3.00", "–"]
+    assert rows["drain: CPU ms per email, system (target + PostgreSQL + Redis)"][1] == "1.80"
+    assert rows["drain: CPU ms per email, harness (load generator + sink)"][1] == "0.60"
+    # and 1.5 cores × 10 s over the 8 s of draining is 1.88 cores busy
+    assert rows["drain: cores busy while draining (of 2)"][1] == "1.88"
+
+
+def test_drain_cpu_ratio_reads_above_one_when_coldmail_spends_less():
+    results = _results()
+    results["coldmail"]["drain"].update(n=5000, drain_s=4.0, cpu={
+        "total": 1.0, "target": 0.3, "postgres": 0.2, "redis": 0.05, "harness": 0.1, "sink": 0.2,
+        "of_cores": 2, "wall_s": 6.0})
+
+    rows = {r[0]: r[1:] for r in table.rows(results)}
+
+    # 1.0 × 6 / 5,000 = 1.2 ms against 3.0: 2.5× less CPU per email
+    assert rows["drain: CPU ms per email, whole machine"][:3] == ["1.20", "3.00", "2.50×"]
+    assert rows["drain: cores busy while draining (of 2)"][:2] == ["1.50", "1.88"]
 
 
 def test_rows_that_neither_system_measured_are_left_out():
