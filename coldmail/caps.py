@@ -111,6 +111,11 @@ class Caps:
         """Sends finished: their slots count from now, all in one script call."""
         mark_done(self.scripts, slots)
 
+    def unplan(self, sender_id: str, email_id: int) -> None:
+        """The email will not go at its planned time (cancelled, or moved): free its place in the sender's
+        plan, which would otherwise hold the sender's other emails back until it expired."""
+        self.scripts.client.zrem(self.plan_key(sender_id), str(email_id))
+
     def give_back(self, slots: Sequence[tuple[str, str]]) -> None:
         """Sends that did not happen: free their slots."""
         give_back(self.scripts, slots)

@@ -10,6 +10,9 @@ import logging
 from datetime import datetime
 from typing import Any
 
+import redis
+
+from .caps import Caps
 from .db import database
 from .db import emails as email_rows
 from .db.emails import NewEmail
@@ -79,7 +82,7 @@ def _refuse(email_id: int, action: str) -> None:
     raise Conflict(f"email {email_id} is {row['status']}: only a PENDING email can be {action}")
 
 
-def cancel(email_id: int) -> dict[str, Any]:
+def cancel(email_id: int, *, caps: Caps) -> dict[str, Any]:
     """PENDING → CANCELLED, or NotFound / Conflict. Against a worker claiming it at the same moment,
     exactly one wins: both are compare-and-sets on status PENDING of the same row."""
     with database.connection_context():
@@ -87,6 +90,7 @@ def cancel(email_id: int) -> dict[str, Any]:
         if row is None:
             _refuse(email_id, "cancelled")
     log.info("email %r: cancelled (sender %r)", email_id, row["sender_id"], extra=email_fields(row))
+    _unplan(caps, row)
     return row
 
 
@@ -98,5 +102,16 @@ def reschedule(email_id: int, at: datetime, *, settings: Settings, handover: Han
             _refuse(email_id, "rescheduled")
     log.info("email %r: rescheduled from %s to %s (sender %r)", email_id, row["previous_at"].isoformat(),
              row["scheduled_at"].isoformat(), row["sender_id"], extra=email_fields(row))
+    _unplan(handover.caps, row)
     hand_over_marked([row], handover)
     return row
+
+
+def _unplan(caps: Caps, row: dict[str, Any]) -> None:
+    """After the change is committed: the email's planned slot is free. A Redis error leaves it to expire,
+    which only holds the sender's other emails back, never lets one past the cap."""
+    try:
+        caps.unplan(row["sender_id"], row["id"])
+    except redis.RedisError as e:
+        log.warning("email %r: its planned send slot stays taken until it expires (Redis: %s)", row["id"], e,
+                    extra=email_fields(row))

@@ -155,7 +155,7 @@ async def get_events(request: web.Request) -> web.Response:
 @routes.post("/emails/{id}/cancel")
 async def cancel_email(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
-    row = await ctx.run(lifecycle.cancel, _email_id(request))
+    row = await ctx.run(lifecycle.cancel, _email_id(request), caps=ctx.queue.handover.caps)
     metrics.CANCELLED.inc()
     return web.json_response(email_json(row))
 

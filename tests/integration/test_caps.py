@@ -302,6 +302,33 @@ async def test_a_flush_in_the_middle_of_a_window_does_not_let_the_sender_past_it
     assert sorted(a.message["Subject"] for a in sink.arrivals) == ["after 0", "after 1", "before 0", "before 1"]
 
 
+async def test_a_cancelled_or_moved_email_frees_its_planned_slot_for_the_senders_next(
+        make_service, sink, auth, redis_client):
+    # Given a sender with a limit of 2 per 30 s window, and two of its emails planned in 3 s
+    service = await make_service(RATE_LIMIT_WINDOW_SECONDS="30")
+    client = service.client
+    await put_sender(client, auth, "replanned", 2)
+    due = datetime.fromtimestamp(time.time() + 3, timezone.utc).isoformat()
+    first, second = await post_all(client, auth, [dict(email(f"planned {i}", "replanned"), scheduledAt=due)
+                                                  for i in range(2)])
+    plan = Caps.plan_key("replanned")
+    await async_wait_for(lambda: redis_client.zcard(plan) == 2, timeout_s=5, what="both emails planned")
+    # When one is cancelled and the other moved to tomorrow
+    assert (await client.post(f"/emails/{first}/cancel", headers=auth)).status == 200
+    tomorrow = datetime.fromtimestamp(time.time() + 86400, timezone.utc).isoformat()
+    resp = await client.patch(f"/emails/{second}", json={"scheduledAt": tomorrow}, headers=auth)
+    assert resp.status == 200, await resp.text()
+    # Then their slots are free: two more due at the same time go then, not a window later
+    assert redis_client.zcard(plan) == 0
+    later = await post_all(client, auth, [dict(email(f"after {i}", "replanned"), scheduledAt=due)
+                                          for i in range(2)])
+    await async_wait_for(lambda: len(sink.arrivals) >= 2, timeout_s=8, what="the two emails after")
+    assert sorted(a.message["Subject"] for a in sink.arrivals) == ["after 0", "after 1"]
+    for job_id in later:
+        events = (await (await client.get(f"/emails/{job_id}/events", headers=auth)).json())["events"]
+        assert "rate_limited" not in [e["kind"] for e in events]
+
+
 async def test_the_global_cap_holds_across_senders(make_service, sink, auth):
     # Given GLOBAL_RATE_LIMIT_PER_SECOND=2
     service = await make_service(GLOBAL_RATE_LIMIT_PER_SECOND="2")
