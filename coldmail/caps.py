@@ -111,10 +111,12 @@ class Caps:
         """Sends finished: their slots count from now, all in one script call."""
         mark_done(self.scripts, slots)
 
-    def unplan(self, sender_id: str, email_id: int) -> None:
-        """The email will not go at its planned time (cancelled, or moved): free its place in the sender's
-        plan, which would otherwise hold the sender's other emails back until it expired."""
-        self.scripts.client.zrem(self.plan_key(sender_id), str(email_id))
+    def unplan(self, sender_id: str, *email_ids: int) -> None:
+        """The emails will not go at their planned times (cancelled, moved, or to be planned again): free
+        their places in the sender's plan, which would otherwise hold its other emails back until it
+        expired."""
+        if email_ids:
+            self.scripts.client.zrem(self.plan_key(sender_id), *map(str, email_ids))
 
     def give_back(self, slots: Sequence[tuple[str, str]]) -> None:
         """Sends that did not happen: free their slots."""

@@ -107,6 +107,21 @@ def reschedule(email_id: int, at: datetime, *, settings: Settings, handover: Han
     return row
 
 
+def limit_raised(sender_id: str, *, caps: Caps) -> int:
+    """A sender's limit went up: the emails its cap had moved later are due at their own time again, and
+    out of its plan, so that the scheduler plans them under the new limit. Returns how many."""
+    with database.connection_context():
+        ids = email_rows.pull_forward(sender_id)
+    if ids:
+        log.info("sender %r: limit raised; %d email(s) its cap had moved are planned again", sender_id, len(ids))
+        try:
+            caps.unplan(sender_id, *ids)
+        except redis.RedisError as e:
+            log.warning("sender %r: %d planned send slot(s) stay taken until they expire (Redis: %s)",
+                        sender_id, len(ids), e)
+    return len(ids)
+
+
 def _unplan(caps: Caps, row: dict[str, Any]) -> None:
     """After the change is committed: the email's planned slot is free. A Redis error leaves it to expire,
     which only holds the sender's other emails back, never lets one past the cap."""

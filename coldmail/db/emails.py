@@ -147,6 +147,20 @@ def hold_back(later: list[tuple[int, int]]) -> None:
         database.execute_sql(_HOLD_BACK, {"ids": [i for i, _ in later], "ms": [ms for _, ms in later]})
 
 
+_PULL_FORWARD = """
+UPDATE emails SET next_attempt_at = greatest(scheduled_at, now()), updated_at = now()
+WHERE sender_id = %s AND status = 'PENDING' AND queued_at IS NULL AND attempts = 0
+  AND next_attempt_at > greatest(scheduled_at, now())
+RETURNING id
+"""
+
+
+def pull_forward(sender_id: str) -> list[int]:
+    """The sender's emails its cap moved later (never attempted, PENDING, not handed over): due at their own
+    time again, for the scheduler to plan under the sender's new limit. Returns their ids."""
+    return [row[0] for row in database.execute_sql(_PULL_FORWARD, (sender_id,)).fetchall()]
+
+
 # -- sending --------------------------------------------------------------
 
 _CLAIM = f"""

@@ -329,6 +329,28 @@ async def test_a_cancelled_or_moved_email_frees_its_planned_slot_for_the_senders
         assert "rate_limited" not in [e["kind"] for e in events]
 
 
+async def test_raising_a_senders_limit_brings_the_emails_its_cap_moved_forward(make_service, sink, auth):
+    # Given a sender with a limit of 1 per 30 s window, and 3 of its emails due now: one sent, two moved
+    service = await make_service(RATE_LIMIT_WINDOW_SECONDS="30")
+    client = service.client
+    await put_sender(client, auth, "raised", 1)
+    ids = await post_all(client, auth, [email(f"raised {i}", "raised") for i in range(3)])
+
+    async def moved() -> bool:
+        rows = [await (await client.get(f"/emails/{i}", headers=auth)).json() for i in ids]
+        return sum(r["status"] == "PENDING" and r["nextAttemptAt"] > r["scheduledAt"] for r in rows) == 2
+
+    await async_wait_for(moved, timeout_s=5, what="two emails moved a window later")
+    assert len(sink.arrivals) == 1
+    # When its limit is raised to 10
+    raised_at = time.time()
+    await put_sender(client, auth, "raised", 10)
+    # Then the two go now, not a window later, and all three arrived once
+    await async_wait_for(lambda: len(sink.arrivals) >= 3, timeout_s=8, what="the two moved emails")
+    assert max(a.at for a in sink.arrivals) - raised_at < 8
+    assert sorted(a.message["Subject"] for a in sink.arrivals) == ["raised 0", "raised 1", "raised 2"]
+
+
 async def test_the_global_cap_holds_across_senders(make_service, sink, auth):
     # Given GLOBAL_RATE_LIMIT_PER_SECOND=2
     service = await make_service(GLOBAL_RATE_LIMIT_PER_SECOND="2")
