@@ -137,15 +137,17 @@ def test_migrate_creates_a_missing_database_and_create_api_key_prints_a_working_
 
 
 @pytest.mark.skipif(not (ROOT / ".venv" / "bin" / "supervisord").exists(), reason="supervisord not in .venv")
-def test_supervisord_runs_api_and_worker_and_delivers(base_env, sink, port, http):
-    # Given supervisord started with the repository's supervisord.conf
-    (ROOT / "var" / "log").mkdir(parents=True, exist_ok=True)
-    metrics_dir = ROOT / "var" / "metrics"
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    for stale in metrics_dir.glob("*.db"):
-        stale.unlink()
+def test_supervisord_runs_api_and_worker_and_delivers(base_env, sink, port, http, tmp_path):
+    # Given supervisord started with the repository's supervisord.conf, its var/ (socket, pid file, logs,
+    # metrics) moved to a folder of this test's: two test runs in one checkout must not share a socket
+    conf = (ROOT / "supervisord.conf").read_text()
+    assert "%(here)s/var/supervisor.sock" in conf
+    conf = conf.replace("%(here)s/var/", f"{tmp_path}/").replace("%(here)s", str(ROOT))
+    (tmp_path / "supervisord.conf").write_text(conf)
+    (tmp_path / "log").mkdir()
+    (tmp_path / "metrics").mkdir()
     env = dict(base_env, SMTP_URL=sink.url, PORT=str(port))
-    supervisor = Proc([str(ROOT / ".venv" / "bin" / "supervisord"), "-c", str(ROOT / "supervisord.conf")],
+    supervisor = Proc([str(ROOT / ".venv" / "bin" / "supervisord"), "-c", str(tmp_path / "supervisord.conf")],
                       env, "supervisord")
     try:
         wait_healthy(http.base_url, supervisor, timeout_s=40)
