@@ -4,8 +4,10 @@ Starts the harness's SMTP sink, then for each figure (ingest, lateness, drain, b
 coldmail (new database, flushed Redis db) and runs the harness against it; then the same against
 the seed reference (its seedctl.sh, reset between figures; drain both as seeded and in its best
 configuration SMTP_POOL=1 SMTP_NODELAY=1); then the harness's `limit` for the machine's ceilings.
-Prints one table (markdown) and saves every result. Everything it starts is stopped on the way
-out, Ctrl-C and failures included.
+Prints one table (markdown) and saves every result. With --repeat N it does all that N times, the
+two systems in turn each round, and the table shows each figure's median run with the ratio of
+every round under each goal's row. Everything it starts is stopped on the way out, Ctrl-C and
+failures included.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backlog-near", type=int, help="emails due in 5 s after them (200; quick 50)")
     p.add_argument("--ref-drain", choices=("both", "best", "seeded"), default="both",
                    help="reference drain runs: as seeded, best (SMTP_POOL=1 SMTP_NODELAY=1), or both")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="rounds of every figure, coldmail then the reference in each; the table shows "
+                        "each figure's median run and every round's ratio (1)")
     p.add_argument("--skip-limit", action="store_true", help="do not measure the machine's ceilings")
     p.add_argument("--limit-duration", type=float, help="seconds per ceiling measurement (8; quick 2)")
     p.add_argument("--limit-n", type=int, help="requests for the aiohttp ceiling (5000; quick 1000)")
@@ -69,6 +74,8 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.repeat < 1:
+        raise SystemExit("--repeat must be at least 1")
     args.figures = [f for f in args.figures.split(",") if f]
     unknown = set(args.figures) - set(table.FIGURES)
     if unknown:
@@ -94,29 +101,34 @@ def harness_args(args: argparse.Namespace, figure: str, *, url: str, pid: int, l
 
 
 class Run:
-    """One invocation: results per system and figure, errors kept so one failed figure does not lose the rest."""
+    """One invocation: results per round, system and figure, errors kept so one failed figure does not lose
+    the rest."""
 
     def __init__(self, args: argparse.Namespace, wd: Workdir) -> None:
         self.args, self.wd = args, wd
         self.stamp = time.strftime("%Y%m%d-%H%M%S")
         self.logs = wd.sub("logs")
         self.jsonl = wd.sub("results") / f"compare-{self.stamp}.jsonl"
-        self.results: dict = {"coldmail": {}, "reference": {}, "limit": None, "errors": []}
+        self.results: dict = {"coldmail": {}, "reference": {}, "limit": None, "errors": [], "rounds": []}
 
     def figure(self, system: str, key: str, command: str, harness_args: list[str]) -> None:
         try:
-            self.results[system][key] = run_harness(self.wd, command, harness_args, json_out=self.jsonl)
+            self.results["rounds"][-1][system][key] = run_harness(self.wd, command, harness_args,
+                                                                  json_out=self.jsonl)
         except BenchError as e:
             log(f"{system} {key} failed: {e}")
             self.results["errors"].append(f"{system} {key}: {e}")
 
-    def coldmail(self, stack: ExitStack, sink: Sink) -> None:
+    def start_coldmail(self, stack: ExitStack, sink: Sink) -> Coldmail:
         extra = dict(item.split("=", 1) for item in self.args.coldmail_env)
         self.results["coldmail_source"] = str(source_tree(self.args.rev, self.wd.path))
         cm = Coldmail(source=Path(self.results["coldmail_source"]), logs=self.logs, sink=sink,
                       database=self.args.database, redis_db=self.args.redis_db, api_key="benchkey", extra_env=extra)
         stack.callback(cm.reset)
         stack.callback(cm.stop)
+        return cm
+
+    def coldmail(self, cm: Coldmail, sink: Sink) -> None:
         for figure in self.args.figures:
             try:
                 cm.start_fresh(figure)
@@ -129,10 +141,13 @@ class Run:
                 redis_url=cm.redis_url, auth="benchkey"))
             cm.stop()
 
-    def reference(self, stack: ExitStack, sink: Sink) -> None:
+    def start_reference(self, stack: ExitStack, sink: Sink) -> Reference:
         ref = Reference(self.wd, sink=sink)
         stack.callback(ref.reset)
         stack.callback(ref.stop)
+        return ref
+
+    def reference(self, ref: Reference, sink: Sink) -> None:
         runs = []
         for figure in self.args.figures:
             if figure != "drain":
@@ -168,10 +183,17 @@ class Run:
         with ExitStack() as stack:
             sink = Sink(self.wd, self.logs)
             stack.callback(sink.stop)
-            if self.args.only in (None, "coldmail"):
-                self.coldmail(stack, sink)
-            if self.args.only in (None, "reference"):
-                self.reference(stack, sink)
+            cm = self.start_coldmail(stack, sink) if self.args.only in (None, "coldmail") else None
+            ref = self.start_reference(stack, sink) if self.args.only in (None, "reference") else None
+            for round_no in range(1, self.args.repeat + 1):
+                if self.args.repeat > 1:
+                    log(f"round {round_no} of {self.args.repeat}")
+                self.results["rounds"].append({"coldmail": {}, "reference": {}})
+                if cm is not None:
+                    self.coldmail(cm, sink)
+                if ref is not None:
+                    self.reference(ref, sink)
+        self.results.update(table.medians(self.results["rounds"]))
         if not self.args.skip_limit:
             self.limit()
 
@@ -180,7 +202,8 @@ class Run:
         lines = [table.markdown(table.rows(self.results)), "",
                  f"Sizes: ingest {a.ingest_n} requests ({a.concurrency} in flight, {a.warmup} warm-up); lateness "
                  f"{a.lateness_n} emails over {a.lateness_spread:g} s; drain {a.drain_n}; backlog {a.backlog_far} "
-                 f"far + {a.backlog_near} near. Each figure on a fresh database and Redis db.",
+                 f"far + {a.backlog_near} near. Each figure on a fresh database and Redis db"
+                 + (f"; {a.repeat} rounds, each figure's median run shown." if a.repeat > 1 else "."),
                  "Load columns are cores: busy before the figure (after waiting up to "
                  f"{a.quiet_wait:g} s for ≤ {a.quiet_cores:g}), used by other processes and by the target during it.",
                  f"Every harness result: {self.jsonl}"]
