@@ -82,6 +82,12 @@ def test_drain_cpu_per_email_counts_the_measured_wall_time_and_the_cores_busy_on
     assert rows["drain: CPU ms per email, harness (load generator + sink)"][1] == "0.60"
     # and 1.5 cores × 10 s over the 8 s of draining is 1.88 cores busy
     assert rows["drain: cores busy while draining (of 2)"][1] == "1.88"
+    # and without a seeded drain, the load row shows the best configuration's
+    results = _results()
+    results["reference"].pop("drain")
+    results["reference"]["drain_best"]["pre_busy_cores"] = 0.05
+    rows = {r[0]: r[1:] for r in table.rows(results)}
+    assert rows["load during drain: cores busy before / other / target"][1] == "0.05 / – / 0.50"
 
 
 def test_drain_cpu_ratio_reads_above_one_when_coldmail_spends_less():
