@@ -90,7 +90,7 @@ def cancel(email_id: int, *, caps: Caps) -> dict[str, Any]:
         if row is None:
             _refuse(email_id, "cancelled")
     log.info("email %r: cancelled (sender %r)", email_id, row["sender_id"], extra=email_fields(row))
-    _unplan(caps, row)
+    _unplan(caps, row["sender_id"], [email_id])
     return row
 
 
@@ -102,7 +102,7 @@ def reschedule(email_id: int, at: datetime, *, settings: Settings, handover: Han
             _refuse(email_id, "rescheduled")
     log.info("email %r: rescheduled from %s to %s (sender %r)", email_id, row["previous_at"].isoformat(),
              row["scheduled_at"].isoformat(), row["sender_id"], extra=email_fields(row))
-    _unplan(handover.caps, row)
+    _unplan(handover.caps, row["sender_id"], [email_id])
     hand_over_marked([row], handover)
     return row
 
@@ -114,19 +114,15 @@ def limit_raised(sender_id: str, *, caps: Caps) -> int:
         ids = email_rows.pull_forward(sender_id)
     if ids:
         log.info("sender %r: limit raised; %d email(s) its cap had moved are planned again", sender_id, len(ids))
-        try:
-            caps.unplan(sender_id, *ids)
-        except redis.RedisError as e:
-            log.warning("sender %r: %d planned send slot(s) stay taken until they expire (Redis: %s)",
-                        sender_id, len(ids), e)
+        _unplan(caps, sender_id, ids)
     return len(ids)
 
 
-def _unplan(caps: Caps, row: dict[str, Any]) -> None:
-    """After the change is committed: the email's planned slot is free. A Redis error leaves it to expire,
-    which only holds the sender's other emails back, never lets one past the cap."""
+def _unplan(caps: Caps, sender_id: str, email_ids: list[int]) -> None:
+    """After the change is committed: the emails' planned slots are free. A Redis error leaves them to
+    expire, which only holds the sender's other emails back, never lets one past the cap."""
     try:
-        caps.unplan(row["sender_id"], row["id"])
+        caps.unplan(sender_id, *email_ids)
     except redis.RedisError as e:
-        log.warning("email %r: its planned send slot stays taken until it expires (Redis: %s)", row["id"], e,
-                    extra=email_fields(row))
+        log.warning("sender %r: planned send slot(s) of email(s) %s stay taken until they expire (Redis: %s)",
+                    sender_id, email_ids[:10], e)

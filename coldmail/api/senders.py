@@ -140,13 +140,12 @@ async def put(request: web.Request) -> web.Response:
     data = _in_schema.load(await read_json(request))
     endpoint: SmtpEndpoint | None = data["smtpUrl"]
     sealed = PasswordBox(ctx.settings.secret_key).seal(endpoint.password) if endpoint and endpoint.password else None
-    before = await ctx.run_db(get_sender, sender_id)
-    row, created = await ctx.run_db(
+    row, created, previous_limit = await ctx.run_db(
         put_sender, sender_id, from_address=data["fromAddress"], hourly_limit=data["hourlyLimit"],
         smtp_url=endpoint.url if endpoint else None, smtp_password_enc=sealed)
     caps = ctx.queue.handover.caps
     caps.forget_limit(sender_id)
-    if before is not None and row["hourly_limit"] > (before["hourly_limit"] or ctx.settings.rate_limit_per_hour):
+    if not created and row["hourly_limit"] > (previous_limit or ctx.settings.rate_limit_per_hour):
         await ctx.run(lifecycle.limit_raised, sender_id, caps=caps)
     log.info("sender %r: %s (limit %d, relay %s, password %s)", sender_id, "created" if created else "replaced",
              row["hourly_limit"], row["smtp_url"] or "the server's", "stored" if row["smtp_password_enc"] else "none")

@@ -198,11 +198,11 @@ def rows(results: dict) -> list[list[str]]:
     cold_drain, ref_drain = cold.get("drain"), ref.get("drain_best")
     for label, groups, compared in DRAIN_CPU:
         c, r = cpu_ms_per_email(cold_drain, groups), cpu_ms_per_email(ref_drain, groups)
-        out.append([label, _ms(c), _ms(r), times(ratio(c, r, LOWER)) if compared else "",
+        out.append([label, _hundredths(c), _hundredths(r), times(ratio(c, r, LOWER)) if compared else "",
                     "reference: best configuration"])
     c, r = busy_while_draining(cold_drain), busy_while_draining(ref_drain)
     cores = get(cold_drain, "cpu.of_cores") or get(ref_drain, "cpu.of_cores")
-    out.append([f"drain: cores busy while draining (of {cores or '–'})", _cores(c), _cores(r), "",
+    out.append([f"drain: cores busy while draining (of {cores or '–'})", _hundredths(c), _hundredths(r), "",
                 "all of them: the drain is CPU-bound"])
     out.append(["correctness: non-2xx + lost + duplicates + early",
                 number(_sum(_failures(cold.get(f)) for f in FIGURES)),
@@ -216,11 +216,7 @@ def rows(results: dict) -> list[list[str]]:
     return [r for r in out if any(cell not in ("–", "") for cell in r[1:4])]
 
 
-def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
-
-
-def _cores(value: float | None) -> str:
+def _hundredths(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 

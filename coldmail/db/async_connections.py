@@ -76,19 +76,16 @@ class AsyncConnections:
             ready = loop.create_future()
             fd = conn.fileno()
             if state == psycopg2.extensions.POLL_READ:
-                loop.add_reader(fd, _wake, ready)
-                try:
-                    await ready
-                finally:
-                    loop.remove_reader(fd)
+                watch, unwatch = loop.add_reader, loop.remove_reader
             elif state == psycopg2.extensions.POLL_WRITE:
-                loop.add_writer(fd, _wake, ready)
-                try:
-                    await ready
-                finally:
-                    loop.remove_writer(fd)
+                watch, unwatch = loop.add_writer, loop.remove_writer
             else:
                 raise psycopg2.OperationalError(f"unexpected poll state {state}")
+            watch(fd, _wake, ready)
+            try:
+                await ready
+            finally:
+                unwatch(fd)
 
     def close(self) -> None:
         self._closed = True

@@ -19,6 +19,7 @@ def get_sender(sender_id: str) -> dict[str, Any] | None:
 
 
 _PUT = f"""
+WITH before AS (SELECT hourly_limit FROM senders WHERE id = %(id)s)
 INSERT INTO senders AS s (id, from_address, hourly_limit, smtp_url, smtp_password_enc)
 VALUES (%(id)s, %(from)s, %(limit)s, %(url)s, %(pw)s)
 ON CONFLICT (id) DO UPDATE SET
@@ -27,13 +28,14 @@ ON CONFLICT (id) DO UPDATE SET
         WHEN EXCLUDED.smtp_password_enc IS NULL AND EXCLUDED.smtp_url = s.smtp_url THEN s.smtp_password_enc
         ELSE EXCLUDED.smtp_password_enc END,
     updated_at = now()
-RETURNING {SENDER_COLUMNS}, (xmax = 0) AS created
+RETURNING {SENDER_COLUMNS}, (xmax = 0) AS created, (SELECT hourly_limit FROM before) AS previous_limit
 """
 
 
 def put_sender(sender_id: str, *, from_address: str, hourly_limit: int, smtp_url: str | None,
-               smtp_password_enc: str | None) -> tuple[dict[str, Any], bool]:
-    """Create or replace a sender; return (row, created).
+               smtp_password_enc: str | None) -> tuple[dict[str, Any], bool, int | None]:
+    """Create or replace a sender; return (row, created, the hourly limit it had before: None when created
+    or when it had none, the default).
 
     A request that repeats the stored `smtp_url` without a password keeps the
     stored password (GET never shows it, so a GET-edit-PUT round trip must not drop
@@ -42,8 +44,8 @@ def put_sender(sender_id: str, *, from_address: str, hourly_limit: int, smtp_url
     row = _one(database.execute_sql(_PUT, {
         "id": sender_id, "from": from_address, "limit": hourly_limit, "url": smtp_url, "pw": smtp_password_enc}))
     assert row is not None, "an upsert returns its row"
-    created = row.pop("created")
-    return row, created
+    created, previous_limit = row.pop("created"), row.pop("previous_limit")
+    return row, created, previous_limit
 
 
 def hourly_limits(sender_ids: Iterable[str]) -> dict[str, int | None]:
