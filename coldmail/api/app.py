@@ -13,6 +13,7 @@ from ..scheduler import start_scheduler
 from ..settings import Settings
 from . import senders
 from .auth import KeyChecker, auth_middleware
+from .body import MAX_BODY_BYTES
 from .context import AppContext, ctx_key
 from .errors import errors_middleware
 from .handlers import metrics_key, routes
@@ -20,14 +21,12 @@ from .instrument import metrics_middleware
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_BYTES = 1024 * 1024
-
 
 def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True) -> web.Application:
     executor = ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="coldmail-db")
     ctx = AppContext(settings=settings, queue=queue, executor=executor)
     checker = KeyChecker(settings.api_keys, ctx.run)
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES,
+    app = web.Application(client_max_size=MAX_BODY_BYTES,
                           middlewares=[metrics_middleware, errors_middleware, auth_middleware(checker)])
     app[ctx_key] = ctx
     app[metrics_key] = scrape_registry(settings)

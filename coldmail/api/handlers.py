@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -12,9 +11,9 @@ from prometheus_client import CollectorRegistry
 from .. import lifecycle, metrics, scheduling
 from ..db import emails as email_rows
 from ..db.lookups import list_emails
-from ..errors import NotFound
+from ..errors import BadRequest, NotFound
+from .body import MAX_BATCH_BYTES, read_json
 from .context import AppContext, ctx_key
-from .errors import ApiError
 from .openapi import openapi_spec
 from .schemas import (FastBatchLoad, FastEmailLoad, ListEmailsQuerySchema, RescheduleSchema, ScheduleBatchSchema,
                       ScheduleEmailSchema)
@@ -23,37 +22,12 @@ from .serialize import email_json, event_json, scheduled_json
 routes = web.RouteTableDef()
 metrics_key = web.AppKey("metrics", CollectorRegistry)
 
-MAX_BODY_BYTES = 1024 * 1024
-#: a batch of 1000 emails with HTML bodies does not fit in 1 MiB
-MAX_BATCH_BYTES = 16 * 1024 * 1024
-
 _schedule_schema = ScheduleEmailSchema()
 #: the schemas' own load, minus its per-call machinery: the same results and the same errors
 _load_schedule = FastEmailLoad().load
 _load_batch = FastBatchLoad(ScheduleBatchSchema()).load
 _reschedule_schema = RescheduleSchema()
 _list_schema = ListEmailsQuerySchema()
-
-
-async def read_json(request: web.Request, *, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
-    """The body as a JSON object; 415 if it is not sent as JSON, 413 past `max_bytes`, 400 if not an object."""
-    if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
-    too_large = ApiError(413, "payload_too_large", f"the request body is larger than {max_bytes // 2**20} MiB")
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise too_large
-    raw = bytearray()
-    while chunk := await request.content.readany():
-        raw += chunk
-        if len(raw) > max_bytes:
-            raise too_large
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "bad_request", "the body must be a JSON object")
-    return data
 
 
 def _query(request: web.Request, schema: Schema) -> dict[str, Any]:
@@ -80,7 +54,7 @@ def _idempotency_key(request: web.Request, payload: dict) -> str | None:
         except ValidationError as e:
             raise ValidationError({"Idempotency-Key": e.messages}) from None
         if body is not None and body != header:
-            raise ApiError(400, "bad_request", "Idempotency-Key header and idempotencyKey field differ")
+            raise BadRequest("Idempotency-Key header and idempotencyKey field differ")
     return body if body is not None else header
 
 
@@ -102,7 +76,7 @@ async def schedule_email(request: web.Request) -> web.Response:
 async def schedule_batch(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     if "Idempotency-Key" in request.headers:
-        raise ApiError(400, "bad_request", "a batch takes an idempotencyKey in each email, not the header")
+        raise BadRequest("a batch takes an idempotencyKey in each email, not the header")
     data = await read_json(request, max_bytes=MAX_BATCH_BYTES)
 
     def check_and_store() -> list[tuple[dict, bool]]:  # a thousand emails to check and store: off the event loop

@@ -20,8 +20,8 @@ from ..crypto import PasswordBox
 from ..db.senders import get_sender, put_sender
 from ..errors import NotFound
 from ..settings import Settings
+from .body import read_json
 from .context import AppContext, ctx_key
-from .handlers import read_json
 from .schemas import SENDER_ID, EmailAddress, Pattern, StrictSchema
 from .serialize import iso
 
