@@ -8,7 +8,7 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 from prometheus_client import CollectorRegistry
 
-from .. import lifecycle, metrics, scheduling
+from .. import metrics
 from ..db import emails as email_rows
 from ..db.lookups import list_emails
 from ..errors import BadRequest, NotFound
@@ -65,8 +65,7 @@ def _idempotency_key(request: web.Request, payload: dict) -> str | None:
 async def schedule_email(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     payload = _load_schedule(await read_json(request))
-    new = scheduling.new_email(payload, _idempotency_key(request, payload))
-    row, created = await ctx.committer.schedule(new)
+    row, created = await ctx.intake.accept(payload, _idempotency_key(request, payload))
     if created:
         metrics.ACCEPTED.inc()
     return web.json_response(scheduled_json(row), status=201 if created else 200)
@@ -80,8 +79,7 @@ async def schedule_batch(request: web.Request) -> web.Response:
     data = await read_json(request, max_bytes=MAX_BATCH_BYTES)
 
     def check_and_store() -> list[tuple[dict, bool]]:  # a thousand emails to check and store: off the event loop
-        news = [scheduling.new_email(item, item["idempotencyKey"]) for item in _load_batch(data)["emails"]]
-        return lifecycle.schedule_batch(news, settings=ctx.settings, handover=ctx.queue.handover)
+        return ctx.intake.accept_batch(_load_batch(data)["emails"])
 
     stored = await ctx.run(check_and_store)
     created = sum(1 for _, was_created in stored if was_created)
@@ -129,7 +127,7 @@ async def get_events(request: web.Request) -> web.Response:
 @routes.post("/emails/{id}/cancel")
 async def cancel_email(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
-    row = await ctx.run(lifecycle.cancel, _email_id(request), caps=ctx.queue.handover.caps)
+    row = await ctx.run(ctx.intake.cancel, _email_id(request))
     metrics.CANCELLED.inc()
     return web.json_response(email_json(row))
 
@@ -139,8 +137,7 @@ async def reschedule_email(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     email_id = _email_id(request)
     payload = _reschedule_schema.load(await read_json(request))
-    row = await ctx.run(lifecycle.reschedule, email_id, payload["scheduledAt"], settings=ctx.settings,
-                        handover=ctx.queue.handover)
+    row = await ctx.run(ctx.intake.reschedule, email_id, payload["scheduledAt"])
     metrics.RESCHEDULED.inc()
     return web.json_response(email_json(row))
 
