@@ -20,7 +20,7 @@ from .body import MAX_BODY_BYTES
 from .context import AppContext, ctx_key
 from .errors import errors_middleware
 from .handlers import metrics_key, routes
-from .instrument import metrics_middleware
+from .metrics_middleware import metrics_middleware
 
 log = logging.getLogger(__name__)
 
