@@ -1,4 +1,4 @@
-"""Thin handlers: parse and validate at the edge, call a service off the event loop, answer JSON."""
+"""Thin handlers: parse and validate at the edge, ask a service (on the executor when it blocks), answer JSON."""
 
 from __future__ import annotations
 
