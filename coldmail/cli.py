@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py", description="coldmail: schedule email over HTTP, send it on time.")
     parser.add_argument("--log-format", choices=("text", "json"), help="overrides LOG_FORMAT")
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("all", help="API, scheduler and an in-process worker (the default)")
+    sub.add_parser("all", help="API and scheduler, with WORKER_PROCESSES worker processes as children "
+                              "(0: worker threads in the API process); the default")
     sub.add_parser("api", help="API and scheduler only; run workers with `dramatiq coldmail.worker`")
     sub.add_parser("migrate", help="create the database if missing and bring its schema up to date")
     key = sub.add_parser("create-api-key", help="print a new API key once; only its hash is stored")
@@ -81,7 +82,7 @@ def _run(command: str, settings: Settings, args) -> int:
         metrics_dir = tempfile.mkdtemp(prefix="coldmail-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         settings = settings.replace(metrics_dir=metrics_dir)
-    from .service import serve
+    from .serve import serve
 
     try:
         serve(settings, with_workers=with_workers, log_format=args.log_format or settings.log_format)

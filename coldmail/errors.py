@@ -22,7 +22,19 @@ class Conflict(ColdmailError):
 
 
 class BadRequest(ColdmailError, ValueError):
-    """The request is well-formed JSON but asks for something impossible."""
+    """The request asks for something impossible, or its body is not a JSON object."""
+
+
+class InvalidJson(BadRequest):
+    """The request body is not valid JSON."""
+
+
+class UnsupportedMediaType(ColdmailError, ValueError):
+    """The request body is not sent as application/json."""
+
+
+class PayloadTooLarge(ColdmailError, ValueError):
+    """The request body is larger than its endpoint takes."""
 
 
 class SendError(ColdmailError):

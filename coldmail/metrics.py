@@ -1,4 +1,8 @@
-"""Prometheus metrics: what every coldmail process counts, and what GET /metrics shows.
+"""Prometheus metrics: every metric coldmail defines, and what GET /metrics shows.
+
+The HTTP figures are counted by api/metrics_middleware.py, the sends' by
+queue/metrics_middleware.py (in the process that sent them), the others where
+they happen; no module but this one defines a metric.
 
 One process (`python run.py`) keeps its figures in memory. With several
 (`python run.py api` and `dramatiq coldmail.worker --processes N`), each

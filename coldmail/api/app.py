@@ -1,4 +1,5 @@
-"""The aiohttp app factory: it receives settings and the queue, and owns its resources in cleanup_ctx."""
+"""The aiohttp app factory: it receives settings and the queue, builds the services handlers ask, and owns
+its resources in cleanup_ctx."""
 
 from __future__ import annotations
 
@@ -7,27 +8,31 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
+from ..intake.service import Intake
 from ..metrics import scrape_registry
 from ..queue.setup import Queue
 from ..scheduler import start_scheduler
+from ..senders import Senders
 from ..settings import Settings
 from . import senders
 from .auth import KeyChecker, auth_middleware
+from .body import MAX_BODY_BYTES
 from .context import AppContext, ctx_key
 from .errors import errors_middleware
 from .handlers import metrics_key, routes
-from .instrument import metrics_middleware
+from .metrics_middleware import metrics_middleware
 
 log = logging.getLogger(__name__)
-
-MAX_REQUEST_BYTES = 1024 * 1024
 
 
 def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True) -> web.Application:
     executor = ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="coldmail-db")
-    ctx = AppContext(settings=settings, queue=queue, executor=executor)
+    caps = queue.handover.caps
+    intake = Intake(settings=settings, handover=queue.handover, caps=caps)
+    ctx = AppContext(settings=settings, executor=executor, intake=intake,
+                     senders=Senders(settings=settings, caps=caps, intake=intake), redis=queue.broker.client)
     checker = KeyChecker(settings.api_keys, ctx.run)
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES,
+    app = web.Application(client_max_size=MAX_BODY_BYTES,
                           middlewares=[metrics_middleware, errors_middleware, auth_middleware(checker)])
     app[ctx_key] = ctx
     app[metrics_key] = scrape_registry(settings)
@@ -36,7 +41,7 @@ def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True)
 
     async def executor_ctx(app: web.Application):
         yield
-        ctx.committer.close()
+        intake.close()
         executor.shutdown(wait=True, cancel_futures=False)
 
     app.cleanup_ctx.append(executor_ctx)

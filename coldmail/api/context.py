@@ -1,29 +1,29 @@
-"""What handlers share: settings, the executor for blocking calls, the queue."""
+"""What handlers share: settings, the executor for blocking calls, and the services they ask."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import redis
 from aiohttp import web
 
 from ..db import database
-from ..group_commit import GroupCommitter
-from ..queue.setup import Queue
+from ..intake.service import Intake
+from ..senders import Senders
 from ..settings import Settings
 
 
 @dataclass
 class AppContext:
     settings: Settings
-    queue: Queue
     executor: ThreadPoolExecutor
-    committer: GroupCommitter = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.committer = GroupCommitter(settings=self.settings, handover=self.queue.handover)
+    intake: Intake
+    senders: Senders
+    #: the broker's Redis client, for readiness
+    redis: redis.Redis
 
     async def run(self, fn, /, *args, **kwargs):
         """Run a blocking call (database, Redis) on the executor, never on the event loop."""
@@ -48,7 +48,7 @@ class AppContext:
 
         def redis() -> str:
             try:
-                self.queue.broker.client.ping()
+                self.redis.ping()
                 return "ok"
             except Exception as e:
                 return f"error: {type(e).__name__}"

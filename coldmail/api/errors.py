@@ -8,7 +8,9 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from ..db.connection import DATABASE_DOWN
-from ..errors import BadRequest, Conflict, NotFound, ServiceUnavailable
+from ..errors import (BadRequest, Conflict, InvalidJson, NotFound, PayloadTooLarge, ServiceUnavailable,
+                      UnsupportedMediaType)
+from .body import MAX_BODY_BYTES, too_large
 
 log = logging.getLogger(__name__)
 
@@ -26,28 +28,24 @@ def error_response(status: int, error: str, message: str, *, fields: dict | None
     return web.json_response(body, status=status, headers=headers)
 
 
-class ApiError(Exception):
-    """Raised by handlers for an error that is neither a domain error nor a validation one."""
-
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.error, self.message = status, error, message
-
-
 @web.middleware
 async def errors_middleware(request: web.Request, handler):
     try:
         return await handler(request)
     except ValidationError as e:
         return error_response(400, "validation_error", "the request has invalid fields", fields=e.messages)
-    except ApiError as e:
-        return error_response(e.status, e.error, e.message)
     except NotFound as e:
         return error_response(404, "not_found", str(e))
     except Conflict as e:
         return error_response(409, "conflict", str(e))
+    except InvalidJson as e:
+        return error_response(400, "invalid_json", str(e))
     except BadRequest as e:
         return error_response(400, "bad_request", str(e))
+    except PayloadTooLarge as e:
+        return error_response(413, "payload_too_large", str(e))
+    except UnsupportedMediaType as e:
+        return error_response(415, "unsupported_media_type", str(e))
     except ServiceUnavailable as e:
         log.error("%s", e)
         return error_response(503, "unavailable", "a backing service is unavailable; try again shortly")
@@ -59,8 +57,8 @@ async def errors_middleware(request: web.Request, handler):
             raise
         error = _HTTP_CODES.get(e.status, "http_error")
         message = e.text if e.text and not e.text.startswith(f"{e.status}:") else e.reason
-        if e.status == 413:
-            message = "the request body is larger than 1 MiB"
+        if e.status == 413:  # aiohttp's own check of client_max_size
+            message = str(too_large(MAX_BODY_BYTES))
         headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
         return error_response(e.status, error, message, headers=headers)
     except Exception:

@@ -1,20 +1,19 @@
-"""Thin handlers: parse and validate at the edge, call a service off the event loop, answer JSON."""
+"""Thin handlers: parse and validate at the edge, ask a service (on the executor when it blocks), answer JSON."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 from prometheus_client import CollectorRegistry
 
-from .. import lifecycle, metrics, scheduling
+from .. import metrics
 from ..db import emails as email_rows
 from ..db.lookups import list_emails
-from ..errors import NotFound
+from ..errors import BadRequest, NotFound
+from .body import MAX_BATCH_BYTES, read_json
 from .context import AppContext, ctx_key
-from .errors import ApiError
 from .openapi import openapi_spec
 from .schemas import (FastBatchLoad, FastEmailLoad, ListEmailsQuerySchema, RescheduleSchema, ScheduleBatchSchema,
                       ScheduleEmailSchema)
@@ -23,37 +22,12 @@ from .serialize import email_json, event_json, scheduled_json
 routes = web.RouteTableDef()
 metrics_key = web.AppKey("metrics", CollectorRegistry)
 
-MAX_BODY_BYTES = 1024 * 1024
-#: a batch of 1000 emails with HTML bodies does not fit in 1 MiB
-MAX_BATCH_BYTES = 16 * 1024 * 1024
-
 _schedule_schema = ScheduleEmailSchema()
 #: the schemas' own load, minus its per-call machinery: the same results and the same errors
 _load_schedule = FastEmailLoad().load
 _load_batch = FastBatchLoad(ScheduleBatchSchema()).load
 _reschedule_schema = RescheduleSchema()
 _list_schema = ListEmailsQuerySchema()
-
-
-async def read_json(request: web.Request, *, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
-    """The body as a JSON object; 415 if it is not sent as JSON, 413 past `max_bytes`, 400 if not an object."""
-    if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
-    too_large = ApiError(413, "payload_too_large", f"the request body is larger than {max_bytes // 2**20} MiB")
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise too_large
-    raw = bytearray()
-    while chunk := await request.content.readany():
-        raw += chunk
-        if len(raw) > max_bytes:
-            raise too_large
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "bad_request", "the body must be a JSON object")
-    return data
 
 
 def _query(request: web.Request, schema: Schema) -> dict[str, Any]:
@@ -80,7 +54,7 @@ def _idempotency_key(request: web.Request, payload: dict) -> str | None:
         except ValidationError as e:
             raise ValidationError({"Idempotency-Key": e.messages}) from None
         if body is not None and body != header:
-            raise ApiError(400, "bad_request", "Idempotency-Key header and idempotencyKey field differ")
+            raise BadRequest("Idempotency-Key header and idempotencyKey field differ")
     return body if body is not None else header
 
 
@@ -91,8 +65,7 @@ def _idempotency_key(request: web.Request, payload: dict) -> str | None:
 async def schedule_email(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     payload = _load_schedule(await read_json(request))
-    new = scheduling.new_email(payload, _idempotency_key(request, payload))
-    row, created = await ctx.committer.schedule(new)
+    row, created = await ctx.intake.accept(payload, _idempotency_key(request, payload))
     if created:
         metrics.ACCEPTED.inc()
     return web.json_response(scheduled_json(row), status=201 if created else 200)
@@ -102,12 +75,11 @@ async def schedule_email(request: web.Request) -> web.Response:
 async def schedule_batch(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     if "Idempotency-Key" in request.headers:
-        raise ApiError(400, "bad_request", "a batch takes an idempotencyKey in each email, not the header")
+        raise BadRequest("a batch takes an idempotencyKey in each email, not the header")
     data = await read_json(request, max_bytes=MAX_BATCH_BYTES)
 
     def check_and_store() -> list[tuple[dict, bool]]:  # a thousand emails to check and store: off the event loop
-        news = [scheduling.new_email(item, item["idempotencyKey"]) for item in _load_batch(data)["emails"]]
-        return lifecycle.schedule_batch(news, settings=ctx.settings, handover=ctx.queue.handover)
+        return ctx.intake.accept_batch(_load_batch(data)["emails"])
 
     stored = await ctx.run(check_and_store)
     created = sum(1 for _, was_created in stored if was_created)
@@ -155,7 +127,7 @@ async def get_events(request: web.Request) -> web.Response:
 @routes.post("/emails/{id}/cancel")
 async def cancel_email(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
-    row = await ctx.run(lifecycle.cancel, _email_id(request), caps=ctx.queue.handover.caps)
+    row = await ctx.run(ctx.intake.cancel, _email_id(request))
     metrics.CANCELLED.inc()
     return web.json_response(email_json(row))
 
@@ -165,8 +137,7 @@ async def reschedule_email(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     email_id = _email_id(request)
     payload = _reschedule_schema.load(await read_json(request))
-    row = await ctx.run(lifecycle.reschedule, email_id, payload["scheduledAt"], settings=ctx.settings,
-                        handover=ctx.queue.handover)
+    row = await ctx.run(ctx.intake.reschedule, email_id, payload["scheduledAt"])
     metrics.RESCHEDULED.inc()
     return web.json_response(email_json(row))
 

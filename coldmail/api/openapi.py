@@ -10,6 +10,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 from .. import __version__
 from . import schemas as s
+from .senders import SenderInSchema, SenderOutSchema
 
 DESCRIPTION = """Schedule email over HTTP; it is sent at its time, once, never pushing a sender past its cap.
 
@@ -115,9 +116,6 @@ def _email_paths(spec: APISpec) -> None:
 
 
 def _sender_paths(spec: APISpec) -> None:
-    # imported when the description is built: senders imports handlers, which serve this module
-    from .senders import SenderInSchema, SenderOutSchema
-
     sender_id = {"name": "senderId", "in": "path", "required": True,
                  "schema": spec.plugins[0].converter.field2property(s.ScheduleEmailSchema().fields["senderId"])}
     spec.components.schema("SenderIn", schema=SenderInSchema)

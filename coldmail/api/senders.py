@@ -7,7 +7,6 @@ stored and shown without it.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -15,17 +14,12 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from aiohttp import web
 from marshmallow import ValidationError, fields, validate
 
-from .. import lifecycle
-from ..crypto import PasswordBox
-from ..db.senders import get_sender, put_sender
 from ..errors import NotFound
 from ..settings import Settings
+from .body import read_json
 from .context import AppContext, ctx_key
-from .handlers import read_json
 from .schemas import SENDER_ID, EmailAddress, Pattern, StrictSchema
 from .serialize import iso
-
-log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
@@ -139,17 +133,10 @@ async def put(request: web.Request) -> web.Response:
         raise ValidationError({"senderId": e.messages}) from None
     data = _in_schema.load(await read_json(request))
     endpoint: SmtpEndpoint | None = data["smtpUrl"]
-    sealed = PasswordBox(ctx.settings.secret_key).seal(endpoint.password) if endpoint and endpoint.password else None
-    row, created, previous_limit = await ctx.run_db(
-        put_sender, sender_id, from_address=data["fromAddress"], hourly_limit=data["hourlyLimit"],
-        smtp_url=endpoint.url if endpoint else None, smtp_password_enc=sealed)
-    caps = ctx.queue.handover.caps
-    caps.forget_limit(sender_id)
-    if not created and row["hourly_limit"] > (previous_limit or ctx.settings.rate_limit_per_hour):
-        await ctx.run(lifecycle.limit_raised, sender_id, caps=caps)
-    log.info("sender %r: %s (limit %d, relay %s, password %s)", sender_id, "created" if created else "replaced",
-             row["hourly_limit"], row["smtp_url"] or "the server's", "stored" if row["smtp_password_enc"] else "none")
-    used = await ctx.run(caps.usage, sender_id)
+    row, created = await ctx.run(ctx.senders.put, sender_id, from_address=data["fromAddress"],
+                                 hourly_limit=data["hourlyLimit"], smtp_url=endpoint.url if endpoint else None,
+                                 smtp_password=endpoint.password if endpoint else None)
+    used = await ctx.run(ctx.senders.usage, sender_id)
     return web.json_response(sender_json(row, sent_in_window=used, settings=ctx.settings),
                              status=201 if created else 200)
 
@@ -158,8 +145,8 @@ async def put(request: web.Request) -> web.Response:
 async def get(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     sender_id = request.match_info["sender_id"]
-    row = await ctx.run_db(get_sender, sender_id)
+    row = await ctx.run(ctx.senders.get, sender_id)
     if row is None:
         raise NotFound(f"no sender with id {sender_id!r}: make one with PUT, or schedule an email with it")
-    used = await ctx.run(ctx.queue.handover.caps.usage, sender_id)
+    used = await ctx.run(ctx.senders.usage, sender_id)
     return web.json_response(sender_json(row, sent_in_window=used, settings=ctx.settings))

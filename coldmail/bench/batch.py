@@ -92,7 +92,7 @@ def ceiling(database_url: str, chunks: list[list[dict]], concurrency: int) -> fl
     """Seconds coldmail's insert statement takes for these emails with nothing but PostgreSQL in the way."""
     from ..api.schemas import ScheduleBatchSchema
     from ..db import database, open_database
-    from ..scheduling import new_email
+    from ..intake.payload import new_email
 
     from ..db.migrations import migrate
 

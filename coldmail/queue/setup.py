@@ -14,7 +14,7 @@ from ..settings import Settings
 from .actors import declare_send_actor
 from .broker import build_broker
 from .handover import HandOver
-from .metrics import MetricsMiddleware
+from .metrics_middleware import MetricsMiddleware
 from .middleware import DeliveryMiddleware
 
 

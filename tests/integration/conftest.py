@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from coldmail.api.app import create_app
 from coldmail.queue.setup import Queue, build_queue
-from coldmail.service import embedded_worker_ctx
+from coldmail.serve import embedded_worker_ctx
 from coldmail.settings import Settings
 
 

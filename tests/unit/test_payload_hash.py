@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coldmail.scheduling import payload_hash
+from coldmail.intake.payload import payload_hash
 
 TEXT = st.text(alphabet=st.characters(codec=None), max_size=30)  # controls, quotes, non-ASCII, surrogates
 WHEN = st.one_of(st.none(), st.datetimes(timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=2))])))

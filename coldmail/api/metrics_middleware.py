@@ -1,4 +1,4 @@
-"""HTTP metrics: requests by route and status, and how long they took."""
+"""The aiohttp middleware that counts requests by route and status, and times them (coldmail.metrics)."""
 
 from __future__ import annotations
 

@@ -7,37 +7,38 @@ per group instead of one per email (PostgreSQL's commit rate is the ceiling
 of one-row-per-transaction ingest).
 
 The group's INSERT is one statement, sent from the event loop on a psycopg2
-connection in asynchronous mode (autocommit: its rows come back committed). On
-the executor it cost a thread hand-off there and back, each a wait for the GIL
-while the loop was busy: about 3 of the 4 ms a group took under load, and so
-most of a request's time. Only a hand-over to Redis (emails due within the
-horizon) goes to the hand-over's own thread.
+connection in asynchronous mode (autocommit: its rows come back committed): on
+the executor, a thread hand-off there and back would wait for the GIL while the
+loop is busy, most of a request's time under load. What the group created is
+then given to `after_commit`, which must not block (the hand-over's own thread
+talks to Redis).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Callable
 
-from .db import emails as email_rows
-from .db.async_connections import AsyncConnections
-from .db.emails import NewEmail
-from .errors import Conflict
-from .logs import email_fields
-from .queue.handover import HandOver
-from .scheduling import hand_over_marked
-from .settings import Settings
+from ..db import emails as email_rows
+from ..db.async_connections import AsyncConnections
+from ..db.emails import NewEmail
+from ..errors import Conflict
+from ..logs import email_fields
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: a stored email's row, and whether this request created it (False: its idempotency key's earlier row)
 Stored = tuple[dict[str, Any], bool]
 
+
 class GroupCommitter:
-    def __init__(self, *, settings: Settings, handover: HandOver,
+    def __init__(self, *, settings: Settings, after_commit: Callable[[list[dict[str, Any]]], None],
                  max_batch: int = 256, max_in_flight: int = 2) -> None:
         self.settings = settings
-        self.handover = handover
+        #: given each group's created rows once they are committed; must not block the event loop
+        self.after_commit = after_commit
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
         self._waiting: list[tuple[NewEmail, asyncio.Future]] = []
@@ -100,7 +101,7 @@ class GroupCommitter:
                 created_rows.append(row)
                 log.info("email %r: scheduled for %s (sender %r)", row["id"], row["scheduled_at"].isoformat(),
                          row["sender_id"], extra=email_fields(row))
-        hand_over_marked(created_rows, self.handover)  # never blocks: the hand-over's thread talks to Redis
+        self.after_commit(created_rows)
         return results
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Worker-side metrics in Dramatiq's hooks: what each send came to, counted in the process that sent it."""
+"""The Dramatiq middleware that counts what each send came to (coldmail.metrics), in the process that sent it."""
 
 from __future__ import annotations
 

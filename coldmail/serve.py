@@ -1,4 +1,8 @@
-"""The long-running API process, with the send workers beside it (`python run.py`) or without (`api`)."""
+"""Starting the long-running API process, with the send workers beside it (`python run.py`) or without (`api`).
+
+The workers are `dramatiq coldmail.worker` child processes (WORKER_PROCESSES),
+or with WORKER_PROCESSES=0 worker threads inside the API process.
+"""
 
 from __future__ import annotations
 
@@ -44,9 +48,8 @@ class WorkerChild:
     """`dramatiq coldmail.worker` as a child of `python run.py`, restarted if it dies.
 
     One Python process is held to one core by its GIL; with the sends in a child
-    process the API and the workers each get one (measured: drain 121 emails/s with
-    the worker inside the API process). The child stays in our process group, so a
-    signal to the group (Ctrl-C, supervisord's killasgroup) reaches it too.
+    process the API and the workers each get one. The child stays in our process
+    group, so a signal to the group (Ctrl-C, supervisord's killasgroup) reaches it too.
     """
 
     #: the folder that holds the coldmail package, for the CLI's --path
@@ -105,6 +108,7 @@ def child_worker_ctx(settings: Settings, *, log_format: str):
 
 
 def serve(settings: Settings, *, with_workers: bool, log_format: str) -> None:
+    """Run the API and its scheduler (and the workers, `with_workers`) until a signal stops them."""
     queue = build_queue(settings, redis_timeout_s=1.0)
     check_redis(queue.broker.client, settings.redis_url)
     app = create_app(settings, queue)
@@ -117,6 +121,6 @@ def serve(settings: Settings, *, with_workers: bool, log_format: str) -> None:
     transport = redact_url(settings.smtp_url) if settings.smtp_url else f"outbox files in {settings.outbox_dir}"
     log.info("coldmail listening on http://%s:%d (database %s, redis %s, sending via %s)", settings.host,
              settings.port, redact_url(settings.database_url), redact_url(settings.redis_url), transport)
-    # uvloop: the harness measured a trivial aiohttp endpoint 1.6x faster with it on this machine
+    # uvloop: aiohttp answers faster on it
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
                 shutdown_timeout=5, handle_signals=True, loop=uvloop.new_event_loop())

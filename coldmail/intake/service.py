@@ -1,0 +1,151 @@
+"""The intake service the API holds: accept an email or a batch, cancel, reschedule, and a sender's raised limit.
+
+Each is one statement (a compare-and-set for a change) in PostgreSQL
+(coldmail.db.emails); after the commit, what is due within the horizon goes to
+the hand-over, which never blocks. One email is stored by group commit on the
+event loop; every other method blocks, for the API's executor.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any, Sequence
+
+import redis
+
+from ..caps import Caps
+from ..db import database
+from ..db import emails as email_rows
+from ..db.emails import NewEmail
+from ..errors import Conflict, NotFound
+from ..logs import email_fields
+from ..queue.handover import HandOver
+from ..settings import Settings
+from .group_commit import GroupCommitter, Stored
+from .payload import new_email
+
+log = logging.getLogger(__name__)
+
+
+class Intake:
+    def __init__(self, *, settings: Settings, handover: HandOver, caps: Caps) -> None:
+        self.settings = settings
+        self.handover = handover
+        #: the senders' caps, whose planned slots a cancelled or moved email frees
+        self.caps = caps
+        self.committer = GroupCommitter(settings=settings, after_commit=self._hand_over_marked)
+
+    async def accept(self, payload: dict[str, Any], idempotency_key: str | None) -> Stored:
+        """Store one loaded schedule payload with requests that arrive with it; (row, created) once it is
+        committed. Conflict for an idempotency key used for a different email."""
+        return await self.committer.schedule(new_email(payload, idempotency_key))
+
+    def accept_batch(self, payloads: Sequence[dict[str, Any]]) -> list[Stored]:
+        """Store every loaded payload (each with its own idempotencyKey) or none; (row, created) for each,
+        in order.
+
+        An idempotency key repeated within the batch, or already stored, with the same
+        payload stands for the same email; with another payload the whole batch is a Conflict.
+        """
+        news = [new_email(payload, payload["idempotencyKey"]) for payload in payloads]
+        first: dict[str, int] = {}
+        unique: list[NewEmail] = []
+        position: list[int] = []  # index in `unique` of each item of `news`
+        for index, new in enumerate(news):
+            key = new.idempotency_key
+            if key is not None and key in first:
+                earlier = first[key]
+                if unique[position[earlier]].payload_hash != new.payload_hash:
+                    raise Conflict(f"emails[{index}] repeats the idempotency key of emails[{earlier}] "
+                                   "with a different email")
+                position.append(position[earlier])
+                continue
+            if key is not None:
+                first[key] = index
+            position.append(len(unique))
+            unique.append(new)
+
+        horizon_s = self.settings.handover_horizon_s
+        with database.connection_context():
+            if not first:  # no idempotency key: nothing to refuse after the insert, one statement is all or none
+                stored = email_rows.insert_batch(unique, horizon_s=horizon_s)
+            else:
+                with database.atomic():
+                    stored = email_rows.insert_batch(unique, horizon_s=horizon_s)
+                    for index, new in enumerate(news):
+                        row, created = stored[position[index]]
+                        if not created and row["payload_hash"] != new.payload_hash:
+                            raise Conflict(f"emails[{index}]: idempotency key {new.idempotency_key!r} "
+                                           "was used for a different email")  # rolls the whole batch back
+        created_rows = [row for row, created in stored if created]
+        for row in created_rows:
+            log.info("email %r: scheduled for %s (sender %r, batch)", row["id"], row["scheduled_at"].isoformat(),
+                     row["sender_id"], extra=email_fields(row))
+        self._hand_over_marked(created_rows)
+        # an item repeated in the batch is "created" once, at its first place
+        seen: set[int] = set()
+        result = []
+        for index in range(len(news)):
+            row, created = stored[position[index]]
+            result.append((row, created and row["id"] not in seen))
+            seen.add(row["id"])
+        return result
+
+    def cancel(self, email_id: int) -> dict[str, Any]:
+        """PENDING → CANCELLED, or NotFound / Conflict. Against a worker claiming it at the same moment,
+        exactly one wins: both are compare-and-sets on status PENDING of the same row."""
+        with database.connection_context():
+            row = email_rows.cancel(email_id)
+            if row is None:
+                _refuse(email_id, "cancelled")
+        log.info("email %r: cancelled (sender %r)", email_id, row["sender_id"], extra=email_fields(row))
+        self._unplan(row["sender_id"], [email_id])
+        return row
+
+    def reschedule(self, email_id: int, at: datetime) -> dict[str, Any]:
+        """Move a PENDING email to `at`, or NotFound / Conflict (a worker claimed it first)."""
+        with database.connection_context():
+            row = email_rows.reschedule(email_id, at=at, horizon_s=self.settings.handover_horizon_s)
+            if row is None:
+                _refuse(email_id, "rescheduled")
+        log.info("email %r: rescheduled from %s to %s (sender %r)", email_id, row["previous_at"].isoformat(),
+                 row["scheduled_at"].isoformat(), row["sender_id"], extra=email_fields(row))
+        self._unplan(row["sender_id"], [email_id])
+        self._hand_over_marked([row])
+        return row
+
+    def limit_raised(self, sender_id: str) -> int:
+        """A sender's limit went up: the emails its cap had moved later are due at their own time again, and
+        out of its plan, so that the scheduler plans them under the new limit. Returns how many."""
+        with database.connection_context():
+            ids = email_rows.pull_forward(sender_id)
+        if ids:
+            log.info("sender %r: limit raised; %d email(s) its cap had moved are planned again", sender_id, len(ids))
+            self._unplan(sender_id, ids)
+        return len(ids)
+
+    def close(self) -> None:
+        self.committer.close()
+
+    def _hand_over_marked(self, rows: list[dict[str, Any]]) -> None:
+        """Give the hand-over the rows a statement marked queued. It never blocks: its thread plans them under
+        their senders' caps and enqueues them, and gives what it cannot back to the scheduler."""
+        self.handover.send_planned([row for row in rows if row["queued_at"] is not None])
+
+    def _unplan(self, sender_id: str, email_ids: list[int]) -> None:
+        """After the change is committed: the emails' planned slots are free. A Redis error leaves them to
+        expire, which only holds the sender's other emails back, never lets one past the cap."""
+        try:
+            self.caps.unplan(sender_id, *email_ids)
+        except redis.RedisError as e:
+            log.warning("sender %r: planned send slot(s) of email(s) %s stay taken until they expire (Redis: %s)",
+                        sender_id, email_ids[:10], e)
+
+
+def _refuse(email_id: int, action: str) -> None:
+    """After a compare-and-set found nothing: say whether the email is missing or in another state."""
+    row = email_rows.get_email(email_id)
+    if row is None:
+        raise NotFound(f"no email with id {email_id}")
+    raise Conflict(f"email {email_id} is {row['status']}: only a PENDING email can be {action}")
