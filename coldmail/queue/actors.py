@@ -8,7 +8,7 @@ import threading
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from ..delivery import Deliverer, Outcome, Result
+from ..delivery.deliverer import Deliverer, Outcome, Result
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import logging
 import dramatiq
 
 from ..db import database, open_database
-from ..delivery import Deliverer
+from ..delivery.deliverer import Deliverer
 from ..settings import Settings
 from .actors import install_deliverer
 

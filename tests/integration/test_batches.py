@@ -14,9 +14,9 @@ import pytest
 
 from coldmail.db import database
 from coldmail.db import emails as email_rows
-from coldmail.delivery import Deliverer, Outcome, Result
+from coldmail.delivery.deliverer import Deliverer, Outcome, Result
 from coldmail.mail.message import build_message
-from coldmail.recorder import Recorder, Sent
+from coldmail.delivery.recorder import Recorder, Sent
 from tests.support.waiting import wait_for
 
 
@@ -192,7 +192,7 @@ def test_emails_not_ours_in_a_message_are_skipped_or_held_for_their_time(deliver
 def test_a_message_that_cannot_be_built_fails_at_once_and_the_others_still_go(deliverer, sink, monkeypatch):
     # Given 3 emails due now in one message, the second of which the message builder chokes on
     ids = due_rows(3)
-    import coldmail.delivery as delivery
+    import coldmail.delivery.deliverer as delivery
 
     real = delivery.build_message
 

@@ -14,7 +14,7 @@ from dramatiq.rate_limits.backends import RedisBackend
 
 from coldmail.caps import MARGIN_MS, Caps
 from coldmail.db import database
-from coldmail.delivery import Deliverer, Result
+from coldmail.delivery.deliverer import Deliverer, Result
 from coldmail.queue.rate_limits import PlanRequest, Scripts, SlidingWindowRateLimiter, plan_slots
 from tests.conftest import MARKER, clean_state
 from tests.support.sink import SmtpSink

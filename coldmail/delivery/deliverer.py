@@ -20,17 +20,16 @@ from typing import Any
 
 import redis
 
-from .caps import Caps
-from .queue.rate_limits import Decision
-from .crypto import PasswordBox
-from .db import database
-from .db import emails as email_rows
-from .errors import ConfigError, PermanentSendError, TransientSendError
-from .logs import email_fields
-from .mail.message import build_message
-from .mail.transports import OutboxTransport, Relay, SmtpTransport
+from ..caps import Caps, Decision
+from ..crypto import PasswordBox
+from ..db import database
+from ..db import emails as email_rows
+from ..errors import ConfigError, PermanentSendError, TransientSendError
+from ..logs import email_fields
+from ..mail.message import build_message
+from ..mail.transports import OutboxTransport, Relay, SmtpTransport
+from ..settings import Settings
 from .recorder import Recorder, Sent
-from .settings import Settings
 
 log = logging.getLogger(__name__)
 
