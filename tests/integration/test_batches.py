@@ -14,9 +14,11 @@ import pytest
 
 from coldmail.db import database
 from coldmail.db import emails as email_rows
-from coldmail.delivery.deliverer import Deliverer, Outcome, Result
+from coldmail.delivery.deliverer import Deliverer
+from coldmail.delivery.outcomes import Outcome, Result
 from coldmail.mail.message import build_message
 from coldmail.delivery.recorder import Recorder, Sent
+from coldmail.delivery.wiring import build_deliverer
 from tests.support.waiting import wait_for
 
 
@@ -48,7 +50,7 @@ def events(email_id: int) -> list[str]:
 
 @pytest.fixture
 def deliverer(make_settings, sink, redis_client):
-    d = Deliverer(make_settings(SMTP_URL=sink.url), redis_client=redis_client)
+    d = build_deliverer(make_settings(SMTP_URL=sink.url), redis_client=redis_client)
     yield d
     d.close()
     d.close_thread()

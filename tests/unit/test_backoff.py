@@ -1,4 +1,4 @@
-from coldmail.delivery.deliverer import backoff_s
+from coldmail.delivery.retry import backoff_s
 
 
 def test_backoff_doubles_with_jitter_and_is_capped():
