@@ -113,7 +113,7 @@ class Deliverer:
                        outcomes: Outcomes) -> GiveBack | None:
         """Send the emails of `rest`, taking each out as its turn comes; why the others must go back, if
         they must. Accepted sends go to `sent` and the recorder, the other outcomes to `outcomes`."""
-        #: past this, the claims are held too near their lease's end to start a send
+        # past this, the claims are held too near their lease's end to start a send
         deadline = claimed_at + self.settings.lease_s / 2
         while rest:
             row, decision = rest[0]
