@@ -16,6 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from . import metrics
 from .db import database
 from .db import emails as email_rows
+from .delivery.retry import RetryPolicy
 from .queue.handover import HandOver
 from .queue.recovery import QueueRecovery
 from .settings import Settings
@@ -65,7 +66,7 @@ class Jobs:
     def sweep(self) -> None:
         """Take back claims whose worker died, and hand over again what Redis or a worker lost."""
         with database.connection_context():
-            expired = email_rows.expire_leases(max_attempts=self.settings.max_attempts)
+            expired = email_rows.expire_leases(max_attempts=RetryPolicy.from_settings(self.settings).max_attempts)
         for email_id, status in expired:
             if status == "FAILED":
                 metrics.FAILED.inc()

@@ -1,8 +1,9 @@
-"""Where a message goes: an SMTP relay (connections kept per thread) or the outbox folder.
+"""Where a message goes: the Transport protocol, an SMTP relay (connections kept per thread), the outbox folder.
 
-SMTP replies are sorted here, and nowhere else, into TransientSendError
-(4xx, timeouts, refused or dropped connections: retry later) and
-PermanentSendError (5xx: give up now).
+A transport says what kind of failure it met, and coldmail.delivery.retry
+decides what becomes of the email. SMTP replies are sorted here, and nowhere
+else, by their class: TransientSendError (4xx, timeouts, refused or dropped
+connections: it may work later) and PermanentSendError (5xx: it never will).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import ConfigError, PermanentSendError, TransientSendError
@@ -57,6 +59,19 @@ class Relay:
 
     def __repr__(self) -> str:
         return f"Relay({self.host}:{self.port}, user={self.username!r})"
+
+
+class Transport(Protocol):
+    """Hands a message to whatever carries it; shared by a worker's threads."""
+
+    def send(self, message: Outgoing, *, relay: Relay | None, email_id: int) -> str:
+        """Send `message` through `relay` (None for transports that need none); return the reply to log.
+        Raises TransientSendError or PermanentSendError."""
+        ...
+
+    def close(self) -> None:
+        """Close the calling thread's connections."""
+        ...
 
 
 def _classify(error: smtplib.SMTPResponseException | tuple[int, bytes]) -> Exception:

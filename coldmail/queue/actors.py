@@ -8,7 +8,9 @@ import threading
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from ..delivery import Deliverer, Outcome, Result
+from ..delivery.deliverer import Deliverer
+from ..delivery.outcomes import Outcome, Result
+from ..delivery.retry import DRAMATIQ_MAX_RETRIES
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +38,7 @@ def install_deliverer(deliverer: Deliverer | None) -> None:
 
 def declare_send_actor(broker: RedisBroker, *, queue_name: str, horizon_s: float,
                        time_limit_ms: int) -> dramatiq.Actor:
-    """Declare `send_email(*email_ids)` on `broker`.
-
-    max_retries=0: a failed send is rescheduled in PostgreSQL, where attempts
-    are counted; Dramatiq must never run the same send again behind the row's back.
-    """
+    """Declare `send_email(*email_ids)` on `broker`, without Dramatiq's retries (see coldmail.delivery.retry)."""
 
     def send_email(*email_ids: int) -> None:
         _last.outcomes = outcomes = []
@@ -53,6 +51,6 @@ def declare_send_actor(broker: RedisBroker, *, queue_name: str, horizon_s: float
                 actor.send_with_options(args=(email_id,), delay=max(1, int(outcome.due_in_s * 1000)))
 
     actor = dramatiq.actor(
-        send_email, broker=broker, actor_name=ACTOR_NAME, queue_name=queue_name, max_retries=0,
+        send_email, broker=broker, actor_name=ACTOR_NAME, queue_name=queue_name, max_retries=DRAMATIQ_MAX_RETRIES,
         time_limit=time_limit_ms)
     return actor

@@ -9,6 +9,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
+from ..delivery.retry import DRAMATIQ_MAX_RETRIES
 from ..errors import ServiceUnavailable
 from ..settings import Settings, redact_url
 
@@ -28,7 +29,8 @@ def url_with_timeouts(url: str, *, timeout_s: float) -> str:
 
 def build_broker(settings: Settings, *, timeout_s: float = 2.0, extra_middleware=()) -> RedisBroker:
     """A RedisBroker with Dramatiq's retries off for our actor (attempts are counted in PostgreSQL)."""
-    middleware = [AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(), Retries(max_retries=0)]
+    middleware = [AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(),
+                  Retries(max_retries=DRAMATIQ_MAX_RETRIES)]
     middleware.extend(extra_middleware)
     broker = RedisBroker(url=url_with_timeouts(settings.redis_url, timeout_s=timeout_s), middleware=middleware)
     dramatiq.set_broker(broker)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dramatiq
 
 from .. import metrics
-from ..delivery import Result
+from ..delivery.outcomes import Result
 from ..settings import Settings
 from .actors import ACTOR_NAME, last_outcomes
 

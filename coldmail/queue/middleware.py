@@ -7,7 +7,8 @@ import logging
 import dramatiq
 
 from ..db import database, open_database
-from ..delivery import Deliverer
+from ..delivery.deliverer import Deliverer
+from ..delivery.wiring import build_deliverer
 from ..settings import Settings
 from .actors import install_deliverer
 
@@ -30,7 +31,7 @@ class DeliveryMiddleware(dramatiq.Middleware):
         if database.obj is None:
             open_database(self.settings.database_url, max_connections=self.settings.db_pool_size)
             self.opened_database = True
-        self.deliverer = Deliverer(self.settings, redis_client=broker.client)
+        self.deliverer = build_deliverer(self.settings, redis_client=broker.client)
         install_deliverer(self.deliverer)
 
     def before_worker_boot(self, broker, worker) -> None:

@@ -14,9 +14,11 @@ import pytest
 
 from coldmail.db import database
 from coldmail.db import emails as email_rows
-from coldmail.delivery import Deliverer, Outcome, Result
+from coldmail.delivery.deliverer import Deliverer
+from coldmail.delivery.outcomes import Outcome, Result
 from coldmail.mail.message import build_message
-from coldmail.recorder import Recorder, Sent
+from coldmail.delivery.recorder import Recorder, Sent
+from coldmail.delivery.wiring import build_deliverer
 from tests.support.waiting import wait_for
 
 
@@ -48,7 +50,7 @@ def events(email_id: int) -> list[str]:
 
 @pytest.fixture
 def deliverer(make_settings, sink, redis_client):
-    d = Deliverer(make_settings(SMTP_URL=sink.url), redis_client=redis_client)
+    d = build_deliverer(make_settings(SMTP_URL=sink.url), redis_client=redis_client)
     yield d
     d.close()
     d.close_thread()
@@ -192,7 +194,7 @@ def test_emails_not_ours_in_a_message_are_skipped_or_held_for_their_time(deliver
 def test_a_message_that_cannot_be_built_fails_at_once_and_the_others_still_go(deliverer, sink, monkeypatch):
     # Given 3 emails due now in one message, the second of which the message builder chokes on
     ids = due_rows(3)
-    import coldmail.delivery as delivery
+    import coldmail.delivery.deliverer as delivery
 
     real = delivery.build_message
 

@@ -14,7 +14,8 @@ from dramatiq.rate_limits.backends import RedisBackend
 
 from coldmail.caps import MARGIN_MS, Caps
 from coldmail.db import database
-from coldmail.delivery import Deliverer, Result
+from coldmail.delivery.outcomes import Result
+from coldmail.delivery.wiring import build_deliverer
 from coldmail.queue.rate_limits import PlanRequest, Scripts, SlidingWindowRateLimiter, plan_slots
 from tests.conftest import MARKER, clean_state
 from tests.support.sink import SmtpSink
@@ -219,7 +220,7 @@ def test_after_redis_lost_a_window_the_worker_still_refuses_a_send_over_the_cap(
     client_.flushdb()
     client_.set(MARKER, "1")
     outcomes: list = []
-    Deliverer(settings, redis_client=client_).deliver_many([email_id], outcomes)
+    build_deliverer(settings, redis_client=client_).deliver_many([email_id], outcomes)
     [(_, outcome)] = outcomes
     # Then it is not sent: moved to when the oldest send leaves the window, without spending an attempt
     assert outcome.result is Result.RATE_LIMITED

@@ -1,10 +1,16 @@
-"""SMTP URLs and how replies are sorted into retry-later and give-up."""
+"""SMTP URLs, how replies are sorted into retry-later and give-up, which transport a sender takes, and the
+in-memory transport."""
 
 import smtplib
+from datetime import datetime, timezone
 
 import pytest
 
+from coldmail.crypto import PasswordBox, make_key
+from coldmail.delivery.routing import Router
 from coldmail.errors import ConfigError, PermanentSendError, TransientSendError
+from coldmail.mail.memory import MemoryTransport
+from coldmail.mail.message import build_message
 from coldmail.mail.transports import Relay, _classify
 
 
@@ -26,3 +32,33 @@ def test_relay_urls():
 def test_reply_codes(code, kind):
     error = _classify(smtplib.SMTPDataError(code, b"text"))
     assert isinstance(error, kind) and error.code == code and str(error) == f"{code} text"
+
+
+def test_a_sender_goes_through_its_own_relay_else_smtp_url_s_else_the_outbox():
+    # Given a worker with SMTP_URL set, and a sender with a relay and a stored password of its own
+    smtp, outbox, box = MemoryTransport(), MemoryTransport(), PasswordBox(make_key())
+    default = Relay.from_url("smtp://default.example.com")
+    router = Router(smtp=smtp, outbox=outbox, default_relay=default, passwords=box)
+    own = {"smtp_url": "smtp://me@mine.example.com:2525", "smtp_password_enc": box.seal("s3cret")}
+    # Then that sender's emails go through its relay, logged in with its password; the others through
+    # SMTP_URL's, or to the outbox without one; and a password the key cannot open is a configuration error
+    assert router.route(own) == (smtp, Relay("mine.example.com", 2525, username="me", password="s3cret"))
+    assert router.route({"smtp_url": None}) == (smtp, default)
+    assert Router(smtp=smtp, outbox=outbox, default_relay=None, passwords=box).route({}) == (outbox, None)
+    with pytest.raises(ConfigError):
+        Router(smtp=smtp, outbox=outbox, default_relay=None, passwords=PasswordBox(None)).route(own)
+
+
+def test_the_memory_transport_keeps_what_it_is_given_and_fails_as_told():
+    # Given a memory transport told to fail its next two sends
+    transport = MemoryTransport()
+    message = build_message(email_id=1, created_at=datetime.now(timezone.utc), from_address="a@example.com",
+                            recipient="b@example.com", subject="hi", body="hello")
+    transport.fail_next(TransientSendError("451 later", code=451), PermanentSendError("550 no", code=550))
+    # Then they raise those errors in turn, and the next send is kept
+    with pytest.raises(TransientSendError):
+        transport.send(message, relay=None, email_id=1)
+    with pytest.raises(PermanentSendError):
+        transport.send(message, relay=None, email_id=1)
+    assert transport.send(message, relay=None, email_id=1) == "250 OK"
+    assert transport.subjects() == ["hi"] and transport.delivered[0].email_id == 1

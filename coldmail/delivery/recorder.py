@@ -21,11 +21,11 @@ from typing import Any, Callable
 
 import redis
 
-from .db import database
-from .db.connection import DATABASE_DOWN
-from .db import emails as email_rows
-from .logs import email_fields
-from .mail.message import Outgoing
+from ..db import database
+from ..db.connection import DATABASE_DOWN
+from ..db import emails as email_rows
+from ..logs import email_fields
+from ..mail.message import Outgoing
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,6 @@
+"""Delivery: what a worker does with the email ids of one queue message (claim → cap → send → record).
+
+`wiring.build_deliverer` builds the `deliverer.Deliverer` from its parts: the
+transports behind `routing.Router`, the caps, the `recorder.Recorder` and the
+rules of `retry`. Each email's end is an `outcomes.Outcome`.
+"""

@@ -1,0 +1,252 @@
+"""Claim → cap → send → record: what the send actor does with the email ids of one message.
+
+A message carries the ids of emails due together (see coldmail.queue.handover).
+They are claimed in one statement, sent one after the other on the thread's
+connection, each at its own time and under its sender's cap, and recorded by
+the process's Recorder, many sends per statement (coldmail.delivery.recorder):
+a few round trips per message rather than ten per email. Every step re-checks
+the rows in PostgreSQL, so a duplicate queue message, a cancelled email or one
+moved to a later time is a no-op here. What a failure leads to is decided by
+coldmail.delivery.retry; which transport an email takes, by
+coldmail.delivery.routing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Iterable
+
+import redis
+
+from ..caps import Caps, Decision
+from ..db import database
+from ..db import emails as email_rows
+from ..logs import email_fields
+from ..mail.message import Outgoing, build_message
+from ..settings import Settings
+from .outcomes import Outcome, Result
+from .recorder import Recorder, Sent
+from .retry import ATTEMPT_FAILURES, GiveBack, Release, RetryPolicy, Verdict
+from .routing import Router
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+Outcomes = list[tuple[int, Outcome]]
+
+
+class Deliverer:
+    """Sends the emails of one message at a time per calling thread; shared by all the worker's threads.
+    Built by coldmail.delivery.wiring.build_deliverer."""
+
+    def __init__(self, settings: Settings, *, caps: Caps, router: Router, recorder: Recorder,
+                 retry: RetryPolicy) -> None:
+        self.settings = settings
+        self.caps = caps
+        self.router = router
+        self.recorder = recorder
+        self.retry = retry
+        #: set when the worker begins to stop: a send that has not started gives its claim back
+        self.stopping = threading.Event()
+        #: a message this early is claimed and waited out (twice the hand-over's lead, for slow polls, and
+        #: the spread of due times one message may carry)
+        self.early_s = (2 * settings.handover_lead_ms + settings.send_batch_spread_ms) / 1000
+
+    def deliver_many(self, email_ids: list[int], outcomes: Outcomes) -> None:
+        """Send what is ours among `email_ids`, appending (id, outcome) to `outcomes` as each is known
+        (so that what was done before an exception is still counted)."""
+        with database.connection_context():
+            rows = email_rows.claim(email_ids, lease_s=self.settings.lease_s, early_s=self.early_s)
+            claimed = {row["id"] for row in rows}
+            unclaimed = [i for i in email_ids if i not in claimed]
+            due_in = email_rows.seconds_until_due(unclaimed) if unclaimed else {}
+        for email_id in unclaimed:
+            if due_in.get(email_id, 0) > 0:
+                outcomes.append((email_id, Outcome(Result.NOT_YET, due_in[email_id])))
+            else:
+                log.debug("email %r: not ours to send (already sent, cancelled or claimed)", email_id)
+                outcomes.append((email_id, Outcome(Result.SKIPPED)))
+        if rows:
+            self._send_claimed(rows, outcomes)
+
+    def close(self) -> None:
+        """The worker stopped: record what is waiting."""
+        self.recorder.close()
+
+    def close_thread(self) -> None:
+        """Close the calling thread's connections."""
+        self.router.close_thread()
+
+    # -- one message -----------------------------------------------------------------------------
+
+    def _send_claimed(self, rows: list[Row], outcomes: Outcomes) -> None:
+        """Take the rows' cap slots (one script call), then send them in order, each at its time, handing
+        each accepted send to the recorder; give back what is left when the worker stops, the relay fails
+        or something raises. Returns once every send of the message is recorded."""
+        claimed_at = time.monotonic()
+        rest = deque(zip(rows, self._take_sender_slots(rows)))
+        sent: list[Sent] = []
+        why = self.retry.give_back(Release.ERROR)  # if something raises
+        try:
+            why = self._send_in_order(rest, claimed_at, sent, outcomes)
+        finally:
+            if rest:
+                self._return_claims(rest, why)
+                outcomes.extend((row["id"], Outcome(Result.RELEASED)) for row, _ in rest)
+            for s in sent:
+                s.recorded.result()
+                outcomes.append((s.row["id"], Outcome(Result.SENT, send_s=s.send_s, late_s=s.late_s)))
+
+    def _take_sender_slots(self, rows: list[Row]) -> list[Decision]:
+        try:
+            return self.caps.acquire([(row["sender_id"], self._limit(row), row["id"]) for row in rows])
+        except Exception:
+            # Redis failed (or a bug) before any SMTP: give the claims back now rather than hold them for
+            # a lease
+            self._return_claims([(row, None) for row in rows], self.retry.give_back(Release.ERROR))
+            raise
+
+    def _send_in_order(self, rest: deque[tuple[Row, Decision]], claimed_at: float, sent: list[Sent],
+                       outcomes: Outcomes) -> GiveBack | None:
+        """Send the emails of `rest`, taking each out as its turn comes; why the others must go back, if
+        they must. Accepted sends go to `sent` and the recorder, the other outcomes to `outcomes`."""
+        # past this, the claims are held too near their lease's end to start a send
+        deadline = claimed_at + self.settings.lease_s / 2
+        while rest:
+            row, decision = rest[0]
+            why = self._wait_for_turn(row, claimed_at, deadline)
+            if why is not None:
+                return why
+            rest.popleft()
+            result = self._send_one(row, decision, deadline)
+            if isinstance(result, Sent):
+                sent.append(result)
+                self.recorder.add(result)
+            else:
+                outcomes.append((row["id"], result))
+                if result.result is Result.RETRY:
+                    return self.retry.give_back(Release.RELAY_FAILED, relay_retry_in_s=result.due_in_s)
+        return None
+
+    def _wait_for_turn(self, row: Row, claimed_at: float, deadline: float) -> GiveBack | None:
+        """Wait until the email is due; or why it cannot be sent now (nor the rest of its message).
+        Messages are released a little early on purpose (the hand-over's lead): the last milliseconds
+        are waited out here, where the wait is exact, rather than in two queue polls."""
+        if time.monotonic() > deadline:
+            return self.retry.give_back(Release.HALF_LEASE)
+        if self.stopping.wait(max(0.0, claimed_at + row["wait_s"] - time.monotonic())):
+            return self.retry.give_back(Release.STOPPING)
+        return None
+
+    # -- one email -------------------------------------------------------------------------------
+
+    def _send_one(self, row: Row, decision: Decision, deadline: float) -> Sent | Outcome:
+        held = self._through_caps(row, decision, deadline)
+        return held if held is not None else self._attempt(row)
+
+    def _through_caps(self, row: Row, decision: Decision, deadline: float) -> Outcome | None:
+        """None once the email may go under its sender's cap and the global one; else what came of it."""
+        if not decision.allowed:
+            return self._defer_for_cap(row, decision)
+        try:
+            cleared = self._wait_for_global_cap(row["id"], deadline)
+        except Exception:
+            self._return_claims([(row, decision)], self.retry.give_back(Release.ERROR))
+            raise
+        if cleared:
+            return None
+        reason = Release.STOPPING if self.stopping.is_set() else Release.NO_GLOBAL_SLOT
+        self._return_claims([(row, decision)], self.retry.give_back(reason))
+        return Outcome(Result.RELEASED)
+
+    def _wait_for_global_cap(self, email_id: int, deadline: float) -> bool:
+        """Wait for a slot under GLOBAL_RATE_LIMIT_PER_SECOND; False if the worker began to stop meanwhile,
+        or if none came by `deadline` (half a lease after the claim: it would run out while it waits)."""
+        overall = self.caps.overall(email_id)
+        if overall is None:
+            return True
+        while True:
+            decision = overall.decide()
+            if decision.allowed:
+                return True
+            pause_s = min(decision.wait_ms / 1000, 1.0, deadline - time.monotonic())
+            if pause_s <= 0 or self.stopping.wait(pause_s):
+                return False
+
+    def _defer_for_cap(self, row: Row, decision: Decision) -> Outcome:
+        with database.connection_context():
+            email_rows.defer_for_cap(row["id"], delay_s=decision.wait_ms / 1000)
+        log.info("email %r: sender %r at its cap; moved by %.3fs", row["id"], row["sender_id"],
+                 decision.wait_ms / 1000, extra=email_fields(row))
+        return Outcome(Result.RATE_LIMITED)
+
+    def _attempt(self, row: Row) -> Sent | Outcome:
+        """Build, route and send the message: the step that spends an attempt. A failure the retry rules
+        know is decided by them; anything else raises, and the email stays SENDING for its lease."""
+        try:
+            message = self._build(row)
+        except Exception as e:
+            log.exception("email %r: its message could not be built", row["id"], extra=email_fields(row))
+            return self._attempt_failed(row, self.retry.unbuildable(e))
+        try:
+            transport, relay = self.router.route(row)
+            started = time.monotonic()
+            reply = transport.send(message, relay=relay, email_id=row["id"])
+        except ATTEMPT_FAILURES as e:
+            return self._attempt_failed(row, self.retry.after_failure(e, attempt=row["attempts"] + 1))
+        return Sent(row, message, reply, slots=self._slots(row), send_s=time.monotonic() - started,
+                    late_s=time.time() - row["scheduled_at"].timestamp())
+
+    def _build(self, row: Row) -> Outgoing:
+        return build_message(
+            email_id=row["id"], created_at=row["created_at"],
+            from_address=row.get("from_address") or self.settings.default_from,
+            recipient=row["recipient"], subject=row["subject"], body=row["body"])
+
+    def _attempt_failed(self, row: Row, verdict: Verdict) -> Outcome:
+        """The attempt was made and failed: its cap slots are free again; the email fails or waits."""
+        self._give_back_slots([row])
+        if verdict.retry_in_s is None:
+            with database.connection_context():
+                email_rows.mark_failed(row["id"], error=verdict.error, code=verdict.code)
+            log.error("email %r: failed for good (sender %r): %s", row["id"], row["sender_id"], verdict.error,
+                      extra=email_fields(row))
+            return Outcome(Result.FAILED)
+        with database.connection_context():
+            email_rows.retry_later(row["id"], delay_s=verdict.retry_in_s, error=verdict.error, code=verdict.code)
+        log.warning("email %r: attempt %d failed (%s); retry in %.1fs (sender %r)", row["id"], row["attempts"] + 1,
+                    verdict.error, verdict.retry_in_s, row["sender_id"], extra=email_fields(row))
+        return Outcome(Result.RETRY, due_in_s=verdict.retry_in_s)
+
+    # -- giving back -----------------------------------------------------------------------------
+
+    def _return_claims(self, held: Iterable[tuple[Row, Decision | None]], why: GiveBack) -> None:
+        """Give claims back unsent, with the sender slots they took (the global cap's is taken only when the
+        send begins): the one way a claim ends without an attempt."""
+        held = list(held)
+        self._give_back_slots([row for row, decision in held if decision is not None and decision.allowed],
+                              sender_only=True)
+        with database.connection_context():
+            email_rows.release([row["id"] for row, _ in held], reason=why.reason, delay_s=why.delay_s)
+        for row, _ in held:
+            log.info("email %r: claim given back unsent (%s)", row["id"], why.reason)
+
+    def _give_back_slots(self, rows: list[Row], *, sender_only: bool = False) -> None:
+        """Free the cap slots of sends that did not happen (the global cap's too, once it was taken). A Redis
+        error is logged, not raised: the outcome is known already."""
+        slots = [slot for row in rows for slot in self._slots(row)[:1 if sender_only else None]]
+        if not slots:
+            return
+        try:
+            self.caps.give_back(slots)
+        except redis.RedisError as e:
+            log.warning("send cap not updated (Redis: %s)", e)
+
+    def _slots(self, row: Row) -> list[tuple[str, str]]:
+        return self.caps.slots(row["sender_id"], row["id"])
+
+    def _limit(self, row: Row) -> int:
+        return row.get("hourly_limit") or self.settings.rate_limit_per_hour

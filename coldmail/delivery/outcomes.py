@@ -1,0 +1,28 @@
+"""What each email of a message came to: the send actor re-queues NOT_YET, the metrics middleware counts them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Result(str, Enum):
+    SENT = "sent"
+    FAILED = "failed"
+    RETRY = "retry"
+    RATE_LIMITED = "rate_limited"
+    SKIPPED = "skipped"
+    NOT_YET = "not_yet"
+    #: claimed, then given back unsent (the worker is stopping, or Redis failed before the send)
+    RELEASED = "released"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: Result
+    #: for NOT_YET: seconds until the email is due (the message came early; hold it again);
+    #: for RETRY: seconds until the next attempt
+    due_in_s: float = 0.0
+    #: for SENT, read by the metrics middleware: the SMTP transaction, and sent minus scheduledAt
+    send_s: float | None = None
+    late_s: float | None = None
