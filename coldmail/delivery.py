@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from .caps import Caps
-from .queue.rate_limits import Decision
+from .caps import Decision
 from .crypto import PasswordBox
 from .db import database
 from .db import emails as email_rows
