@@ -35,8 +35,8 @@ def _g14(x: float) -> float:
 class SortedSets:
     """The few Redis sorted-set and expiry commands the scripts use, in memory.
 
-    The redis-py names and signatures (zadd, zrem, zscore, zcard, delete, flushdb,
-    pexpire, pttl) let a test set a window up on either store alike. Inside a
+    The redis-py names and signatures (zadd, zrem, zscore, zcard, zrange, delete,
+    flushdb, pexpire, pttl) let a test set a window up on either store alike. Inside a
     script every command sees the same `now` (see `frozen`), as in Redis.
     """
 
@@ -94,6 +94,13 @@ class SortedSets:
     def zcard(self, name: str) -> int:
         with self.lock:
             return len(self._live(name) or {})
+
+    def zrange(self, name: str, start: int, end: int, withscores: bool = False) -> list:
+        """ZRANGE name start end [WITHSCORES], ascending by (score, member); `end` -1 is the last."""
+        with self.lock:
+            ordered = sorted((self._live(name) or {}).items(), key=lambda item: (item[1], item[0]))
+            chosen = ordered[start:None if end == -1 else end + 1]
+            return chosen if withscores else [member for member, _ in chosen]
 
     def delete(self, *names: str) -> int:
         with self.lock:
