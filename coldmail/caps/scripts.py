@@ -96,7 +96,7 @@ class Scripts(Protocol):
 
 
 #: each script's source: the included pieces, then its own file
-_PIECES = {
+SCRIPTS = {
     "acquire": ("_now", "_acquire", "acquire"),
     "acquire_many": ("_now", "_acquire", "acquire_many"),
     "done": ("_now", "done"),
@@ -108,9 +108,9 @@ _PIECES = {
 
 @functools.cache
 def source(name: str) -> str:
-    """The Lua text of script `name` (see _PIECES), read from the package's lua/ directory."""
+    """The Lua text of script `name` (see SCRIPTS), read from the package's lua/ directory."""
     folder = resources.files(__package__) / "lua"
-    return "\n".join(folder.joinpath(f"{piece}.lua").read_text(encoding="utf-8") for piece in _PIECES[name])
+    return "\n".join(folder.joinpath(f"{piece}.lua").read_text(encoding="utf-8") for piece in SCRIPTS[name])
 
 
 class RedisScripts:
@@ -119,7 +119,7 @@ class RedisScripts:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         #: the registered scripts by name, each called with KEYS and ARGV as its file says
-        self.lua = {name: client.register_script(source(name)) for name in _PIECES}
+        self.lua = {name: client.register_script(source(name)) for name in SCRIPTS}
 
     def acquire_many(self, requests: Sequence[SlotRequest], *, window_ms: int,
                      need_sentinel: bool = True) -> list[Decision | None]:
