@@ -23,7 +23,7 @@ INF = float("inf")
 
 
 def redis_clock() -> int:
-    """Redis's TIME as the scripts read it: whole milliseconds."""
+    """This host's clock as the scripts read Redis's TIME: whole milliseconds."""
     return time.time_ns() // 1_000_000
 
 

@@ -44,7 +44,8 @@ def zsets(client, keys: list[str]) -> dict[str, dict[str, float]]:
     """Every set's members and scores (bytes decoded), with its TTL under the key '~ttl'."""
     out = {}
     for key in keys:
-        members = {(m.decode() if isinstance(m, bytes) else m): s for m, s in client.zrange(key, 0, -1, withscores=True)}
+        members = {(m.decode() if isinstance(m, bytes) else m): score
+                   for m, score in client.zrange(key, 0, -1, withscores=True)}
         if members:
             out[key] = {**members, "~ttl": client.pttl(key)}
     return out

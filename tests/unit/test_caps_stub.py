@@ -4,6 +4,8 @@ the store's own rules (the sentinel, claim placeholders, expiry)."""
 
 from __future__ import annotations
 
+import dramatiq
+import dramatiq.rate_limits
 import pytest
 
 from coldmail.caps.scripts import PLACEHOLDER, SENTINEL, Decision, PlanRequest, SlotRequest
@@ -222,3 +224,16 @@ def test_a_slot_without_a_plan_takes_its_place_in_the_window_only():
     scripts = StubScripts()
     [decision] = scripts.acquire_many([SlotRequest("k", None, 1, "m")], window_ms=1000, need_sentinel=False)
     assert decision.allowed and scripts.client.zcard("k") == 2
+
+
+def test_the_window_works_as_a_dramatiq_rate_limiter(scripts):
+    first = limiter(scripts, "a", limit=1, window_ms=10_000)
+    assert isinstance(first, dramatiq.rate_limits.RateLimiter)
+    with first.acquire(raise_on_failure=False) as acquired:
+        assert acquired
+    # the slot is spent by the send, not given back when the block ends
+    with limiter(scripts, "b", limit=1, window_ms=10_000).acquire(raise_on_failure=False) as acquired:
+        assert not acquired
+    with pytest.raises(dramatiq.RateLimitExceeded):
+        with limiter(scripts, "b", limit=1, window_ms=10_000).acquire():
+            pass
