@@ -1,1 +1,1 @@
-"""Everything that touches Dramatiq: the broker, the send actor, its middleware and the send caps."""
+"""Everything that touches Dramatiq: the broker, the send actor, its middleware and the hand-over."""

@@ -1,5 +1,7 @@
 """Sender caps on the real Redis and PostgreSQL: the sliding window itself, its rebuild after Redis lost
 it, the hand-over's plan, the global cap, and senders with their own relays.
+
+The window's and the plan's cases run on Redis and on its in-memory twin (coldmail.caps.stub) alike.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from datetime import datetime, timezone
 
 import pytest
 import redis
-from dramatiq.rate_limits.backends import RedisBackend
 
 from coldmail.caps import MARGIN_MS, Caps
+from coldmail.caps.scripts import PLACEHOLDER, SENTINEL, PlanRequest, RedisScripts, Scripts
+from coldmail.caps.stub import StubScripts
+from coldmail.caps.window import SlidingWindowRateLimiter
 from coldmail.db import database
 from coldmail.delivery.outcomes import Result
 from coldmail.delivery.wiring import build_deliverer
-from coldmail.queue.rate_limits import PlanRequest, Scripts, SlidingWindowRateLimiter, plan_slots
 from tests.conftest import MARKER, clean_state
 from tests.support.sink import SmtpSink
 from tests.support.waiting import async_wait_for
@@ -49,14 +52,17 @@ def client_(database_url, redis_url):
     client.close()
 
 
-@pytest.fixture
-def scripts(client_):
-    return Scripts(client_)
+@pytest.fixture(params=["redis", "stub"])
+def scripts(request) -> Scripts:
+    """The store's scripts on Redis, or the in-memory twin; either way `.client` sets a window up."""
+    if request.param == "redis":
+        return RedisScripts(request.getfixturevalue("client_"))
+    return StubScripts()
 
 
 def limiter(scripts: Scripts, member, *, limit: int, window_ms: int, key: str = "test:cap", rebuild=None):
-    return SlidingWindowRateLimiter(RedisBackend(client=scripts.client), key, limit=limit, window_ms=window_ms,
-                                    member=str(member), rebuild=rebuild, scripts=scripts)
+    return SlidingWindowRateLimiter(scripts, key, limit=limit, window_ms=window_ms, member=str(member),
+                                    rebuild=rebuild)
 
 
 # -- the sliding window ---------------------------------------------------------------------------
@@ -100,7 +106,8 @@ def test_acquiring_again_never_takes_a_second_slot(scripts):
     assert limiter(scripts, "c", limit=2, window_ms=60_000).decide().allowed
 
 
-def test_acquire_costs_well_under_a_millisecond_with_a_full_hour(scripts):
+def test_acquire_costs_well_under_a_millisecond_with_a_full_hour(client_):
+    scripts = RedisScripts(client_)
     # Given a one-hour window already holding 1,000 sends
     scripts.client.zadd("test:cap", {"~complete": float("inf")})
     now_ms = time.time() * 1000
@@ -115,8 +122,8 @@ def test_acquire_costs_well_under_a_millisecond_with_a_full_hour(scripts):
     # And 2,000 more in one pipeline: what each costs Redis (and the client), without the network's wait
     pipe = scripts.client.pipeline(transaction=False)
     for i in range(2000):
-        scripts.acquire(keys=["test:cap", "test:plan"], args=[5000, 3_600_000, f"p{i}", "1", "~complete"],
-                        client=pipe)
+        scripts.lua["acquire"](keys=["test:cap", "test:plan"],
+                               args=[5000, 3_600_000, f"p{i}", "1", SENTINEL, PLACEHOLDER], client=pipe)
     started = time.perf_counter()
     assert all(allowed == 1 for allowed, _ in pipe.execute())
     pipelined_ms = (time.perf_counter() - started) / 2000 * 1000
@@ -138,16 +145,17 @@ def seed_sent(sender: str, *, count: int, ago_s: float, limit: int | None = None
     return [r[0] for r in rows]
 
 
-def test_a_window_redis_lost_is_rebuilt_from_postgresql_before_anyone_goes(make_settings, client_):
+@pytest.mark.parametrize("store", ["redis", "stub"])
+def test_a_window_redis_lost_is_rebuilt_from_postgresql_before_anyone_goes(make_settings, client_, store):
     # Given a sender with a limit of 3 that sent 2 emails 1 s ago, and one send under way
     settings = make_settings(RATE_LIMIT_WINDOW_SECONDS="60")
     seed_sent("rebuilt", count=2, ago_s=1, limit=3)
     under_way = sql("INSERT INTO emails (recipient, subject, body, sender_id, status, scheduled_at, "
                     "next_attempt_at) VALUES ('u@example.com', 's', 'b', 'rebuilt', 'SENDING', now(), now()) "
                     "RETURNING id")[0][0]
-    caps = Caps(settings, client_)
+    caps = Caps(settings, client_) if store == "redis" else Caps(settings, scripts=StubScripts())
     # When Redis has lost everything
-    client_.flushdb()
+    caps.scripts.client.flushdb()
     client_.set(MARKER, "1")
     # Then the send under way takes its slot once (its placeholder from the rebuild goes), and nothing else fits
     assert caps.for_sender("rebuilt", 3, under_way).decide().allowed
@@ -165,7 +173,7 @@ def test_the_plan_queues_a_backlog_behind_the_window_in_due_order(scripts):
     scripts.client.zadd("test:cap", {"~complete": float("inf")})
     request = PlanRequest("test:cap", "test:plan", 2, 10_000, [(str(i), 0) for i in range(7)])
     # When 7 emails due now are planned
-    [planned] = plan_slots(scripts, [request], margin_ms=500, tolerance_ms=1000)
+    [planned] = scripts.plan([request], margin_ms=500, tolerance_ms=1000)
     # Then 2 go now, and the others two by two, one window (and the margin) apart
     assert planned[:2] == [0, 0]
     step = 10_500
@@ -174,7 +182,7 @@ def test_the_plan_queues_a_backlog_behind_the_window_in_due_order(scripts):
     # And planning again keeps each its place, while a newcomer queues behind them all
     again = PlanRequest("test:cap", "test:plan", 2, 10_000,
                         [(str(i), max(0, at)) for i, at in enumerate(planned)] + [("new", 0)])
-    [replanned] = plan_slots(scripts, [again], margin_ms=500, tolerance_ms=1000)
+    [replanned] = scripts.plan([again], margin_ms=500, tolerance_ms=1000)
     assert all(abs(a - b) <= 5 for a, b in zip(replanned, planned))
     assert abs(replanned[-1] - 3 * step) <= 5
     # When the first two went 700 ms late (they finished then), and the next two come up again
@@ -182,12 +190,12 @@ def test_the_plan_queues_a_backlog_behind_the_window_in_due_order(scripts):
     scripts.client.zrem("test:plan", "0", "1")
     scripts.client.zadd("test:cap", {"0": now_ms + 700, "1": now_ms + 700})
     late = PlanRequest("test:cap", "test:plan", 2, 10_000, [("2", planned[2]), ("3", planned[3])])
-    [shifted] = plan_slots(scripts, [late], margin_ms=500, tolerance_ms=1000)
+    [shifted] = scripts.plan([late], margin_ms=500, tolerance_ms=1000)
     # Then they keep their turn, moved on by as much as the first two were late (not to the queue's end)
     assert all(abs(at - (700 + step)) <= 20 for at in shifted)
     # And a lost window is reported, not planned on
     scripts.client.delete("test:cap")
-    assert plan_slots(scripts, [request], margin_ms=500, tolerance_ms=1000) == [None]
+    assert scripts.plan([request], margin_ms=500, tolerance_ms=1000) == [None]
 
 
 def test_with_room_for_all_the_plan_gives_each_its_due_time_and_stops_at_the_limit(scripts):
@@ -197,13 +205,13 @@ def test_with_room_for_all_the_plan_gives_each_its_due_time_and_stops_at_the_lim
     scripts.client.zadd("test:plan", {"p": now_ms + 50})
     fits = PlanRequest("test:cap", "test:plan", 5, 10_000, [("c", 100), ("d", 200)])
     # When they are planned: exactly the room that is left
-    [planned] = plan_slots(scripts, [fits], margin_ms=500, tolerance_ms=1000)
+    [planned] = scripts.plan([fits], margin_ms=500, tolerance_ms=1000)
     # Then each goes at its due time, and holds its place in the plan
     assert planned == [100, 200]
     assert scripts.client.zcard("test:plan") == 3
     # And one more candidate finds the window full: it waits for the oldest slot to leave, plus the margin
-    [over] = plan_slots(scripts, [PlanRequest("test:cap", "test:plan", 5, 10_000, [("e", 0)])],
-                        margin_ms=500, tolerance_ms=1000)
+    [over] = scripts.plan([PlanRequest("test:cap", "test:plan", 5, 10_000, [("e", 0)])],
+                          margin_ms=500, tolerance_ms=1000)
     assert abs(over[0] - (-1000 + 10_000 + 500)) <= 20
 
 

@@ -1,0 +1,181 @@
+"""The sliding windows' store: what it does (`Scripts`), and its Redis implementation, one Lua script per step.
+
+Per capped key, a sorted set holds the email ids that took a slot, scored by
+when (ms, the store's clock) they took it, and by when they finished once sent: a
+slot counts from the send's start and again from its end, so the cap holds by
+arrival at the relay, not only by start. A sentinel member scored +inf says "this
+set is complete": a set without it was lost (Redis restarted empty, or it expired
+while idle), and the caller rebuilds it from PostgreSQL before anyone goes on.
+
+A second sorted set per key holds the plan of the hand-over: the emails given to
+Dramatiq but not yet sending, at their due time, and those held back, at the
+time their slot frees. Planning never lets anything through (only acquire does);
+it spaces the emails out so that acquire rarely has to say no.
+
+Each step is one atomic script call (or one pipelined round trip for many keys).
+The scripts live in lua/ (see there for each one's KEYS and ARGV); coldmail.caps.stub
+is the same store in memory, for unit tests.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+from typing import Iterable, Protocol, Sequence
+
+import redis
+
+SENTINEL = "~complete"
+#: a rebuilt set marks the sends under way (SENDING rows) with this prefix: their own acquire may still
+#: be to come, and must count them once (passed to the scripts; PostgreSQL's rebuild spells it too)
+PLACEHOLDER = "claim:"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    wait_ms: int = 0
+
+
+@dataclass(frozen=True)
+class SlotRequest:
+    """A slot for `member` on `key` (whose hand-over plan is `plan_key`), at most `limit` per window."""
+
+    key: str
+    plan_key: str | None
+    limit: int
+    member: str
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """One key's candidates for the hand-over, in due order: (member, ms until due)."""
+
+    key: str
+    plan_key: str
+    limit: int
+    window_ms: int
+    candidates: Sequence[tuple[str, int]]
+
+
+class Scripts(Protocol):
+    """The store's steps. Each is atomic per key; a None in an answer means that key's set was lost."""
+
+    def acquire_many(self, requests: Sequence[SlotRequest], *, window_ms: int,
+                     need_sentinel: bool = True) -> list[Decision | None]:
+        """Take a slot for each request, in order, in one call. A slot for a member that has one moves to
+        now (it never takes two); a refused member with a plan is moved there to when its slot frees,
+        so it keeps its turn. Without `need_sentinel`, a set lost is started afresh instead."""
+
+    def done(self, slots: Sequence[tuple[str, str]]) -> None:
+        """(key, member) slots whose sends finished: each counts from now."""
+
+    def give_back(self, slots: Sequence[tuple[str, str]]) -> None:
+        """(key, member) slots whose sends did not happen: free them."""
+
+    def rebuild(self, key: str, entries: Iterable[tuple[str, int]], *, window_ms: int) -> int:
+        """Put back a lost set from (member, ms relative to now) pairs and mark it complete; return how many
+        members it holds."""
+
+    def used(self, keys: Sequence[str], *, window_ms: int) -> list[int | None]:
+        """Slots taken per key in the current window."""
+
+    def plan(self, requests: Sequence[PlanRequest], *, margin_ms: int, tolerance_ms: int) -> list[list[int] | None]:
+        """Each request's candidates' planned times (ms from now), in one round trip.
+
+        A candidate goes at its due time if the window allows it then (or at a
+        time it was planned before, within `tolerance_ms` of that: it keeps its
+        place, moved on if the sends before it went late), else `margin_ms` after
+        the time a slot frees behind everything already taken or planned. Later
+        candidates queue behind earlier ones.
+        """
+
+    def unplan(self, plan_key: str, members: Sequence[str]) -> None:
+        """Free the members' places in a plan."""
+
+
+#: each script's source: the included pieces, then its own file
+SCRIPTS = {
+    "acquire": ("_now", "_acquire", "acquire"),
+    "acquire_many": ("_now", "_acquire", "acquire_many"),
+    "done": ("_now", "done"),
+    "rebuild": ("_now", "rebuild"),
+    "used": ("_now", "used"),
+    "plan": ("_now", "plan"),
+}
+
+
+@functools.cache
+def source(name: str) -> str:
+    """The Lua text of script `name` (see SCRIPTS), read from the package's lua/ directory."""
+    folder = resources.files(__package__) / "lua"
+    return "\n".join(folder.joinpath(f"{piece}.lua").read_text(encoding="utf-8") for piece in SCRIPTS[name])
+
+
+class RedisScripts:
+    """The scripts registered on one Redis client: build once per client, share between limiters."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        #: the registered scripts by name, each called with KEYS and ARGV as its file says
+        self.lua = {name: client.register_script(source(name)) for name in SCRIPTS}
+
+    def acquire_many(self, requests: Sequence[SlotRequest], *, window_ms: int,
+                     need_sentinel: bool = True) -> list[Decision | None]:
+        if len(requests) == 1:
+            [r] = requests
+            flat = self.lua["acquire"](keys=[r.key] if r.plan_key is None else [r.key, r.plan_key],
+                                       args=[r.limit, window_ms, r.member, _flag(need_sentinel), SENTINEL,
+                                             PLACEHOLDER])
+        else:
+            keys: list[str] = []
+            args: list = [window_ms, _flag(need_sentinel), SENTINEL, PLACEHOLDER]
+            for r in requests:
+                if r.plan_key is None:
+                    raise ValueError(f"{r.key}: a slot taken with others needs its plan's key")
+                keys.extend((r.key, r.plan_key))
+                args.extend((r.limit, r.member))
+            flat = self.lua["acquire_many"](keys=keys, args=args)
+        return [None if allowed == -1 else Decision(allowed == 1, int(wait))
+                for allowed, wait in zip(flat[::2], flat[1::2])]
+
+    def done(self, slots: Sequence[tuple[str, str]]) -> None:
+        if slots:
+            self.lua["done"](keys=[key for key, _ in slots], args=[PLACEHOLDER, *(member for _, member in slots)])
+
+    def give_back(self, slots: Sequence[tuple[str, str]]) -> None:
+        if slots:
+            pipe = self.client.pipeline(transaction=False)
+            for key, member in slots:
+                pipe.zrem(key, member, PLACEHOLDER + member)
+            pipe.execute()
+
+    def rebuild(self, key: str, entries: Iterable[tuple[str, int]], *, window_ms: int) -> int:
+        args: list = [window_ms, SENTINEL]
+        for member, at_ms in entries:
+            args.extend((int(at_ms), str(member)))
+        return int(self.lua["rebuild"](keys=[key], args=args))
+
+    def used(self, keys: Sequence[str], *, window_ms: int) -> list[int | None]:
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            self.lua["used"](keys=[key], args=[window_ms, SENTINEL], client=pipe)
+        return [None if int(n) < 0 else int(n) for n in pipe.execute()]
+
+    def plan(self, requests: Sequence[PlanRequest], *, margin_ms: int, tolerance_ms: int) -> list[list[int] | None]:
+        pipe = self.client.pipeline(transaction=False)
+        for r in requests:
+            args: list = [r.limit, r.window_ms, margin_ms, tolerance_ms, SENTINEL]
+            for member, due_ms in r.candidates:
+                args.extend((str(member), int(due_ms)))
+            self.lua["plan"](keys=[r.key, r.plan_key], args=args, client=pipe)
+        return [None if reply == -1 else [int(x) for x in reply] for reply in pipe.execute()]
+
+    def unplan(self, plan_key: str, members: Sequence[str]) -> None:
+        if members:
+            self.client.zrem(plan_key, *members)
+
+
+def _flag(on: bool) -> str:
+    return "1" if on else "0"
