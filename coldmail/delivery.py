@@ -24,7 +24,7 @@ from .caps import Caps
 from .queue.rate_limits import Decision
 from .crypto import PasswordBox
 from .db import database
-from .db import emails as email_rows
+from .db.emails import sending
 from .errors import ConfigError, PermanentSendError, TransientSendError
 from .logs import email_fields
 from .mail.message import build_message
@@ -84,10 +84,10 @@ class Deliverer:
         """Send what is ours among `email_ids`, appending (id, outcome) to `outcomes` as each is known
         (so that what was done before an exception is still counted)."""
         with database.connection_context():
-            rows = email_rows.claim(email_ids, lease_s=self.settings.lease_s, early_s=self.early_s)
+            rows = sending.claim(email_ids, lease_s=self.settings.lease_s, early_s=self.early_s)
             claimed = {row["id"] for row in rows}
             unclaimed = [i for i in email_ids if i not in claimed]
-            due_in = email_rows.seconds_until_due(unclaimed) if unclaimed else {}
+            due_in = sending.seconds_until_due(unclaimed) if unclaimed else {}
         for email_id in unclaimed:
             if due_in.get(email_id, 0) > 0:
                 outcomes.append((email_id, Outcome(Result.NOT_YET, due_in[email_id])))
@@ -150,7 +150,7 @@ class Deliverer:
         email_id = row["id"]
         if not decision.allowed:
             with database.connection_context():
-                email_rows.defer_for_cap(email_id, delay_s=decision.wait_ms / 1000)
+                sending.defer_for_cap(email_id, delay_s=decision.wait_ms / 1000)
             log.info("email %r: sender %r at its cap; moved by %.3fs", email_id, row["sender_id"],
                      decision.wait_ms / 1000, extra=email_fields(row))
             return Outcome(Result.RATE_LIMITED)
@@ -191,7 +191,7 @@ class Deliverer:
                 return self._fail(row, f"{e} (after {attempt} attempts)", e.code)
             delay = backoff_s(attempt, base_s=self.settings.retry_backoff_s, max_s=self.settings.retry_backoff_max_s)
             with database.connection_context():
-                email_rows.retry_later(email_id, delay_s=delay, error=str(e), code=e.code)
+                sending.retry_later(email_id, delay_s=delay, error=str(e), code=e.code)
             log.warning("email %r: attempt %d failed (%s); retry in %.1fs (sender %r)", email_id, attempt, e,
                         delay, row["sender_id"], extra=email_fields(row))
             return Outcome(Result.RETRY, due_in_s=delay)
@@ -208,14 +208,14 @@ class Deliverer:
 
     def _fail(self, row: dict[str, Any], error: str, code: int | None) -> Outcome:
         with database.connection_context():
-            email_rows.mark_failed(row["id"], error=error, code=code)
+            sending.mark_failed(row["id"], error=error, code=code)
         log.error("email %r: failed for good (sender %r): %s", row["id"], row["sender_id"], error,
                   extra=email_fields(row))
         return Outcome(Result.FAILED)
 
     def _release(self, email_ids: list[int], *, reason: str, delay_s: float = 0.0) -> None:
         with database.connection_context():
-            email_rows.release(email_ids, reason=reason, delay_s=delay_s)
+            sending.release(email_ids, reason=reason, delay_s=delay_s)
         for email_id in email_ids:
             log.info("email %r: claim given back unsent (%s)", email_id, reason)
 

@@ -9,7 +9,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from .db.emails import NewEmail
+from .db.emails.intake import NewEmail
 from .queue.handover import HandOver
 
 log = logging.getLogger(__name__)

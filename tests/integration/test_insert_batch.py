@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from coldmail.db import database
-from coldmail.db.emails import get_email
+from coldmail.db.emails.reads import get_email
 
 TRICKY = ['quote " and backslash \\ and \\" both', "braces {a,b} and commas, NULL", "NULL", "", "  spaces  ",
           "é ü 😀 ümlaut", "tab\there", 'ends with \\', '"', "line\nbreak"]
