@@ -21,7 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
 from .db import database
-from .db.lookups import count_live
+from .db.emails.reads import count_live
 from .errors import ConfigError
 from .settings import Settings
 from .status import EmailStatus

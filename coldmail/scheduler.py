@@ -15,7 +15,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import metrics
 from .db import database
-from .db import emails as email_rows
+from .db.emails import handover as handover_rows, recovery as recovery_rows
 from .delivery.retry import RetryPolicy
 from .queue.handover import HandOver
 from .queue.recovery import QueueRecovery
@@ -39,7 +39,7 @@ class Jobs:
         try:
             if self.recovery.redis_forgot():
                 with database.connection_context():
-                    lost = email_rows.requeue_all_queued()
+                    lost = recovery_rows.requeue_all_queued()
                 self.recovery.remember()
                 if lost:
                     log.warning("Redis came back empty: handing over %d queued email(s) again", lost)
@@ -49,13 +49,13 @@ class Jobs:
         for _ in range(MAX_BATCHES_PER_RUN):
             taken_at = time.monotonic()  # the delays count from here (planning may rebuild caps meanwhile)
             with database.connection_context():
-                dealt, batch = email_rows.take_due(horizon_s=self.settings.handover_horizon_s,
-                                                  limit=self.settings.handover_batch,
-                                                  plan=self.handover.caps.plan)
+                dealt, batch = handover_rows.take_due(horizon_s=self.settings.handover_horizon_s,
+                                                      limit=self.settings.handover_batch,
+                                                      plan=self.handover.caps.plan)
             failed = self.handover.send(batch, probe=True, since=taken_at) if batch else []
             if failed:
                 with database.connection_context():
-                    email_rows.unqueue(failed)
+                    handover_rows.unqueue(failed)
             handed += len(batch) - len(failed)
             if failed or dealt < self.settings.handover_batch:
                 break
@@ -66,7 +66,7 @@ class Jobs:
     def sweep(self) -> None:
         """Take back claims whose worker died, and hand over again what Redis or a worker lost."""
         with database.connection_context():
-            expired = email_rows.expire_leases(max_attempts=RetryPolicy.from_settings(self.settings).max_attempts)
+            expired = recovery_rows.expire_leases(max_attempts=RetryPolicy.from_settings(self.settings).max_attempts)
         for email_id, status in expired:
             if status == "FAILED":
                 metrics.FAILED.inc()
@@ -85,7 +85,7 @@ class Jobs:
             # only lengthen it. What a dead worker held is back already; the rest waits its turn.
             return
         with database.connection_context():
-            stale = email_rows.requeue_stale(after_s=self.settings.requeue_after_s)
+            stale = recovery_rows.requeue_stale(after_s=self.settings.requeue_after_s)
         if stale:
             log.warning("%d handed-over email(s) not sent %.0fs after their time: handing over again",
                         stale, self.settings.requeue_after_s)

@@ -9,8 +9,7 @@ from marshmallow import Schema, ValidationError
 from prometheus_client import CollectorRegistry
 
 from .. import metrics
-from ..db import emails as email_rows
-from ..db.lookups import list_emails
+from ..db.emails import reads
 from ..errors import BadRequest, NotFound
 from .body import MAX_BATCH_BYTES, read_json
 from .context import AppContext, ctx_key
@@ -93,7 +92,7 @@ async def schedule_batch(request: web.Request) -> web.Response:
 async def get_emails(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     query = _query(request, _list_schema)
-    rows, cursor = await ctx.run_db(list_emails, status=query.get("status"), sender_id=query.get("senderId"),
+    rows, cursor = await ctx.run_db(reads.list_emails, status=query.get("status"), sender_id=query.get("senderId"),
                                     after=query.get("after"), limit=query["limit"])
     return web.json_response({"items": [email_json(row) for row in rows], "next": cursor})
 
@@ -102,7 +101,7 @@ async def get_emails(request: web.Request) -> web.Response:
 async def get_email(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     email_id = _email_id(request)
-    row = await ctx.run_db(email_rows.get_email, email_id)
+    row = await ctx.run_db(reads.get_email, email_id)
     if row is None:
         raise NotFound(f"no email with id {email_id}")
     return web.json_response(email_json(row))
@@ -114,9 +113,9 @@ async def get_events(request: web.Request) -> web.Response:
     email_id = _email_id(request)
 
     def load():
-        if email_rows.get_email(email_id) is None:
+        if reads.get_email(email_id) is None:
             raise NotFound(f"no email with id {email_id}")
-        return email_rows.list_events(email_id)
+        return reads.list_events(email_id)
 
     events = await ctx.run_db(load)
     return web.json_response({"emailId": email_id, "events": [event_json(e) for e in events]})

@@ -5,7 +5,7 @@ On one running coldmail (`run.py`, throwaway database, flushed Redis db) it
   1. POSTs `--emails` emails 30 days ahead in batches of `--batch` (unique recipients and subjects,
      spread over `--senders` senders), `--concurrency` requests in flight, after a warm-up;
   2. inserts as many rows straight into PostgreSQL with coldmail's own insert statement
-     (coldmail.db.emails.insert_batch, same batch size and concurrency): the database's ceiling for
+     (coldmail.db.emails.intake.insert_batch, same batch size and concurrency): the database's ceiling for
      this work on this machine, taken in the same run.
 Prints emails/s of both, their ratio, the request latency and the CPU each process used.
 """
@@ -98,7 +98,7 @@ def ceiling(database_url: str, chunks: list[list[dict]], concurrency: int) -> fl
 
     open_database(database_url, max_connections=concurrency)
     migrate()
-    from ..db.emails import insert_batch
+    from ..db.emails.intake import insert_batch
 
     load = ScheduleBatchSchema().load  # not timed
     news = [[new_email(item, None) for item in load({"emails": chunk})["emails"]] for chunk in chunks]

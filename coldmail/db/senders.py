@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from .connection import database
+from .emails.columns import SENDING
 from .models import Sender
-from .emails import _one
+from .rows import column_list, one
 
-SENDER_COLUMNS = "id, from_address, hourly_limit, smtp_url, smtp_password_enc, created_at, updated_at"
+SENDER_COLUMNS = column_list(Sender._meta.sorted_fields)
 
 
 def get_sender(sender_id: str) -> dict[str, Any] | None:
@@ -41,7 +42,7 @@ def put_sender(sender_id: str, *, from_address: str, hourly_limit: int, smtp_url
     stored password (GET never shows it, so a GET-edit-PUT round trip must not drop
     it); any other URL without one drops it.
     """
-    row = _one(database.execute_sql(_PUT, {
+    row = one(database.execute_sql(_PUT, {
         "id": sender_id, "from": from_address, "limit": hourly_limit, "url": smtp_url, "pw": smtp_password_enc}))
     assert row is not None, "an upsert returns its row"
     created, previous_limit = row.pop("created"), row.pop("previous_limit")
@@ -54,11 +55,11 @@ def hourly_limits(sender_ids: Iterable[str]) -> dict[str, int | None]:
     return {row[0]: row[1] for row in cursor.fetchall()}
 
 
-_IN_WINDOW = """
+_IN_WINDOW = f"""
 SELECT id::text, (extract(epoch FROM sent_at - now()) * 1000)::bigint FROM emails
 WHERE sender_id = %(s)s AND sent_at > now() - %(w)s * interval '1 second'
 UNION ALL
-SELECT %(claim)s || id::text, 0 FROM emails WHERE sender_id = %(s)s AND status = 'SENDING'
+SELECT %(claim)s || id::text, 0 FROM emails WHERE sender_id = %(s)s AND status = {SENDING}
 """
 
 
@@ -73,10 +74,11 @@ def sends_in_window(sender_id: str, *, window_s: float, claim_prefix: str) -> li
     return [(row[0], int(row[1])) for row in cursor.fetchall()]
 
 
+_SENT_IN_WINDOW = ("SELECT count(*) FROM emails WHERE sender_id = %(s)s "
+                   f"AND (sent_at > now() - %(w)s * interval '1 second' OR status = {SENDING})")
+
+
 def sent_in_window(sender_id: str, *, window_s: float) -> int:
     """The sender's sends in the last window and under way, counted in PostgreSQL (Redis lost its count)."""
-    row = database.execute_sql(
-        "SELECT count(*) FROM emails WHERE sender_id = %(s)s "
-        "AND (sent_at > now() - %(w)s * interval '1 second' OR status = 'SENDING')",
-        {"s": sender_id, "w": window_s}).fetchone()
+    row = database.execute_sql(_SENT_IN_WINDOW, {"s": sender_id, "w": window_s}).fetchone()
     return int(row[0])

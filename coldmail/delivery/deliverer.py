@@ -23,7 +23,7 @@ import redis
 
 from ..caps import Caps, Decision
 from ..db import database
-from ..db import emails as email_rows
+from ..db.emails import sending
 from ..logs import email_fields
 from ..mail.message import Outgoing, build_message
 from ..settings import Settings
@@ -59,10 +59,10 @@ class Deliverer:
         """Send what is ours among `email_ids`, appending (id, outcome) to `outcomes` as each is known
         (so that what was done before an exception is still counted)."""
         with database.connection_context():
-            rows = email_rows.claim(email_ids, lease_s=self.settings.lease_s, early_s=self.early_s)
+            rows = sending.claim(email_ids, lease_s=self.settings.lease_s, early_s=self.early_s)
             claimed = {row["id"] for row in rows}
             unclaimed = [i for i in email_ids if i not in claimed]
-            due_in = email_rows.seconds_until_due(unclaimed) if unclaimed else {}
+            due_in = sending.seconds_until_due(unclaimed) if unclaimed else {}
         for email_id in unclaimed:
             if due_in.get(email_id, 0) > 0:
                 outcomes.append((email_id, Outcome(Result.NOT_YET, due_in[email_id])))
@@ -178,7 +178,7 @@ class Deliverer:
 
     def _defer_for_cap(self, row: Row, decision: Decision) -> Outcome:
         with database.connection_context():
-            email_rows.defer_for_cap(row["id"], delay_s=decision.wait_ms / 1000)
+            sending.defer_for_cap(row["id"], delay_s=decision.wait_ms / 1000)
         log.info("email %r: sender %r at its cap; moved by %.3fs", row["id"], row["sender_id"],
                  decision.wait_ms / 1000, extra=email_fields(row))
         return Outcome(Result.RATE_LIMITED)
@@ -211,12 +211,12 @@ class Deliverer:
         self._give_back_slots([row])
         if verdict.retry_in_s is None:
             with database.connection_context():
-                email_rows.mark_failed(row["id"], error=verdict.error, code=verdict.code)
+                sending.mark_failed(row["id"], error=verdict.error, code=verdict.code)
             log.error("email %r: failed for good (sender %r): %s", row["id"], row["sender_id"], verdict.error,
                       extra=email_fields(row))
             return Outcome(Result.FAILED)
         with database.connection_context():
-            email_rows.retry_later(row["id"], delay_s=verdict.retry_in_s, error=verdict.error, code=verdict.code)
+            sending.retry_later(row["id"], delay_s=verdict.retry_in_s, error=verdict.error, code=verdict.code)
         log.warning("email %r: attempt %d failed (%s); retry in %.1fs (sender %r)", row["id"], row["attempts"] + 1,
                     verdict.error, verdict.retry_in_s, row["sender_id"], extra=email_fields(row))
         return Outcome(Result.RETRY, due_in_s=verdict.retry_in_s)
@@ -230,7 +230,7 @@ class Deliverer:
         self._give_back_slots([row for row, decision in held if decision is not None and decision.allowed],
                               sender_only=True)
         with database.connection_context():
-            email_rows.release([row["id"] for row, _ in held], reason=why.reason, delay_s=why.delay_s)
+            sending.release([row["id"] for row, _ in held], reason=why.reason, delay_s=why.delay_s)
         for row, _ in held:
             log.info("email %r: claim given back unsent (%s)", row["id"], why.reason)
 

@@ -23,7 +23,7 @@ import redis
 
 from ..db import database
 from ..db.connection import DATABASE_DOWN
-from ..db import emails as email_rows
+from ..db.emails import sending
 from ..logs import email_fields
 from ..mail.message import Outgoing
 
@@ -100,14 +100,14 @@ class Recorder:
         for pause_s in RETRY_PAUSES_S:
             try:
                 with database.connection_context():
-                    return email_rows.mark_sent(sent)
+                    return sending.mark_sent(sent)
             except DATABASE_DOWN as e:
                 log.warning("recording %d send(s) failed (%s); trying again in %.1fs", len(batch),
                             str(e).strip(), pause_s)
                 database.close_idle()  # PostgreSQL dropped them all, most likely: retry on a new one
                 time.sleep(pause_s)
         with database.connection_context():
-            return email_rows.mark_sent(sent)
+            return sending.mark_sent(sent)
 
     def _record(self, batch: list[Sent]) -> None:
         """In PostgreSQL first, then the caps: a Redis error must not leave a sent email SENDING, to be sent

@@ -20,9 +20,9 @@ import asyncio
 import logging
 from typing import Any, Callable
 
-from ..db import emails as email_rows
 from ..db.async_connections import AsyncConnections
-from ..db.emails import NewEmail
+from ..db.emails import intake as intake_rows
+from ..db.emails.intake import NewEmail
 from ..errors import Conflict
 from ..logs import email_fields
 from ..settings import Settings
@@ -43,7 +43,7 @@ class GroupCommitter:
         self.max_in_flight = max_in_flight
         self._waiting: list[tuple[NewEmail, asyncio.Future]] = []
         self._in_flight = 0
-        self.connections = AsyncConnections(settings.database_url, prepare=(email_rows.PREPARE_INSERT_BATCH,))
+        self.connections = AsyncConnections(settings.database_url, prepare=(intake_rows.PREPARE_INSERT_BATCH,))
 
     async def schedule(self, new: NewEmail) -> Stored:
         """Store `new`; return (row, created) once it is committed. Conflict for a reused key."""
@@ -88,8 +88,8 @@ class GroupCommitter:
             self._in_flight -= 1
 
     async def _store(self, news: list[NewEmail]) -> list[Stored | Exception]:
-        stored = await email_rows.insert_batch_async(self.connections.fetch, news,
-                                                     horizon_s=self.settings.handover_horizon_s)
+        stored = await intake_rows.insert_batch_async(self.connections.fetch, news,
+                                                 horizon_s=self.settings.handover_horizon_s)
         results: list[Stored | Exception] = []
         created_rows = []
         for new, (row, created) in zip(news, stored):

@@ -8,7 +8,7 @@ import json.encoder
 from datetime import datetime
 from typing import Any
 
-from ..db.emails import NewEmail
+from ..db.emails.intake import NewEmail
 
 
 def payload_hash(payload: dict[str, Any]) -> str:

@@ -16,8 +16,8 @@ import redis
 
 from ..caps import Caps
 from ..db import database
-from ..db import emails as email_rows
-from ..db.emails import NewEmail
+from ..db.emails import handover as handover_rows, intake as intake_rows, reads
+from ..db.emails.intake import NewEmail
 from ..errors import Conflict, NotFound
 from ..logs import email_fields
 from ..queue.handover import HandOver
@@ -69,10 +69,10 @@ class Intake:
         horizon_s = self.settings.handover_horizon_s
         with database.connection_context():
             if not first:  # no idempotency key: nothing to refuse after the insert, one statement is all or none
-                stored = email_rows.insert_batch(unique, horizon_s=horizon_s)
+                stored = intake_rows.insert_batch(unique, horizon_s=horizon_s)
             else:
                 with database.atomic():
-                    stored = email_rows.insert_batch(unique, horizon_s=horizon_s)
+                    stored = intake_rows.insert_batch(unique, horizon_s=horizon_s)
                     for index, new in enumerate(news):
                         row, created = stored[position[index]]
                         if not created and row["payload_hash"] != new.payload_hash:
@@ -96,7 +96,7 @@ class Intake:
         """PENDING → CANCELLED, or NotFound / Conflict. Against a worker claiming it at the same moment,
         exactly one wins: both are compare-and-sets on status PENDING of the same row."""
         with database.connection_context():
-            row = email_rows.cancel(email_id)
+            row = intake_rows.cancel(email_id)
             if row is None:
                 _refuse(email_id, "cancelled")
         log.info("email %r: cancelled (sender %r)", email_id, row["sender_id"], extra=email_fields(row))
@@ -106,7 +106,7 @@ class Intake:
     def reschedule(self, email_id: int, at: datetime) -> dict[str, Any]:
         """Move a PENDING email to `at`, or NotFound / Conflict (a worker claimed it first)."""
         with database.connection_context():
-            row = email_rows.reschedule(email_id, at=at, horizon_s=self.settings.handover_horizon_s)
+            row = intake_rows.reschedule(email_id, at=at, horizon_s=self.settings.handover_horizon_s)
             if row is None:
                 _refuse(email_id, "rescheduled")
         log.info("email %r: rescheduled from %s to %s (sender %r)", email_id, row["previous_at"].isoformat(),
@@ -119,7 +119,7 @@ class Intake:
         """A sender's limit went up: the emails its cap had moved later are due at their own time again, and
         out of its plan, so that the scheduler plans them under the new limit. Returns how many."""
         with database.connection_context():
-            ids = email_rows.pull_forward(sender_id)
+            ids = handover_rows.pull_forward(sender_id)
         if ids:
             log.info("sender %r: limit raised; %d email(s) its cap had moved are planned again", sender_id, len(ids))
             self._unplan(sender_id, ids)
@@ -145,7 +145,7 @@ class Intake:
 
 def _refuse(email_id: int, action: str) -> None:
     """After a compare-and-set found nothing: say whether the email is missing or in another state."""
-    row = email_rows.get_email(email_id)
+    row = reads.get_email(email_id)
     if row is None:
         raise NotFound(f"no email with id {email_id}")
     raise Conflict(f"email {email_id} is {row['status']}: only a PENDING email can be {action}")

@@ -9,7 +9,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from ..caps import Caps
 from ..db import database
-from ..db import emails as email_rows
+from ..db.emails import handover as handover_rows
 from ..settings import Settings
 from .actors import declare_send_actor
 from .broker import build_broker
@@ -29,8 +29,8 @@ def _back_to_scheduler(email_ids: list[int], later: list[tuple[int, int]]) -> No
     """Emails requests stored that were not handed over (Redis refused, or their slot is not near), and
     those over their sender's cap, moved to when their slot frees: the scheduler hands them over later."""
     with database.connection_context():
-        email_rows.unqueue(email_ids)
-        email_rows.hold_back(later)
+        handover_rows.unqueue(email_ids)
+        handover_rows.hold_back(later)
 
 
 def build_queue(settings: Settings, *, redis_timeout_s: float = 2.0) -> Queue:

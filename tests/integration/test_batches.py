@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import pytest
 
 from coldmail.db import database
-from coldmail.db import emails as email_rows
+from coldmail.db.emails import sending
 from coldmail.delivery.deliverer import Deliverer
 from coldmail.delivery.outcomes import Outcome, Result
 from coldmail.mail.message import build_message
@@ -60,8 +60,8 @@ def test_a_message_of_emails_due_together_sends_each_once_with_one_claim(deliver
     # Given 30 emails of 3 senders due now
     ids = due_rows(30, senders=3)
     claims = []
-    claim = email_rows.claim
-    monkeypatch.setattr(email_rows, "claim", lambda *a, **k: claims.append(1) or claim(*a, **k))
+    claim = sending.claim
+    monkeypatch.setattr(sending, "claim", lambda *a, **k: claims.append(1) or claim(*a, **k))
     # When one message carries them all
     outcomes = deliver(deliverer, ids)
     # Then one statement claimed them, and each went out once and is recorded SENT on its first attempt
@@ -133,10 +133,10 @@ def test_the_recorder_writes_many_threads_sends_in_a_few_statements(database_url
     # Given 200 claimed emails whose sends the relay accepted, in 8 threads
     ids = due_rows(200)
     with database.connection_context():
-        rows = email_rows.claim(ids, lease_s=30)
+        rows = sending.claim(ids, lease_s=30)
     statements = []
-    mark_sent = email_rows.mark_sent
-    monkeypatch.setattr(email_rows, "mark_sent", lambda sent: statements.append(len(sent)) or mark_sent(sent))
+    mark_sent = sending.mark_sent
+    monkeypatch.setattr(sending, "mark_sent", lambda sent: statements.append(len(sent)) or mark_sent(sent))
     done = []
     recorder = Recorder(done.extend)
     created = datetime.now(timezone.utc)
@@ -162,7 +162,7 @@ def test_a_send_whose_claim_was_taken_back_is_recorded_as_not_ours(database_url)
     # Given a claimed email whose lease the sweep took back while it was being sent
     [email_id] = due_rows(1)
     with database.connection_context():
-        [row] = email_rows.claim([email_id], lease_s=30)
+        [row] = sending.claim([email_id], lease_s=30)
     sql("UPDATE emails SET status = 'PENDING', lease_until = NULL WHERE id = %s", email_id)
     recorder = Recorder(lambda slots: None)
     message = build_message(email_id=email_id, created_at=datetime.now(timezone.utc), from_address="a@example.com",
@@ -220,7 +220,7 @@ def test_sends_are_recorded_though_postgresql_dropped_the_connections(database_u
     # Given claimed emails whose sends the relay accepted, and a warm pool of connections
     ids = due_rows(5)
     with database.connection_context():
-        rows = email_rows.claim(ids, lease_s=30)
+        rows = sending.claim(ids, lease_s=30)
     for _ in range(3):
         sql("SELECT 1")
     recorder = Recorder(lambda slots: None)
@@ -242,12 +242,12 @@ def test_recording_again_after_a_lost_answer_counts_the_rows_as_recorded_once(da
     # Given sends recorded once already (the answer was lost with its connection)
     ids = due_rows(2)
     with database.connection_context():
-        email_rows.claim(ids, lease_s=30)
+        sending.claim(ids, lease_s=30)
         sent = [(i, f"<{i}@x>", "250 OK") for i in ids]
-        assert email_rows.mark_sent(sent) == set(ids)
+        assert sending.mark_sent(sent) == set(ids)
         # When they are recorded again
-        again = email_rows.mark_sent(sent)
+        again = sending.mark_sent(sent)
         # Then they count as recorded, with one 'sent' event each; another Message-ID would not
         assert again == set(ids)
-        assert email_rows.mark_sent([(ids[0], "<other@x>", "250 OK")]) == set()
+        assert sending.mark_sent([(ids[0], "<other@x>", "250 OK")]) == set()
     assert sql("SELECT count(*) FROM email_events WHERE kind = 'sent' AND email_id = ANY(%s)", ids) == [(2,)]

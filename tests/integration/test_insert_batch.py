@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 from coldmail.db import database
-from coldmail.db.emails import get_email
+from coldmail.db.emails import intake
+from coldmail.db.emails.reads import get_email
+from coldmail.db.models import Email
 
 TRICKY = ['quote " and backslash \\ and \\" both', "braces {a,b} and commas, NULL", "NULL", "", "  spaces  ",
           "é ü 😀 ümlaut", "tab\there", 'ends with \\', '"', "line\nbreak"]
@@ -46,3 +49,16 @@ async def test_grouped_requests_store_every_text_exactly(make_service, auth):
         row = stored((await resp.json())["jobId"])
         assert (row["subject"], row["body"], row["idempotency_key"]) == (
             body["subject"], body["body"], body.get("idempotencyKey"))
+
+
+def test_the_model_has_every_column_and_the_insert_fills_every_required_one(database_url):
+    # Given the emails table as the migrations made it
+    with database.connection_context():
+        table = database.execute_sql(
+            "SELECT column_name, is_nullable = 'NO' AND column_default IS NULL FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = 'emails' ORDER BY ordinal_position").fetchall()
+    # Then the model, and so every column list built from it, has each column in the table's order
+    assert [name for name, _ in table] == [f.column_name for f in Email._meta.sorted_fields]
+    # And the INSERT of new emails gives a value to each column that has no default and may not be NULL
+    inserted = re.search(r"INSERT INTO emails \(([^)]*)\)", intake.PREPARE_INSERT_BATCH).group(1).split(", ")
+    assert {name for name, required in table if required} <= set(inserted)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from coldmail.db import database
-from coldmail.db.lookups import LIVE_COUNT, page_query
+from coldmail.db.emails.reads import LIVE_COUNT, page_query
 from tests.support.waiting import async_wait_for
 
 

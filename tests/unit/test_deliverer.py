@@ -129,7 +129,7 @@ class Recorder:
 @pytest.fixture
 def rows(monkeypatch) -> Rows:
     rows = Rows()
-    monkeypatch.setattr(deliverer_module, "email_rows", rows)
+    monkeypatch.setattr(deliverer_module, "sending", rows)
     monkeypatch.setattr(deliverer_module, "database", SimpleNamespace(connection_context=contextlib.nullcontext))
     return rows
 

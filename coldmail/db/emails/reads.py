@@ -1,16 +1,22 @@
-"""Read-only look-ups over many emails: pages for GET /emails, the backlog for /metrics."""
+"""Reads: one email and its events, pages of emails for GET /emails, the backlog for /metrics."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .connection import database
-from .emails import _dicts
+from ..connection import database
+from ..models import Email, EmailEvent
+from ..rows import dicts
+from .columns import LIST_COLUMNS, PENDING, SENDING
 
-#: what a listing shows: never the body, which may be a megabyte per row
-LIST_COLUMNS = (
-    "id, recipient, subject, sender_id, status, scheduled_at, next_attempt_at, attempts, last_error, "
-    "message_id, sent_at, created_at, updated_at")
+
+def get_email(email_id: int) -> dict[str, Any] | None:
+    return Email.select().where(Email.id == email_id).dicts().get_or_none()
+
+
+def list_events(email_id: int) -> list[dict[str, Any]]:
+    return list(EmailEvent.select(EmailEvent.id, EmailEvent.kind, EmailEvent.detail, EmailEvent.created_at)
+                .where(EmailEvent.email_id == email_id).order_by(EmailEvent.id).dicts())
 
 
 def page_query(*, status: str | None, sender_id: str | None, after: int | None, limit: int) -> tuple[str, dict]:
@@ -33,14 +39,14 @@ def list_emails(*, status: str | None = None, sender_id: str | None = None, afte
                 limit: int) -> tuple[list[dict[str, Any]], int | None]:
     """One page and the cursor of the next (None on the last page)."""
     sql, params = page_query(status=status, sender_id=sender_id, after=after, limit=limit + 1)
-    rows = _dicts(database.execute_sql(sql, params))
+    rows = dicts(database.execute_sql(sql, params))
     if len(rows) > limit:
         rows = rows[:limit]
         return rows, rows[-1]["id"]
     return rows, None
 
 
-LIVE_COUNT = "SELECT status, count(*) FROM emails WHERE status IN ('PENDING', 'SENDING') GROUP BY status"
+LIVE_COUNT = f"SELECT status, count(*) FROM emails WHERE status IN ({PENDING}, {SENDING}) GROUP BY status"
 
 
 def count_live(*, timeout_ms: int = 2000) -> dict[str, int]:

@@ -1,0 +1,26 @@
+"""When an email is due, as SQL fragments: the one place every statement that places an email in time asks.
+
+An email asked for a time is due then, or now if that has passed (`due_at`): the
+INSERT of new emails, reschedule, a cap's pull-forward and a release all apply
+it, so a rule on sending times (windows, pacing) extends `due_at` alone. Moves
+by a delay from now (a retry's backoff, a cap's wait) ask for no time and do not
+go through it.
+"""
+
+from __future__ import annotations
+
+
+def due_at(asked: str, *, earliest: str = "now()") -> str:
+    """When an email asked for at `asked` (an SQL expression) is due: then, or `earliest` if that is later."""
+    return f"greatest({asked}, {earliest})"
+
+
+def queued_if_near(due: str) -> str:
+    """The hand-over mark of an email due at `due`: now() when that is within the statement's `%(horizon_s)s`
+    (its request hands it over), else NULL (the scheduler will when it comes near)."""
+    return f"CASE WHEN {due} <= now() + %(horizon_s)s * interval '1 second' THEN now() END"
+
+
+def delay_ms(due: str) -> str:
+    """Milliseconds from now until `due`, 0 once it has passed: the Dramatiq delay of its hand-over."""
+    return f"greatest(0, (extract(epoch FROM {due} - now()) * 1000))::bigint"

@@ -1,0 +1,121 @@
+"""The hand-over's statements: take what is due, mark it queued or move it to when its sender's cap allows.
+
+The scheduler takes due emails (`take_due`); the API process's hand-over gives
+back what Redis refused (`unqueue`) or what a cap does not allow yet
+(`hold_back`); a sender whose limit went up gets its moved emails back at their
+own time (`pull_forward`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..connection import database
+from ..rows import dicts
+from .columns import PENDING
+from .due import delay_ms, due_at
+
+_LOCK_DUE = f"""
+WITH due AS (
+    SELECT id, sender_id, next_attempt_at FROM emails
+    WHERE status = {PENDING} AND queued_at IS NULL
+      AND next_attempt_at <= now() + %(horizon_s)s * interval '1 second'
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+SELECT due.id, due.sender_id, s.hourly_limit, {delay_ms("due.next_attempt_at")} AS delay_ms
+FROM due LEFT JOIN senders s ON s.id = due.sender_id
+ORDER BY due.next_attempt_at, due.id
+"""
+
+_HAND_OVER = f"""
+WITH go AS (
+    SELECT * FROM unnest(%(go_ids)s::bigint[], %(go_ms)s::bigint[]) AS g(id, delay_ms)
+), later AS (
+    SELECT * FROM unnest(%(later_ids)s::bigint[], %(later_ms)s::bigint[]) AS l(id, delay_ms)
+), q AS (
+    UPDATE emails e SET queued_at = now()
+    FROM go WHERE e.id = go.id AND e.status = {PENDING} AND e.queued_at IS NULL
+    RETURNING e.id, go.delay_ms
+), m AS (
+    UPDATE emails e SET next_attempt_at = now() + later.delay_ms * interval '1 millisecond', updated_at = now()
+    FROM later WHERE e.id = later.id AND e.status = {PENDING} AND e.queued_at IS NULL
+    RETURNING e.id, e.next_attempt_at
+), ev AS (
+    INSERT INTO email_events (email_id, kind, detail)
+    SELECT id, 'queued', jsonb_build_object('dueAt', now() + delay_ms * interval '1 millisecond') FROM q
+    UNION ALL
+    SELECT id, 'rate_limited', jsonb_build_object('nextAttemptAt', next_attempt_at) FROM m
+)
+SELECT id, delay_ms FROM q ORDER BY delay_ms, id
+"""
+
+#: plan(due rows) -> (go, later): which of the rows may be handed over, and which are moved, each as
+#: (email id, delay ms); see coldmail.caps.Caps.plan
+Planner = Callable[[list[dict[str, Any]]], Any]
+
+
+def take_due(*, horizon_s: float, limit: int, plan: Planner) -> tuple[int, list[tuple[int, int]]]:
+    """Hand over up to `limit` emails due within the horizon, as far as their senders' caps allow.
+
+    In one transaction: take the due rows (SKIP LOCKED lets several API processes
+    run this at once without taking the same row twice), let `plan` split them by
+    their senders' caps, then mark the ones that may go as queued and move the
+    others to when their cap allows, each with its event. Returns how many rows
+    were queued or moved (fewer than `limit`: nothing else is due for now), and
+    (id, delay_ms) of the queued ones, soonest first.
+    """
+    with database.atomic():
+        due = dicts(database.execute_sql(_LOCK_DUE, {"horizon_s": horizon_s, "limit": limit}))
+        if not due:
+            return 0, []
+        decided = plan(due)
+        cursor = database.execute_sql(_HAND_OVER, {
+            "go_ids": [i for i, _ in decided.go], "go_ms": [ms for _, ms in decided.go],
+            "later_ids": [i for i, _ in decided.later], "later_ms": [ms for _, ms in decided.later]})
+        return len(decided.go) + len(decided.later), [(row[0], row[1]) for row in cursor.fetchall()]
+
+
+_UNQUEUE = f"UPDATE emails SET queued_at = NULL WHERE id = ANY(%s) AND status = {PENDING}"
+
+
+def unqueue(email_ids: list[int]) -> None:
+    """Forget that these were handed over (the hand-over failed); the scheduler tries again."""
+    if email_ids:
+        database.execute_sql(_UNQUEUE, (email_ids,))
+
+
+_HOLD_BACK = f"""
+WITH later AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(ms)s::bigint[]) AS l(id, delay_ms)
+), m AS (
+    UPDATE emails e SET queued_at = NULL, next_attempt_at = now() + later.delay_ms * interval '1 millisecond',
+                        updated_at = now()
+    FROM later WHERE e.id = later.id AND e.status = {PENDING} AND e.queued_at IS NOT NULL
+    RETURNING e.id, e.next_attempt_at
+)
+INSERT INTO email_events (email_id, kind, detail)
+SELECT id, 'rate_limited', jsonb_build_object('nextAttemptAt', next_attempt_at) FROM m
+"""
+
+
+def hold_back(later: list[tuple[int, int]]) -> None:
+    """Emails a request marked queued that their sender's cap does not allow yet: not handed over, but
+    moved to when it does (each with its event); the scheduler hands them over then."""
+    if later:
+        database.execute_sql(_HOLD_BACK, {"ids": [i for i, _ in later], "ms": [ms for _, ms in later]})
+
+
+_PULL_FORWARD = f"""
+UPDATE emails SET next_attempt_at = {due_at("scheduled_at")}, updated_at = now()
+WHERE sender_id = %s AND status = {PENDING} AND queued_at IS NULL AND attempts = 0
+  AND next_attempt_at > {due_at("scheduled_at")}
+RETURNING id
+"""
+
+
+def pull_forward(sender_id: str) -> list[int]:
+    """The sender's emails its cap moved later (never attempted, PENDING, not handed over): due at their own
+    time again, for the scheduler to plan under the sender's new limit. Returns their ids."""
+    return [row[0] for row in database.execute_sql(_PULL_FORWARD, (sender_id,)).fetchall()]

@@ -1,0 +1,44 @@
+"""The sweep's statements: take back what a dead worker, an emptied Redis or a lost message left behind."""
+
+from __future__ import annotations
+
+from ..connection import database
+from .columns import FAILED, PENDING, SENDING
+
+_EXPIRE_LEASES = f"""
+WITH u AS (
+    UPDATE emails SET attempts = attempts + 1, queued_at = NULL, lease_until = NULL, updated_at = now(),
+        status = CASE WHEN attempts + 1 >= %(max)s THEN {FAILED} ELSE {PENDING} END,
+        last_error = CASE WHEN attempts + 1 >= %(max)s THEN 'lease expired: the worker sending it stopped'
+                          ELSE last_error END
+    WHERE status = {SENDING} AND lease_until < now()
+    RETURNING id, status
+)
+INSERT INTO email_events (email_id, kind, detail)
+SELECT id, 'lease_expired', jsonb_build_object('status', status) FROM u RETURNING email_id, detail->>'status'
+"""
+
+
+def expire_leases(*, max_attempts: int) -> list[tuple[int, str]]:
+    """SENDING rows whose lease ran out (their worker died) go back to PENDING, or FAILED after
+    `max_attempts`. The lost attempt counts: a row that kills its worker every time must end."""
+    return database.execute_sql(_EXPIRE_LEASES, {"max": max_attempts}).fetchall()
+
+
+_REQUEUE_STALE = (f"UPDATE emails SET queued_at = NULL WHERE status = {PENDING} AND queued_at IS NOT NULL "
+                  "AND next_attempt_at < now() - %(s)s * interval '1 second' "
+                  "AND queued_at < now() - %(s)s * interval '1 second'")
+
+
+def requeue_stale(*, after_s: float) -> int:
+    """Handed-over emails still PENDING well after their time were lost by Redis or a worker:
+    clear their mark so that the next hand-over gives them to Dramatiq again."""
+    return database.execute_sql(_REQUEUE_STALE, {"s": after_s}).rowcount
+
+
+_REQUEUE_ALL_QUEUED = f"UPDATE emails SET queued_at = NULL WHERE status = {PENDING} AND queued_at IS NOT NULL"
+
+
+def requeue_all_queued() -> int:
+    """Redis came back empty: every handed-over PENDING email must be handed over again."""
+    return database.execute_sql(_REQUEUE_ALL_QUEUED).rowcount
