@@ -18,12 +18,8 @@ from coldmail.delivery import Deliverer, Outcome, Result
 from coldmail.mail.message import build_message
 from coldmail.recorder import Recorder, Sent
 from tests.support.waiting import wait_for
-
-
-def sql(query: str, *params) -> list[tuple]:
-    with database.connection_context():
-        cursor = database.execute_sql(query, params)
-        return cursor.fetchall() if cursor.description else []
+from tests.support.db import event_kinds as events
+from tests.support.db import sql
 
 
 def due_rows(count: int, *, senders: int = 1, in_s: float = 0.0, step_s: float = 0.0) -> list[int]:
@@ -40,10 +36,6 @@ def deliver(deliverer: Deliverer, ids: list[int]) -> list[tuple[int, Outcome]]:
     outcomes: list[tuple[int, Outcome]] = []
     deliverer.deliver_many(ids, outcomes)
     return outcomes
-
-
-def events(email_id: int) -> list[str]:
-    return [k for (k,) in sql("SELECT kind FROM email_events WHERE email_id = %s ORDER BY id", email_id)]
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from coldmail.db import database
 from coldmail.delivery import Deliverer, Result
 from coldmail.queue.rate_limits import PlanRequest, Scripts, SlidingWindowRateLimiter, plan_slots
 from tests.conftest import MARKER, clean_state
+from tests.support import payloads
+from tests.support.db import sql
 from tests.support.sink import SmtpSink
 from tests.support.waiting import async_wait_for
 
@@ -24,14 +26,8 @@ from tests.support.waiting import async_wait_for
 CLOCK_MS = 0.002
 
 
-def sql(query: str, *params) -> list[tuple]:
-    with database.connection_context():
-        cursor = database.execute_sql(query, params)
-        return cursor.fetchall() if cursor.description else []
-
-
 def email(subject: str, sender: str = "capped") -> dict:
-    return {"recipient": "user@example.com", "subject": subject, "body": "Hello", "senderId": sender}
+    return payloads.email(subject, senderId=sender)
 
 
 def widest_window(times: list[float], limit: int) -> float:

@@ -9,37 +9,21 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 
 from coldmail.db import database
 from coldmail.db.lookups import LIVE_COUNT, page_query
 from tests.support.waiting import async_wait_for
-
-
-def at(seconds: float) -> datetime:
-    return datetime.now(timezone.utc) + timedelta(seconds=seconds)
-
-
-def iso(when: datetime) -> str:
-    return when.isoformat().replace("+00:00", "Z")
-
-
-def email(subject: str = "Welcome!", **overrides) -> dict:
-    payload = {"recipient": "user@example.com", "subject": subject, "body": "Hello there", "senderId": "sender_123"}
-    payload.update(overrides)
-    return payload
+from tests.support.clock import at, iso
+from tests.support.db import sql
+from tests.support.payloads import email
 
 
 def far(**overrides) -> dict:
     """An email due years ahead: it stays PENDING for the whole test."""
     return email(**{"scheduledAt": "2099-01-01T00:00:00Z", **overrides})
-
-
-def sql(query: str, *params):
-    with database.connection_context():
-        return database.execute_sql(query, params).fetchall()
 
 
 def count_emails() -> int:

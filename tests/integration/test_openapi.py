@@ -16,14 +16,14 @@ from openapi_spec_validator import validate
 
 from coldmail.api.schemas import ScheduleEmailSchema
 from tests.conftest import API_KEY
+from tests.support import payloads
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
 FAR = "2099-01-01T00:00:00Z"
 
 
 def email(**overrides) -> dict:
-    return {"recipient": "user@example.com", "subject": "Hi", "body": "Hello", "senderId": "s1",
-            "scheduledAt": FAR, **overrides}
+    return payloads.email(**{"subject": "Hi", "scheduledAt": FAR, **overrides})
 
 
 async def fetch_spec(client) -> dict:
