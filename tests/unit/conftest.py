@@ -1,42 +1,36 @@
-"""`pytest tests/unit` runs with pytest alone: a module whose imports need a library that is not
-installed is reported as skipped, naming the library, instead of failing the collection.
+"""`pytest tests/unit` runs with pytest alone: a test module whose imports (or the coldmail modules
+they load) need a package that is not installed is reported as skipped, naming the package, instead
+of failing the collection. A test that needs a package only when it runs (coldmail imports a few
+lazily) says so with `@pytest.mark.needs("package", ...)`.
 
-NEEDS lists, per module, the packages its imports (and the coldmail modules they load) need beyond the
-standard library; a module that is not listed must need nothing but pytest. A test that needs a package
-only when it runs (coldmail imports a few lazily) says so with `@pytest.mark.needs("package", ...)`.
+In CI (CI=true) every dependency is installed, so a missing module is an error there, as a misspelt
+import must be; the same rule as the services in tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import pytest
 
-#: coldmail's modules that talk to PostgreSQL, Redis or Dramatiq, and what they import
-_RUNTIME = ("dramatiq", "redis", "peewee", "psycopg2", "cryptography", "prometheus_client", "pythonjsonlogger")
-_SCHEMAS = ("marshmallow", "email_validator")
+from tests.conftest import CI
 
-NEEDS = {
-    "test_backoff.py": _RUNTIME,
-    "test_fast_load.py": ("hypothesis", *_SCHEMAS),
-    "test_handover_gathering.py": _RUNTIME,
-    "test_handover_messages.py": ("dramatiq", "redis"),
-    "test_payload_hash.py": ("hypothesis", *_RUNTIME),
-    "test_schemas.py": ("hypothesis", *_SCHEMAS),
-}
+#: a module missing from these is a bug in the code, never a package left out
+OURS = {"coldmail", "tests"}
 
 
-class NeedsModule(pytest.Module):
-    """A test module collected only once the packages it needs import."""
-
+class UnitModule(pytest.Module):
     def collect(self):
-        for name in NEEDS[self.path.name]:
-            pytest.importorskip(name, reason=f"{self.path.name} needs {name}")
-        return super().collect()
+        try:
+            return super().collect()
+        except self.CollectError as e:
+            missing = e.__cause__
+            if (not CI and isinstance(missing, ModuleNotFoundError) and missing.name
+                    and missing.name.split(".")[0] not in OURS):
+                pytest.skip(f"{self.path.name} needs {missing.name.split('.')[0]}")
+            raise
 
 
 def pytest_pycollect_makemodule(module_path, parent):
-    if module_path.name in NEEDS:
-        return NeedsModule.from_parent(parent, path=module_path)
-    return None
+    return UnitModule.from_parent(parent, path=module_path)
 
 
 def pytest_configure(config):
