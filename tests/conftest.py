@@ -3,18 +3,18 @@ flushed between tests) and an aiosmtpd sink on a free port.
 
 A missing PostgreSQL or Redis skips on a laptop but fails in CI (CI=true).
 Set COLDMAIL_TEST_REDIS_DB to run two test sessions side by side.
+
+Every fixture imports what it needs (psycopg2, redis, aiosmtpd, coldmail) itself, so that `pytest tests/unit`
+runs with nothing but pytest installed.
 """
 
 from __future__ import annotations
 
 import os
 
-import psycopg2
 import pytest
-import redis
 
-from coldmail.settings import Settings
-from tests.support.sink import SmtpSink, free_port
+from tests.support.net import free_port
 
 CI = os.environ.get("CI") == "true"
 PG_SERVER = os.environ.get("COLDMAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -53,6 +53,8 @@ def _unavailable(message: str):
 @pytest.fixture(scope="session")
 def database_url():
     """A fresh database for this session, migrated, dropped at the end."""
+    import psycopg2
+
     from coldmail.db import database, ensure_database, open_database
     from coldmail.db.migrations import migrate
 
@@ -74,6 +76,8 @@ def database_url():
 
 @pytest.fixture(scope="session")
 def redis_url():
+    import redis
+
     url = f"{REDIS_SERVER}/{REDIS_DB}"
     client = redis.Redis.from_url(url)
     try:
@@ -93,12 +97,16 @@ def redis_url():
 
 @pytest.fixture
 def redis_client(redis_url):
+    import redis
+
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
 
 
 def clean_state(redis_url: str) -> None:
+    import redis
+
     from coldmail.db import database
 
     with database.connection_context():
@@ -111,6 +119,8 @@ def clean_state(redis_url: str) -> None:
 
 @pytest.fixture
 def sink():
+    from tests.support.sink import SmtpSink
+
     sink = SmtpSink().start()
     yield sink
     sink.stop()
@@ -133,6 +143,8 @@ def base_env(database_url, redis_url, tmp_path):
 
 @pytest.fixture
 def make_settings(base_env):
+    from coldmail.settings import Settings
+
     def make(**overrides) -> Settings:
         env = dict(base_env)
         env.update({k: str(v) for k, v in overrides.items()})

@@ -13,9 +13,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.conftest import MARKER, REDIS_DB
-from tests.e2e.reliability import (RECOVERY, all_sent, due_times, event_kinds, schedule, sending_ids, stop,
-                                   wait_worker_ready)
-from tests.support.processes import start_dramatiq, start_run_py, wait_healthy
+from tests.support.clock import due_times
+from tests.support.db import all_sent, event_kinds, sending_ids
+from tests.support.http import schedule
+from tests.support.processes import RECOVERY, start_dramatiq, start_run_py, stop, wait_healthy, wait_worker_ready
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -7,22 +7,17 @@ import time
 import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.metrics import Samples, parse
 from tests.support.processes import start_dramatiq, start_run_py, wait_healthy
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
 
-def scrape(base_url: str):
+def scrape(base_url: str) -> Samples:
     with urllib.request.urlopen(base_url + "/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return lambda name, **labels: samples.get((name, tuple(sorted(labels.items()))), 0.0)
+        return parse(resp.read().decode())
 
 
 def json_lines(output: str) -> list[dict]:

@@ -11,18 +11,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tests.support.payloads import email
 from tests.support.processes import ROOT, Proc, start_dramatiq, start_run_py, wait_healthy
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def due_in(seconds: float) -> str:
-    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat()
-
-
-def email(subject: str, **extra) -> dict:
-    return {"recipient": "user@example.com", "subject": subject, "body": "Hello", "senderId": "s1", **extra}
 
 
 def test_run_py_sends_at_the_scheduled_second_and_stops_cleanly_on_sigterm(base_env, sink, port, http):

@@ -10,8 +10,9 @@ from collections import Counter
 
 import pytest
 
-from tests.e2e.reliability import RECOVERY, all_sent, event_kinds, schedule, sending_ids, statuses, stop
-from tests.support.processes import start_dramatiq, start_run_py, wait_healthy
+from tests.support.db import all_sent, event_kinds, sending_ids, statuses
+from tests.support.http import schedule
+from tests.support.processes import RECOVERY, start_dramatiq, start_run_py, stop, wait_healthy
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e

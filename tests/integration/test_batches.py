@@ -20,12 +20,8 @@ from coldmail.mail.message import build_message
 from coldmail.delivery.recorder import Recorder, Sent
 from coldmail.delivery.wiring import build_deliverer
 from tests.support.waiting import wait_for
-
-
-def sql(query: str, *params) -> list[tuple]:
-    with database.connection_context():
-        cursor = database.execute_sql(query, params)
-        return cursor.fetchall() if cursor.description else []
+from tests.support.db import event_kinds as events
+from tests.support.db import sql
 
 
 def due_rows(count: int, *, senders: int = 1, in_s: float = 0.0, step_s: float = 0.0) -> list[int]:
@@ -42,10 +38,6 @@ def deliver(deliverer: Deliverer, ids: list[int]) -> list[tuple[int, Outcome]]:
     outcomes: list[tuple[int, Outcome]] = []
     deliverer.deliver_many(ids, outcomes)
     return outcomes
-
-
-def events(email_id: int) -> list[str]:
-    return [k for (k,) in sql("SELECT kind FROM email_events WHERE email_id = %s ORDER BY id", email_id)]
 
 
 @pytest.fixture

@@ -17,10 +17,11 @@ from coldmail.caps import MARGIN_MS, Caps
 from coldmail.caps.scripts import PLACEHOLDER, SENTINEL, PlanRequest, RedisScripts, Scripts
 from coldmail.caps.stub import StubScripts
 from coldmail.caps.window import SlidingWindowRateLimiter
-from coldmail.db import database
 from coldmail.delivery.outcomes import Result
 from coldmail.delivery.wiring import build_deliverer
 from tests.conftest import MARKER, clean_state
+from tests.support import payloads
+from tests.support.db import sql
 from tests.support.sink import SmtpSink
 from tests.support.waiting import async_wait_for
 
@@ -28,14 +29,8 @@ from tests.support.waiting import async_wait_for
 CLOCK_MS = 0.002
 
 
-def sql(query: str, *params) -> list[tuple]:
-    with database.connection_context():
-        cursor = database.execute_sql(query, params)
-        return cursor.fetchall() if cursor.description else []
-
-
 def email(subject: str, sender: str = "capped") -> dict:
-    return {"recipient": "user@example.com", "subject": subject, "body": "Hello", "senderId": sender}
+    return payloads.email(subject, senderId=sender)
 
 
 def widest_window(times: list[float], limit: int) -> float:
@@ -106,34 +101,23 @@ def test_acquiring_again_never_takes_a_second_slot(scripts):
     assert limiter(scripts, "c", limit=2, window_ms=60_000).decide().allowed
 
 
-def test_acquire_costs_well_under_a_millisecond_with_a_full_hour(client_):
+def test_acquire_allows_every_send_under_the_limit_with_a_full_hour(client_):
+    """What each acquire costs is measured by `python -m tests.bench.acquire`; this keeps its correctness."""
     scripts = RedisScripts(client_)
     # Given a one-hour window already holding 1,000 sends
     scripts.client.zadd("test:cap", {"~complete": float("inf")})
     now_ms = time.time() * 1000
     scripts.client.zadd("test:cap", {f"old{i}": now_ms - i * 1000 for i in range(1000)})
-    # When 2,000 sends acquire one after another, each a round trip from Python
-    round_trips = []
+    # When 2,000 sends acquire one after another, then 2,000 more in one pipeline
     for i in range(2000):
-        cap = limiter(scripts, i, limit=5000, window_ms=3_600_000)
-        started = time.perf_counter()
-        assert cap.decide().allowed
-        round_trips.append(time.perf_counter() - started)
-    # And 2,000 more in one pipeline: what each costs Redis (and the client), without the network's wait
+        assert limiter(scripts, i, limit=5000, window_ms=3_600_000).decide().allowed
     pipe = scripts.client.pipeline(transaction=False)
     for i in range(2000):
         scripts.lua["acquire"](keys=["test:cap", "test:plan"],
                                args=[5000, 3_600_000, f"p{i}", "1", SENTINEL, PLACEHOLDER], client=pipe)
-    started = time.perf_counter()
+    # Then every one of them is allowed: 5,000 sends fit the limit of 5,000
     assert all(allowed == 1 for allowed, _ in pipe.execute())
-    pipelined_ms = (time.perf_counter() - started) / 2000 * 1000
-    # Then each costs well under a millisecond (the median round trip; a busy machine's pauses aside)
-    round_trips.sort()
-    median_ms, p99_ms = round_trips[1000] * 1000, round_trips[1980] * 1000
-    print(f"\nacquire with 1,000-5,000 sends in a one-hour window: round trip median {median_ms:.3f} ms, "
-          f"p99 {p99_ms:.3f} ms; pipelined {pipelined_ms:.3f} ms each")
-    assert median_ms < 1.0
-    assert pipelined_ms < 0.25
+    assert client_.zcard("test:cap") - 1 == 5000
 
 
 def seed_sent(sender: str, *, count: int, ago_s: float, limit: int | None = None) -> list[int]:

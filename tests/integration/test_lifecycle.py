@@ -9,37 +9,21 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 
 from coldmail.db import database
 from coldmail.db.emails.reads import LIVE_COUNT, page_query
 from tests.support.waiting import async_wait_for
-
-
-def at(seconds: float) -> datetime:
-    return datetime.now(timezone.utc) + timedelta(seconds=seconds)
-
-
-def iso(when: datetime) -> str:
-    return when.isoformat().replace("+00:00", "Z")
-
-
-def email(subject: str = "Welcome!", **overrides) -> dict:
-    payload = {"recipient": "user@example.com", "subject": subject, "body": "Hello there", "senderId": "sender_123"}
-    payload.update(overrides)
-    return payload
+from tests.support.clock import at, iso
+from tests.support.db import sql
+from tests.support.payloads import email
 
 
 def far(**overrides) -> dict:
     """An email due years ahead: it stays PENDING for the whole test."""
     return email(**{"scheduledAt": "2099-01-01T00:00:00Z", **overrides})
-
-
-def sql(query: str, *params):
-    with database.connection_context():
-        return database.execute_sql(query, params).fetchall()
 
 
 def count_emails() -> int:
@@ -108,18 +92,14 @@ async def test_a_batch_of_1000_is_stored_by_one_statement(client, auth, monkeypa
 
     monkeypatch.setattr(pool, "execute_sql", recording)
     # When they are posted as one batch
-    started = time.monotonic()
     resp = await client.post("/emails/batch", json=batch, headers=auth)
-    elapsed = time.monotonic() - started
-    # Then all are stored, in order, and quickly
+    # Then all are stored, in order
     assert resp.status == 201, await resp.text()
     ids = (await resp.json())["jobIds"]
     assert len(set(ids)) == 1000 and ids == sorted(ids)
     assert count_emails() == 1000
     rows = dict(sql("SELECT id, recipient FROM emails WHERE id = ANY(%s)", ids))
     assert [rows[i] for i in ids] == [f"u{i}@example.com" for i in range(1000)]
-    print(f"a batch of 1000 answered in {elapsed * 1000:.0f} ms")
-    assert elapsed < 5, f"a batch of 1000 took {elapsed:.2f}s"
     # And one INSERT statement stored them all
     assert len(inserts) == 1, f"{len(inserts)} INSERT statements for one batch"
     # And 1001 emails are refused as a whole

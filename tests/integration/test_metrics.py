@@ -9,11 +9,12 @@ import time
 
 import psycopg2
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from coldmail.db import database
 from coldmail.errors import ConfigError
 from coldmail.metrics import check_mode
+from tests.support.metrics import Samples, parse
+from tests.support.payloads import email
 from tests.support.waiting import async_wait_for
 
 FAR = "2099-01-01T00:00:00Z"
@@ -25,27 +26,11 @@ FAMILIES = (
 )
 
 
-class Samples(dict):
-    def __call__(self, name: str, **labels) -> float:
-        return self.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
 async def scrape(client) -> Samples:
     resp = await client.get("/metrics")  # no key: Prometheus scrapes without one
     assert resp.status == 200
     assert resp.content_type == "text/plain"
-    samples = Samples()
-    families = set()
-    for family in text_string_to_metric_families(await resp.text()):
-        families.add(family.name)
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    samples["families"] = families
-    return samples
-
-
-def email(subject: str, **overrides) -> dict:
-    return {"recipient": "user@example.com", "subject": subject, "body": "Hello", "senderId": "m1", **overrides}
+    return parse(await resp.text())
 
 
 async def schedule(client, auth, body: dict) -> int:

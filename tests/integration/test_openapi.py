@@ -16,14 +16,14 @@ from openapi_spec_validator import validate
 
 from coldmail.api.schemas import ScheduleEmailSchema
 from tests.conftest import API_KEY
+from tests.support import payloads
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
 FAR = "2099-01-01T00:00:00Z"
 
 
 def email(**overrides) -> dict:
-    return {"recipient": "user@example.com", "subject": "Hi", "body": "Hello", "senderId": "s1",
-            "scheduledAt": FAR, **overrides}
+    return payloads.email(**{"subject": "Hi", "scheduledAt": FAR, **overrides})
 
 
 async def fetch_spec(client) -> dict:
@@ -169,7 +169,7 @@ async def test_real_responses_match_the_description(client, sink):
 
 async def test_an_unready_service_answers_as_described(make_service):
     # Given a service whose Redis does not answer
-    from tests.support.sink import free_port
+    from tests.support.net import free_port
 
     service = await make_service(worker=False, scheduler=False, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     api = Conformance(service.client, await fetch_spec(service.client))

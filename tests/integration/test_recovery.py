@@ -11,19 +11,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from coldmail.db import database
 from tests.conftest import REDIS_DB
+from tests.support.db import sql
 from tests.support.hangproxy import HangProxy
+from tests.support.payloads import email
 from tests.support.waiting import async_wait_for
-
-
-def email(subject: str) -> dict:
-    return {"recipient": "user@example.com", "subject": subject, "body": "Hello", "senderId": "s1"}
-
-
-def sql(query: str, *params) -> list[tuple]:
-    with database.connection_context():
-        return database.execute_sql(query, params).fetchall()
 
 
 @pytest.fixture

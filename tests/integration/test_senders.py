@@ -9,17 +9,12 @@ import logging
 import pytest
 from cryptography.fernet import Fernet
 
-from coldmail.db import database
 from tests.conftest import MARKER
+from tests.support.db import sql
 from tests.support.waiting import async_wait_for
 
 SECRET_KEY = Fernet.generate_key().decode()
 PASSWORD = "hunter2-S3cr3t"
-
-
-def sql(query: str, *params) -> list[tuple]:
-    with database.connection_context():
-        return database.execute_sql(query, params).fetchall()
 
 
 def sender(**overrides) -> dict:

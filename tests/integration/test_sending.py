@@ -6,18 +6,9 @@ import time
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 
+from tests.support.clock import iso_in
+from tests.support.payloads import email
 from tests.support.waiting import async_wait_for
-
-
-def iso_in(seconds: float) -> str:
-    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
-
-
-def email(**overrides) -> dict:
-    payload = {"recipient": "user@example.com", "subject": "Welcome!", "body": "Hello there",
-               "senderId": "sender_123"}
-    payload.update(overrides)
-    return payload
 
 
 async def test_email_arrives_at_its_time_once_with_message_id_and_date(client, sink, auth):

@@ -9,17 +9,12 @@ import socket
 import threading
 from datetime import datetime
 
+from tests.support.payloads import email
 from tests.support.waiting import async_wait_for
 
 
-def email(**overrides) -> dict:
-    payload = {"recipient": "user@example.com", "subject": "Retry me", "body": "Hello", "senderId": "s1"}
-    payload.update(overrides)
-    return payload
-
-
 async def schedule(client, auth, **overrides) -> int:
-    resp = await client.post("/emails", json=email(**overrides), headers=auth)
+    resp = await client.post("/emails", json=email("Retry me", **overrides), headers=auth)
     assert resp.status == 201
     return (await resp.json())["jobId"]
 

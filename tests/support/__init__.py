@@ -1,1 +1,3 @@
-"""Test support: a recording SMTP sink, real-process helpers, polling waits."""
+"""What the tests share: the SMTP sink, real processes, polling waits, request bodies (payloads), times
+(clock), rows (db), a blocking HTTP client (http), /metrics samples (metrics), a hanging Redis proxy
+and free ports (net)."""

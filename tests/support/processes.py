@@ -1,4 +1,5 @@
-"""Real processes for end-to-end tests: run.py and the dramatiq CLI, each in its own process group."""
+"""Real processes for end-to-end tests: run.py and the dramatiq CLI, each in its own process group, and
+the short recovery timings the reliability tests give them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.support.waiting import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
+
+#: short enough that recovery shows within seconds, long enough that a live send is never taken back
+RECOVERY = {"LEASE_SECONDS": "3", "SMTP_TIMEOUT_SECONDS": "2", "DEAD_WORKER_SECONDS": "2",
+            "REQUEUE_AFTER_SECONDS": "3", "SWEEP_INTERVAL_SECONDS": "0.3"}
 
 
 class Proc:
@@ -81,3 +88,15 @@ def wait_healthy(base_url: str, proc: Proc, *, timeout_s: float = 30) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"{proc.name} did not become healthy in {timeout_s}s:\n{proc.output()}")
+
+
+def wait_worker_ready(proc: Proc) -> None:
+    """Until the dramatiq worker process says it consumes (its consumers poll from then on)."""
+    wait_for(lambda: "ready for action" in proc.output(), timeout_s=30, what=f"{proc.name} ready")
+
+
+def stop(*procs: Proc | None) -> None:
+    """SIGTERM each process that was started, in order, and wait for it."""
+    for proc in procs:
+        if proc is not None:
+            proc.terminate()

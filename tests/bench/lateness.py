@@ -1,4 +1,4 @@
-"""`python -m coldmail.bench.lateness`: how late uncapped emails go out, as the SMTP server sees it.
+"""`python -m tests.bench.lateness`: how late uncapped emails go out, as the SMTP server sees it.
 
 For each WORKER_POLL_MS given, a fresh coldmail (throwaway database, flushed Redis db) gets `--n`
 emails due evenly over `--spread` seconds, starting `--lead` seconds ahead; with the default
@@ -15,7 +15,7 @@ from . import rig
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m coldmail.bench.lateness", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tests.bench.lateness", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=400, help="emails per run (400)")
     p.add_argument("--spread", type=float, default=20.0, help="seconds they are due over (20)")

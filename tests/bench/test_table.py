@@ -2,7 +2,7 @@
 
 import math
 
-from coldmail.bench import table
+from tests.bench import table
 
 
 def test_ratio_is_above_one_when_coldmail_is_better_in_either_direction():

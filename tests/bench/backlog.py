@@ -1,4 +1,4 @@
-"""`python -m coldmail.bench.backlog`: a million emails scheduled 30 days ahead cost no Redis memory
+"""`python -m tests.bench.backlog`: a million emails scheduled 30 days ahead cost no Redis memory
 and do not slow the ones due now.
 
 In one invocation, on one running coldmail (`run.py`, throwaway database, flushed Redis db):
@@ -28,7 +28,7 @@ FAR_DAYS = 30
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m coldmail.bench.backlog", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tests.bench.backlog", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--far", type=int, default=1_000_000, help="emails 30 days ahead in all (1,000,000)")
     p.add_argument("--far-http", type=int, default=20_000, help="of which through the HTTP API (20,000)")

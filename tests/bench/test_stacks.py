@@ -2,8 +2,8 @@
 
 from collections import Counter
 
-from coldmail.bench import stacks
-from coldmail.bench.counters import per_unit
+from tests.bench import stacks
+from tests.bench.counters import per_unit
 
 WORKER = "run (threading.py);send_email (coldmail/queue/actors.py);Deliverer.deliver (coldmail/delivery.py)"
 FOLDED = f"""\

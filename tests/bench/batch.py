@@ -1,4 +1,4 @@
-"""`python -m coldmail.bench.batch`: emails/s through POST /emails/batch, against what PostgreSQL alone
+"""`python -m tests.bench.batch`: emails/s through POST /emails/batch, against what PostgreSQL alone
 takes of the same statement in the same run.
 
 On one running coldmail (`run.py`, throwaway database, flushed Redis db) it
@@ -27,7 +27,7 @@ FAR_DAYS = 30
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m coldmail.bench.batch", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tests.bench.batch", description=__doc__.split("\n\n")[0])
     p.add_argument("--emails", type=int, default=50_000, help="emails through the API (50,000)")
     p.add_argument("--batch", type=int, default=1000, help="emails per request (1000, the most allowed)")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight (4)")
@@ -90,15 +90,15 @@ def post_batches(cm: rig.Coldmail, chunks: list[list[dict]], concurrency: int) -
 
 def ceiling(database_url: str, chunks: list[list[dict]], concurrency: int) -> float:
     """Seconds coldmail's insert statement takes for these emails with nothing but PostgreSQL in the way."""
-    from ..api.schemas import ScheduleBatchSchema
-    from ..db import database, open_database
-    from ..intake.payload import new_email
+    from coldmail.api.schemas import ScheduleBatchSchema
+    from coldmail.db import database, open_database
+    from coldmail.intake.payload import new_email
 
-    from ..db.migrations import migrate
+    from coldmail.db.migrations import migrate
 
     open_database(database_url, max_connections=concurrency)
     migrate()
-    from ..db.emails.intake import insert_batch
+    from coldmail.db.emails.intake import insert_batch
 
     load = ScheduleBatchSchema().load  # not timed
     news = [[new_email(item, None) for item in load({"emails": chunk})["emails"]] for chunk in chunks]
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             took = ceiling(db.url, timed, args.concurrency)
             result.update(postgres_alone_emails_per_s=round(args.emails / took),
                           postgres_alone_cores=round((postgres_cpu_seconds() - pg_before) / took, 2))
-            from ..db import database
+            from coldmail.db import database
             database.close_all()
         result["ratio_to_postgres_alone"] = round(result["api_emails_per_s"] / result["postgres_alone_emails_per_s"], 2)
     result["load_average_after"] = rig.load_average()

@@ -1,4 +1,4 @@
-"""`python -m coldmail.bench.compare`: coldmail and the seed reference, side by side, in one run.
+"""`python -m tests.bench.compare`: coldmail and the seed reference, side by side, in one run.
 
 Starts the harness's SMTP sink, then for each figure (ingest, lateness, drain, backlog) a fresh
 coldmail (new database, flushed Redis db) and runs the harness against it; then the same against
@@ -32,7 +32,7 @@ BEST_DRAIN = {"SMTP_POOL": "1", "SMTP_NODELAY": "1"}
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m coldmail.bench.compare", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tests.bench.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few minutes")
     p.add_argument("--only", choices=("coldmail", "reference"), help="run one system (the table keeps both columns)")

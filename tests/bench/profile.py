@@ -1,4 +1,4 @@
-"""`python -m coldmail.bench.profile`: where coldmail spends its time during ingest and drain.
+"""`python -m tests.bench.profile`: where coldmail spends its time during ingest and drain.
 
 For each phase it starts a fresh coldmail, samples it with py-spy twice at once (on-CPU only, and
 wall-clock with idle threads, both as folded stacks: flame-graph input for speedscope.app or
@@ -27,12 +27,12 @@ from .workdir import ROOT, BenchError, Workdir, ensure_py_spy, find_bench_dir, l
 
 IDLE_WINDOW_S = 10.0
 # py-spy frame names (qualified name, then the file): the API's request path and the worker's send
-FOCUS = ("schedule_email (coldmail/api/handlers.py)", "schedule (coldmail/scheduling.py)",
-         "Deliverer.deliver (coldmail/delivery.py)")
+FOCUS = ("schedule_email (coldmail/api/handlers.py)", "schedule (coldmail/intake/group_commit.py)",
+         "deliver_many (coldmail/delivery/deliverer.py)")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m coldmail.bench.profile", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tests.bench.profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--phases", default="ingest,drain", help="comma list of ingest,drain")
     p.add_argument("--ingest-n", type=int, default=5000)

@@ -1,4 +1,4 @@
-"""`python -m coldmail.bench.caps`: what SMTP connection reuse buys, and how often a capped sender's
+"""`python -m tests.bench.caps`: what SMTP connection reuse buys, and how often a capped sender's
 emails are claimed for each one sent.
 
 On coldmail's real processes (`run.py`: API, scheduler, worker), a throwaway database and a Redis db
@@ -42,7 +42,7 @@ class CountingSink(rig.Sink):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m coldmail.bench.caps", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tests.bench.caps", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--emails", type=int, default=3000, help="emails in each drain run (3000)")
     p.add_argument("--threads", type=int, default=8, help="worker threads (8)")
