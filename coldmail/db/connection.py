@@ -70,8 +70,7 @@ def ensure_database(url: str) -> None:
 
 class _Pool(PooledPostgresqlDatabase):
     """Peewee's pool pings each connection it hands out (SELECT 1) under a process-wide lock:
-    a round trip per request and per send, and a queue behind the lock (measured: a third of
-    the time of a schedule request). psycopg2 marks a connection closed once it sees it fail,
+    a round trip per request and per send, and a queue behind the lock. psycopg2 marks a connection closed once it sees it fail,
     so a broken one fails one call (answered as 503, or re-sent by the sweep) and is dropped."""
 
     def _is_closed(self, conn) -> bool:
