@@ -6,6 +6,7 @@ value stops start-up with a ConfigError that names the variable.
 
 from __future__ import annotations
 
+import base64
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -98,9 +99,13 @@ def _fernet_keys(name: str, raw: str) -> tuple[str, ...]:
             raise ConfigError(f"{where} is empty: separate the keys with single commas")
         try:
             Fernet(key)
+            # Fernet's decoding ignores stray characters; a key that does not encode back is a typo
+            canonical = base64.urlsafe_b64encode(base64.urlsafe_b64decode(key)).decode() == key
         except (ValueError, TypeError):
+            canonical = False
+        if not canonical:
             raise ConfigError(f"{where} is not a Fernet key (32 url-safe base64 bytes; "
-                              "make one with `python run.py make-secret-key`)") from None
+                              "make one with `python run.py make-secret-key`)")
     return tuple(entries)
 
 
