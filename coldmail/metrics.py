@@ -54,7 +54,8 @@ SEND_SECONDS = Histogram("coldmail_send_duration_seconds", "One SMTP transaction
 LATENESS = Histogram("coldmail_send_lateness_seconds", "Time an email was sent minus its scheduledAt",
                      buckets=_LATE_SECONDS)
 MESSAGES = Counter("coldmail_worker_messages", "Emails a worker dealt with, by what came of each (sent, failed, "
-                   "retry, rate_limited, released, held, skipped, not_yet), and messages that raised (error)", ["outcome"])
+                   "retry, rate_limited, released, held, skipped, not_yet), and messages that raised (error)",
+                   ["outcome"])
 
 
 def multiprocess_mode() -> bool:

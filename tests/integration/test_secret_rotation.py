@@ -122,7 +122,8 @@ async def test_a_rotated_key_holds_what_it_cannot_open_and_sends_it_once_the_key
     service = await make_service(COLDMAIL_SECRET_KEY=K2, **LONG_HOLD)
     client = service.client
     # Then the start-up check names "old" (its id, never the secret), and only "old"
-    unreadable_lines = [r.getMessage() for r in caplog.records if "no key of COLDMAIL_SECRET_KEY opens" in r.getMessage()]
+    unreadable_lines = [r.getMessage() for r in caplog.records
+                        if "no key of COLDMAIL_SECRET_KEY opens" in r.getMessage()]
     assert len(unreadable_lines) == 1 and "'old'" in unreadable_lines[0] and "'new'" not in unreadable_lines[0]
     assert any("1 of 2 open with no configured key" in r.getMessage() for r in caplog.records)
     # And GET flags "old" and not "new"
