@@ -1,4 +1,4 @@
-"""`python run.py [all|api|migrate|create-api-key NAME|make-secret-key]`."""
+"""`python run.py [all|api|migrate|create-api-key NAME|make-secret-key|rotate-secrets]`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     key = sub.add_parser("create-api-key", help="print a new API key once; only its hash is stored")
     key.add_argument("name")
     sub.add_parser("make-secret-key", help="print a new COLDMAIL_SECRET_KEY (encrypts SMTP passwords)")
+    sub.add_parser("rotate-secrets", help="seal every stored secret again with the first key of "
+                                          "COLDMAIL_SECRET_KEY, so that the keys after it can be dropped")
     return parser
 
 
@@ -62,6 +64,23 @@ def _prepare_database(settings: Settings) -> None:
         log.info("database migrated to version %d", applied[-1])
 
 
+def _rotate_secrets(settings: Settings) -> int:
+    """Exit 0 when every stored secret is now sealed with the first key; 1 when some opened with no key."""
+    from .crypto import PasswordBox
+    from .stored_secrets import rotate
+
+    if not settings.secret_keys:
+        raise ConfigError("rotate-secrets needs COLDMAIL_SECRET_KEY: the new key first, then the old ones")
+    done = rotate(PasswordBox(settings.secret_keys))
+    print(f"re-sealed {done.resealed} stored secret(s) with the first key of COLDMAIL_SECRET_KEY")
+    if done.unreadable:
+        print(f"{len(done.unreadable)} stored secret(s) open with no configured key and were left as they are "
+              f"(senders {', '.join(repr(s) for s in done.unreadable)}): add the key that sealed them and "
+              "run rotate-secrets again", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _run(command: str, settings: Settings, args) -> int:
     _prepare_database(settings)
     if command == "migrate":
@@ -74,6 +93,8 @@ def _run(command: str, settings: Settings, args) -> int:
         with database.connection_context():
             print(create_api_key(args.name))
         return 0
+    if command == "rotate-secrets":
+        return _rotate_secrets(settings)
     with_workers = command == "all"
     metrics_dir = None
     if with_workers and settings.worker_processes and not settings.metrics_dir:

@@ -1,10 +1,17 @@
-"""Encrypting senders' SMTP passwords at rest with a Fernet key from COLDMAIL_SECRET_KEY."""
+"""Sealing and opening stored secrets (senders' SMTP passwords) with COLDMAIL_SECRET_KEY: the one place.
+
+The variable may list several Fernet keys (MultiFernet): the first seals, every
+one opens. That is how a key is rotated: put the new key first and keep the old
+one after it, re-seal what is stored (`python run.py rotate-secrets`), then drop
+the old key. A secret that no configured key opens raises SecretUnreadable:
+what is waiting for it is held, not failed (coldmail.delivery.deliverer).
+"""
 
 from __future__ import annotations
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from .errors import BadRequest, ConfigError
+from .errors import BadRequest, SecretUnreadable
 
 
 def make_key() -> str:
@@ -12,8 +19,9 @@ def make_key() -> str:
 
 
 class PasswordBox:
-    def __init__(self, secret_key: str | None) -> None:
-        self._fernet = Fernet(secret_key) if secret_key else None
+    def __init__(self, secret_keys: tuple[str, ...]) -> None:
+        """`secret_keys`: Settings.secret_keys, newest first (checked there); empty: nothing can be sealed."""
+        self._fernet = MultiFernet([Fernet(key) for key in secret_keys]) if secret_keys else None
 
     def seal(self, password: str) -> str:
         if self._fernet is None:
@@ -21,9 +29,29 @@ class PasswordBox:
         return self._fernet.encrypt(password.encode()).decode()
 
     def open(self, sealed: str) -> str:
+        """The secret; SecretUnreadable when no configured key opens it (the message names no secret)."""
         if self._fernet is None:
-            raise ConfigError("a sender's SMTP password is stored encrypted, and COLDMAIL_SECRET_KEY is not set")
+            raise SecretUnreadable("a stored SMTP password cannot be opened: COLDMAIL_SECRET_KEY is not set")
         try:
             return self._fernet.decrypt(sealed.encode()).decode()
         except InvalidToken:
-            raise ConfigError("COLDMAIL_SECRET_KEY does not open a stored SMTP password (was the key changed?)") from None
+            raise SecretUnreadable("no key of COLDMAIL_SECRET_KEY opens the sender's stored SMTP password "
+                                   "(was the key changed?)") from None
+
+    def opens(self, sealed: str) -> bool:
+        """Whether a configured key opens `sealed` (GET /senders shows it; the start-up check logs it)."""
+        try:
+            self.open(sealed)
+        except SecretUnreadable:
+            return False
+        return True
+
+    def reseal(self, sealed: str) -> str:
+        """`sealed` sealed again with the first key, so the others can be dropped; SecretUnreadable if no
+        configured key opens it."""
+        if self._fernet is None:
+            raise SecretUnreadable("COLDMAIL_SECRET_KEY is not set")
+        try:
+            return self._fernet.rotate(sealed.encode()).decode()
+        except InvalidToken:
+            raise SecretUnreadable("no key of COLDMAIL_SECRET_KEY opens a stored SMTP password") from None

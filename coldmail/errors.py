@@ -51,3 +51,8 @@ class TransientSendError(SendError):
 
 class PermanentSendError(SendError):
     """Never worth retrying: SMTP 5xx, an address the relay will not take."""
+
+
+class SecretUnreadable(ColdmailError):
+    """A stored secret that no key of COLDMAIL_SECRET_KEY opens (the key was changed, or is unset): its
+    emails are held, not failed, until the key is back."""

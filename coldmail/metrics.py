@@ -47,12 +47,15 @@ FAILED = Counter("coldmail_emails_failed", "Emails failed for good: an SMTP 5xx,
 RETRIED = Counter("coldmail_send_retries", "Send attempts that failed (SMTP 4xx, connection) and will be retried")
 RATE_LIMITED = Counter("coldmail_emails_rate_limited", "Emails moved to later because their sender was at its "
                        "cap: by the hand-over's plan (API process) or the worker's check before a send")
+HELD = Counter("coldmail_emails_held", "Claimed emails held back PENDING without an attempt, by reason "
+               "(secret_unreadable: no key of COLDMAIL_SECRET_KEY opens their sender's stored password)", ["reason"])
 SEND_SECONDS = Histogram("coldmail_send_duration_seconds", "One SMTP transaction (or outbox write)",
                          buckets=_SECONDS)
 LATENESS = Histogram("coldmail_send_lateness_seconds", "Time an email was sent minus its scheduledAt",
                      buckets=_LATE_SECONDS)
 MESSAGES = Counter("coldmail_worker_messages", "Emails a worker dealt with, by what came of each (sent, failed, "
-                   "retry, rate_limited, released, skipped, not_yet), and messages that raised (error)", ["outcome"])
+                   "retry, rate_limited, released, held, skipped, not_yet), and messages that raised (error)",
+                   ["outcome"])
 
 
 def multiprocess_mode() -> bool:

@@ -1,6 +1,7 @@
 """The senders service the API holds: a sender's From address, cap and own relay, and its use of the cap.
 
-Its SMTP password is stored encrypted (COLDMAIL_SECRET_KEY). The caps plan with
+Its SMTP password is stored encrypted (COLDMAIL_SECRET_KEY); a row read here says whether a configured
+key opens it (`secret_readable`: a changed key holds the sender's emails). The caps plan with
 a sender's limit as they last read it: a new limit is forgotten there at once,
 and a raised one gives back their own time to the emails the old cap had moved.
 Every method blocks, for the API's executor.
@@ -26,7 +27,7 @@ class Senders:
         self.settings = settings
         self.caps = caps
         self.intake = intake
-        self._passwords = PasswordBox(settings.secret_key)
+        self._passwords = PasswordBox(settings.secret_keys)
 
     def put(self, sender_id: str, *, from_address: str, hourly_limit: int, smtp_url: str | None,
             smtp_password: str | None) -> tuple[dict[str, Any], bool]:
@@ -41,11 +42,18 @@ class Senders:
         log.info("sender %r: %s (limit %d, relay %s, password %s)", sender_id, "created" if created else "replaced",
                  row["hourly_limit"], row["smtp_url"] or "the server's",
                  "stored" if row["smtp_password_enc"] else "none")
-        return row, created
+        return self._with_readability(row), created
 
     def get(self, sender_id: str) -> dict[str, Any] | None:
         with database.connection_context():
-            return get_sender(sender_id)
+            row = get_sender(sender_id)
+        return self._with_readability(row) if row is not None else None
+
+    def _with_readability(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The row with `secret_readable`: whether a configured key opens its stored password, found by
+        trying (None: none is stored)."""
+        sealed = row["smtp_password_enc"]
+        return dict(row, secret_readable=self._passwords.opens(sealed) if sealed else None)
 
     def usage(self, sender_id: str) -> int:
         """Sends (made or under way) in the sender's window, as its cap counts them."""

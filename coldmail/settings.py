@@ -6,6 +6,7 @@ value stops start-up with a ConfigError that names the variable.
 
 from __future__ import annotations
 
+import base64
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -84,8 +85,28 @@ def _keys(name: str, raw: str) -> tuple[str, ...]:
     return keys
 
 
-def _optional_text(name: str, raw: str) -> str | None:
-    return raw.strip() or None
+def _fernet_keys(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated Fernet keys, newest first: the first encrypts, all decrypt (a rotation in progress).
+    A bad one is named by its position, never echoed: it is a secret."""
+    entries = [k.strip() for k in raw.split(",")] if raw.strip() else []
+    if not entries:
+        return ()
+    from cryptography.fernet import Fernet
+
+    for position, key in enumerate(entries, 1):
+        where = f"{name} (key {position} of {len(entries)})"
+        if not key:
+            raise ConfigError(f"{where} is empty: separate the keys with single commas")
+        try:
+            Fernet(key)
+            # Fernet's decoding ignores stray characters; a key that does not encode back is a typo
+            canonical = base64.urlsafe_b64encode(base64.urlsafe_b64decode(key)).decode() == key
+        except (ValueError, TypeError):
+            canonical = False
+        if not canonical:
+            raise ConfigError(f"{where} is not a Fernet key (32 url-safe base64 bytes; "
+                              "make one with `python run.py make-secret-key`)")
+    return tuple(entries)
 
 
 def _optional_dir(name: str, raw: str) -> str | None:
@@ -134,8 +155,10 @@ class Settings:
         "COLDMAIL_API_KEYS", "", _keys, "comma-separated static API keys, besides those made with create-api-key")
     host: str = _var("HOST", "127.0.0.1", _text, "where the API listens")
     port: int = _var("PORT", "8080", _int(0, 65535), "where the API listens")
-    secret_key: str | None = _var(
-        "COLDMAIL_SECRET_KEY", "", _optional_text, "Fernet key that encrypts senders' SMTP passwords")
+    secret_keys: tuple[str, ...] = _var(
+        "COLDMAIL_SECRET_KEY", "", _fernet_keys,
+        "Fernet key that encrypts senders' SMTP passwords; a comma-separated list rotates keys: the first "
+        "encrypts, all decrypt (`python run.py rotate-secrets` re-encrypts with the first)")
     # Tuning; the defaults suit production, tests shrink them.
     handover_horizon_s: float = _var(
         "HANDOVER_HORIZON_SECONDS", "60", _float(1), "emails due within this are handed to Dramatiq")
@@ -210,15 +233,6 @@ class Settings:
             raise ConfigError(
                 f"LEASE_SECONDS={self.lease_s} must be longer than SMTP_TIMEOUT_SECONDS={self.smtp_timeout_s}, "
                 "or a slow send would be taken for a dead one")
-        if self.secret_key:
-            from cryptography.fernet import Fernet
-
-            try:
-                Fernet(self.secret_key)
-            except ValueError:
-                raise ConfigError(
-                    "COLDMAIL_SECRET_KEY is not a Fernet key (32 url-safe base64 bytes; "
-                    "make one with `python run.py make-secret-key`)") from None
 
     @property
     def handover_lead_ms(self) -> int:

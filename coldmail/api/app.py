@@ -8,12 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
+from ..crypto import PasswordBox
 from ..intake.service import Intake
 from ..metrics import scrape_registry
 from ..queue.setup import Queue
 from ..scheduler import start_scheduler
 from ..senders import Senders
 from ..settings import Settings
+from ..stored_secrets import check_at_start
 from . import senders
 from .auth import KeyChecker, auth_middleware
 from .body import MAX_BODY_BYTES
@@ -45,6 +47,17 @@ def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True)
         executor.shutdown(wait=True, cancel_futures=False)
 
     app.cleanup_ctx.append(executor_ctx)
+
+    async def secrets_ctx(app: web.Application):
+        """Say at start which senders' stored secrets no configured key opens (a changed key holds their
+        emails), and let go those held for secrets that open again."""
+        try:
+            await ctx.run(check_at_start, PasswordBox(settings.secret_keys))
+        except Exception as e:  # noqa: BLE001 - a check, not a reason to refuse to start
+            log.warning("stored secrets not checked at start: %s", e)
+        yield
+
+    app.cleanup_ctx.append(secrets_ctx)
 
     if with_scheduler:
         async def scheduler_ctx(app: web.Application):

@@ -101,6 +101,10 @@ class SenderOutSchema(StrictSchema):
     smtpUrl = fields.String(required=True, allow_none=True,
                             metadata={"description": "Without its password; null: the server's SMTP_URL"})
     hasPassword = fields.Boolean(required=True, metadata={"description": "An SMTP password is stored"})
+    secretReadable = fields.Boolean(required=True, allow_none=True, metadata={
+        "description": "Whether a key of the server's COLDMAIL_SECRET_KEY opens the stored password; false: "
+                       "the key was changed, and the sender's emails are held PENDING until it is back. "
+                       "null: no password is stored"})
     usage = fields.Nested(UsageSchema, required=True)
     createdAt = fields.String(required=True)
     updatedAt = fields.String(required=True)
@@ -117,6 +121,7 @@ def sender_json(row: dict[str, Any], *, sent_in_window: int, settings: Settings)
         "hourlyLimit": row["hourly_limit"] or settings.rate_limit_per_hour,
         "smtpUrl": row["smtp_url"],
         "hasPassword": row["smtp_password_enc"] is not None,
+        "secretReadable": row["secret_readable"],
         "usage": {"sentInWindow": sent_in_window, "windowSeconds": settings.rate_limit_window_s},
         "createdAt": iso(row["created_at"]),
         "updatedAt": iso(row["updated_at"]),

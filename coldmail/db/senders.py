@@ -82,3 +82,19 @@ def sent_in_window(sender_id: str, *, window_s: float) -> int:
     """The sender's sends in the last window and under way, counted in PostgreSQL (Redis lost its count)."""
     row = database.execute_sql(_SENT_IN_WINDOW, {"s": sender_id, "w": window_s}).fetchone()
     return int(row[0])
+
+
+def sealed_secrets(*, for_update: bool = False) -> list[tuple[str, str]]:
+    """(sender id, sealed SMTP password) of every sender that stores one; `for_update` locks those rows
+    (rotate-secrets, inside its transaction: a PUT meanwhile waits rather than being overwritten)."""
+    lock = " FOR UPDATE" if for_update else ""
+    sql = f"SELECT id, smtp_password_enc FROM senders WHERE smtp_password_enc IS NOT NULL ORDER BY id{lock}"
+    return [(row[0], row[1]) for row in database.execute_sql(sql).fetchall()]
+
+
+def replace_sealed(sender_id: str, *, old: str, new: str) -> bool:
+    """The sender's sealed password, sealed again with another key (same secret); False if it changed
+    meanwhile."""
+    cursor = database.execute_sql("UPDATE senders SET smtp_password_enc = %(new)s WHERE id = %(id)s "
+                                  "AND smtp_password_enc = %(old)s", {"id": sender_id, "old": old, "new": new})
+    return cursor.rowcount == 1

@@ -24,12 +24,13 @@ import redis
 from ..caps import Caps, Decision
 from ..db import database
 from ..db.emails import sending
+from ..errors import SecretUnreadable
 from ..logs import email_fields
 from ..mail.message import Outgoing, build_message
 from ..settings import Settings
 from .outcomes import Outcome, Result
 from .recorder import Recorder, Sent
-from .retry import ATTEMPT_FAILURES, GiveBack, Release, RetryPolicy, Verdict
+from .retry import ATTEMPT_FAILURES, GiveBack, Hold, Release, RetryPolicy, Verdict
 from .routing import Router
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,8 @@ class Deliverer:
             transport, relay = self.router.route(row)
             started = time.monotonic()
             reply = transport.send(message, relay=relay, email_id=row["id"])
+        except SecretUnreadable as e:
+            return self._hold(row, Hold.SECRET_UNREADABLE, str(e))
         except ATTEMPT_FAILURES as e:
             return self._attempt_failed(row, self.retry.after_failure(e, attempt=row["attempts"] + 1))
         return Sent(row, message, reply, slots=self._slots(row), send_s=time.monotonic() - started,
@@ -220,6 +223,19 @@ class Deliverer:
         log.warning("email %r: attempt %d failed (%s); retry in %.1fs (sender %r)", row["id"], row["attempts"] + 1,
                     verdict.error, verdict.retry_in_s, row["sender_id"], extra=email_fields(row))
         return Outcome(Result.RETRY, due_in_s=verdict.retry_in_s)
+
+    def _hold(self, row: Row, reason: Hold, error: str) -> Outcome:
+        """Something the send needs is missing, through no fault of the email (no configured key opens its
+        sender's stored secret): it waits PENDING with no attempt spent, never FAILED, and goes once that is
+        fixed (coldmail.delivery.retry). Its cap slots are free again. `error` names no secret."""
+        self._give_back_slots([row])
+        first_s, longest_s = self.retry.hold_delays()
+        with database.connection_context():
+            held = sending.hold(row["id"], reason=reason.value, error=error, base_s=first_s, max_s=longest_s)
+        if held:
+            log.error("email %r: held, not sent (sender %r): %s", row["id"], row["sender_id"], error,
+                      extra=email_fields(row))
+        return Outcome(Result.HELD, reason=reason.value)
 
     # -- giving back -----------------------------------------------------------------------------
 

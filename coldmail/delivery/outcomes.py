@@ -15,6 +15,8 @@ class Result(str, Enum):
     NOT_YET = "not_yet"
     #: claimed, then given back unsent (the worker is stopping, or Redis failed before the send)
     RELEASED = "released"
+    #: claimed, then held back PENDING without an attempt: something it needs is missing (its `reason`)
+    HELD = "held"
 
 
 @dataclass(frozen=True)
@@ -26,3 +28,5 @@ class Outcome:
     #: for SENT, read by the metrics middleware: the SMTP transaction, and sent minus scheduledAt
     send_s: float | None = None
     late_s: float | None = None
+    #: for HELD: why (coldmail.delivery.retry.Hold), the coldmail_emails_held metric's label
+    reason: str | None = None

@@ -13,6 +13,11 @@ of the email:
   every time must end.
 - Claims given back before any SMTP (`Release`) cost no attempt.
 - Being over a sender's cap is a reschedule (coldmail.caps), not a retry.
+- An email whose sender's stored secret no configured key opens is held
+  (`Hold`): PENDING, no attempt spent, never FAILED. It is tried again after
+  the first backoff, doubled at each hold up to `backoff_max_s`, and at once
+  when the API process starts and finds the secret readable (the operator put
+  the key back and restarted).
 - Dramatiq never retries (`DRAMATIQ_MAX_RETRIES`).
 """
 
@@ -50,6 +55,17 @@ class Release(StrEnum):
     RELAY_FAILED = "the relay failed for the email before"
     #: Redis failed under the cap check, or a bug, before any SMTP
     ERROR = "error before sending"
+
+
+class Hold(StrEnum):
+    """Why a claimed email is held (its `held` event and the coldmail_emails_held metric say it)."""
+
+    #: no key of COLDMAIL_SECRET_KEY opens its sender's stored secret
+    SECRET_UNREADABLE = "secret_unreadable"
+
+
+#: the shortest hold, so that a RETRY_BACKOFF_SECONDS of 0 does not make held emails spin
+HOLD_MIN_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -92,13 +108,19 @@ class RetryPolicy:
                            retry_in_s=backoff_s(attempt, base_s=self.backoff_base_s, max_s=self.backoff_max_s))
         if isinstance(error, PermanentSendError):
             return Verdict(str(error), error.code)
-        return Verdict(str(error))  # ConfigError: the sender's relay URL or stored password
+        return Verdict(str(error))  # ConfigError: the sender's relay URL
 
     @staticmethod
     def unbuildable(error: Exception) -> Verdict:
         """The row's message could not be built: it would fail the same way on every attempt, so it fails
         now rather than after a lease each time."""
         return Verdict(f"the message could not be built: {type(error).__name__}: {error}")
+
+    def hold_delays(self) -> tuple[float, float]:
+        """(first, longest) delay of a held email: it doubles at each hold of the same email, bounded so that
+        one is tried again at most `backoff_max_s` after the key is back, even with no restart."""
+        first = max(HOLD_MIN_S, self.backoff_base_s)
+        return first, max(first, self.backoff_max_s)
 
     def give_back(self, reason: Release, *, relay_retry_in_s: float = 0.0) -> GiveBack:
         """When claims given back for `reason` may go again: at once when the worker stops or time ran short;

@@ -20,7 +20,8 @@ class Router:
 
     def route(self, row: Mapping[str, Any]) -> tuple[Transport, Relay | None]:
         """The transport and relay for an email row (with its sender's smtp_url and sealed password).
-        Raises ConfigError when the sender's relay URL or password is unusable."""
+        Raises ConfigError when the sender's relay URL is unusable, SecretUnreadable when no configured key
+        opens its stored password (the email is held, not failed)."""
         if row.get("smtp_url"):
             sealed = row.get("smtp_password_enc")
             password = self.passwords.open(sealed) if sealed else None

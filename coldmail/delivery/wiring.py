@@ -21,6 +21,6 @@ def build_deliverer(settings: Settings, *, redis_client: redis.Redis) -> Deliver
         smtp=SmtpTransport(timeout_s=settings.smtp_timeout_s, idle_s=settings.smtp_idle_s),
         outbox=OutboxTransport(settings.outbox_dir),
         default_relay=Relay.from_url(settings.smtp_url) if settings.smtp_url else None,
-        passwords=PasswordBox(settings.secret_key))
+        passwords=PasswordBox(settings.secret_keys))
     return Deliverer(settings, caps=caps, router=router, recorder=Recorder(caps.mark_done),
                      retry=RetryPolicy.from_settings(settings))

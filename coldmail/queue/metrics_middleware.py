@@ -6,6 +6,7 @@ import dramatiq
 
 from .. import metrics
 from ..delivery.outcomes import Result
+from ..delivery.retry import Hold
 from ..settings import Settings
 from .actors import ACTOR_NAME, last_outcomes
 
@@ -20,6 +21,8 @@ class MetricsMiddleware(dramatiq.Middleware):
         metrics.check_mode(settings)
         for outcome in [*(r.value for r in Result), ERROR]:
             metrics.MESSAGES.labels(outcome)  # every outcome shows, at 0, before it first happens
+        for reason in Hold:
+            metrics.HELD.labels(reason.value)
 
     def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
         if message.actor_name != ACTOR_NAME:
@@ -44,3 +47,5 @@ class MetricsMiddleware(dramatiq.Middleware):
             metrics.RETRIED.inc()
         elif outcome.result is Result.RATE_LIMITED:
             metrics.RATE_LIMITED.inc()
+        elif outcome.result is Result.HELD:
+            metrics.HELD.labels(outcome.reason).inc()

@@ -146,7 +146,7 @@ def parts(rows, relay):
                                  dotenv=None)
     caps, recorder = Caps(), Recorder()
     router = Router(smtp=relay, outbox=MemoryTransport(), default_relay=Relay.from_url(settings.smtp_url),
-                    passwords=PasswordBox(None))
+                    passwords=PasswordBox(()))
     deliverer = Deliverer(settings, caps=caps, router=router, recorder=recorder,
                           retry=RetryPolicy.from_settings(settings))
     return SimpleNamespace(deliverer=deliverer, caps=caps, recorder=recorder, outbox=router.outbox)
@@ -326,7 +326,7 @@ def test_a_send_not_recorded_raises_after_the_message_is_done(parts, rows, relay
 def test_without_a_relay_emails_go_to_the_outbox_and_closing_a_thread_closes_both(parts, rows, relay):
     # Given a deliverer with no SMTP_URL, and an email of a sender with no relay of its own
     parts.deliverer.router = Router(smtp=relay, outbox=parts.outbox, default_relay=None,
-                                    passwords=PasswordBox(None))
+                                    passwords=PasswordBox(()))
     rows.add(1)
     # When it is delivered and the thread stops
     assert deliver(parts, [1]) == [(1, Result.SENT)]

@@ -60,3 +60,32 @@ def test_repr_and_redaction_hide_secrets():
 def test_every_setting_is_documented():
     names = [name for name, _, doc in documented() if doc]
     assert len(names) == len(documented()) and "DATABASE_URL" in names
+
+
+@pytest.mark.needs("cryptography")
+def test_the_secret_key_may_list_keys_newest_first():
+    from cryptography.fernet import Fernet
+
+    k1, k2 = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    assert Settings.from_env({}, dotenv=None).secret_keys == ()
+    assert Settings.from_env({"COLDMAIL_SECRET_KEY": k1}, dotenv=None).secret_keys == (k1,)
+    assert Settings.from_env({"COLDMAIL_SECRET_KEY": f" {k2} , {k1}\n"}, dotenv=None).secret_keys == (k2, k1)
+
+
+@pytest.mark.needs("cryptography")
+@pytest.mark.parametrize("keys,position", [
+    ("{good},not-a-fernet-key", "key 2 of 2"),
+    ("tooshort,{good}", "key 1 of 2"),
+    ("{good},,{good}", "key 2 of 3"),
+    ("{good},", "key 2 of 2"),
+    ("{good},{good}x", "key 2 of 2"),
+])
+def test_a_bad_key_in_the_list_is_named_by_its_position_and_not_echoed(keys, position):
+    from cryptography.fernet import Fernet
+
+    good = Fernet.generate_key().decode()
+    with pytest.raises(ConfigError) as e:
+        Settings.from_env({"COLDMAIL_SECRET_KEY": keys.format(good=good)}, dotenv=None)
+    message = str(e.value)
+    assert "COLDMAIL_SECRET_KEY" in message and position in message
+    assert good not in message and "not-a-fernet-key" not in message and "tooshort" not in message

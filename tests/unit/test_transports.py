@@ -8,7 +8,7 @@ import pytest
 
 from coldmail.crypto import PasswordBox, make_key
 from coldmail.delivery.routing import Router
-from coldmail.errors import ConfigError, PermanentSendError, TransientSendError
+from coldmail.errors import ConfigError, PermanentSendError, SecretUnreadable, TransientSendError
 from coldmail.mail.memory import MemoryTransport
 from coldmail.mail.message import build_message
 from coldmail.mail.transports import Relay, _classify
@@ -36,17 +36,19 @@ def test_reply_codes(code, kind):
 
 def test_a_sender_goes_through_its_own_relay_else_smtp_url_s_else_the_outbox():
     # Given a worker with SMTP_URL set, and a sender with a relay and a stored password of its own
-    smtp, outbox, box = MemoryTransport(), MemoryTransport(), PasswordBox(make_key())
+    smtp, outbox, box = MemoryTransport(), MemoryTransport(), PasswordBox((make_key(),))
     default = Relay.from_url("smtp://default.example.com")
     router = Router(smtp=smtp, outbox=outbox, default_relay=default, passwords=box)
     own = {"smtp_url": "smtp://me@mine.example.com:2525", "smtp_password_enc": box.seal("s3cret")}
     # Then that sender's emails go through its relay, logged in with its password; the others through
-    # SMTP_URL's, or to the outbox without one; and a password the key cannot open is a configuration error
+    # SMTP_URL's, or to the outbox without one; and a password no key opens is unreadable (the email is held)
     assert router.route(own) == (smtp, Relay("mine.example.com", 2525, username="me", password="s3cret"))
     assert router.route({"smtp_url": None}) == (smtp, default)
     assert Router(smtp=smtp, outbox=outbox, default_relay=None, passwords=box).route({}) == (outbox, None)
-    with pytest.raises(ConfigError):
-        Router(smtp=smtp, outbox=outbox, default_relay=None, passwords=PasswordBox(None)).route(own)
+    with pytest.raises(SecretUnreadable):
+        Router(smtp=smtp, outbox=outbox, default_relay=None, passwords=PasswordBox(())).route(own)
+    with pytest.raises(SecretUnreadable):
+        Router(smtp=smtp, outbox=outbox, default_relay=None, passwords=PasswordBox((make_key(),))).route(own)
 
 
 def test_the_memory_transport_keeps_what_it_is_given_and_fails_as_told():

@@ -1,9 +1,11 @@
-"""The sweep's statements: take back what a dead worker, an emptied Redis or a lost message left behind."""
+"""The sweep's statements: take back what a dead worker, an emptied Redis or a lost message left behind; and
+the start-up's: let go at once the emails held for a secret that opens again."""
 
 from __future__ import annotations
 
 from ..connection import database
 from .columns import FAILED, PENDING, SENDING
+from .due import due_at
 
 _EXPIRE_LEASES = f"""
 WITH u AS (
@@ -42,3 +44,21 @@ _REQUEUE_ALL_QUEUED = f"UPDATE emails SET queued_at = NULL WHERE status = {PENDI
 def requeue_all_queued() -> int:
     """Redis came back empty: every handed-over PENDING email must be handed over again."""
     return database.execute_sql(_REQUEUE_ALL_QUEUED).rowcount
+
+
+_RESUME_HELD = f"""
+WITH u AS (
+    UPDATE emails e SET next_attempt_at = {due_at('e.scheduled_at')}, queued_at = NULL, updated_at = now()
+    WHERE e.status = {PENDING} AND e.sender_id = ANY(%(senders)s) AND e.next_attempt_at > now()
+      AND (SELECT v.kind FROM email_events v WHERE v.email_id = e.id ORDER BY v.id DESC LIMIT 1) = 'held'
+    RETURNING e.id
+)
+INSERT INTO email_events (email_id, kind, detail)
+SELECT id, 'resumed', jsonb_build_object('reason', %(reason)s) FROM u RETURNING email_id
+"""
+
+
+def resume_held(sender_ids: list[str], *, reason: str) -> int:
+    """Held emails of `sender_ids` (whose secret opens again) are due now rather than at the end of their
+    hold; how many. An email moved since it was held (its last event is not `held`) keeps its time."""
+    return len(database.execute_sql(_RESUME_HELD, {"senders": sender_ids, "reason": reason}).fetchall())

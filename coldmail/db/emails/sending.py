@@ -124,6 +124,31 @@ def defer_for_cap(email_id: int, *, delay_s: float) -> bool:
     return database.execute_sql(_DEFER_FOR_CAP, {"id": email_id, "delay_s": delay_s}).fetchone() is not None
 
 
+_HOLD = f"""
+WITH u AS (
+    UPDATE emails e SET status = {PENDING}, queued_at = NULL, lease_until = NULL, updated_at = now(),
+        last_error = %(error)s,
+        next_attempt_at = now() + least(%(max_s)s, %(base_s)s * power(2, least(30, (
+            SELECT count(*) FROM email_events v WHERE v.email_id = e.id AND v.kind = 'held')))) * interval '1 second'
+    WHERE id = %(id)s AND status = {SENDING} RETURNING id, next_attempt_at
+)
+INSERT INTO email_events (email_id, kind, detail)
+SELECT id, 'held', jsonb_build_object('reason', %(reason)s, 'error', %(error)s, 'nextAttemptAt', next_attempt_at)
+FROM u RETURNING email_id
+"""
+
+
+def hold(email_id: int, *, reason: str, error: str, base_s: float, max_s: float) -> bool:
+    """Put a claimed email back PENDING, unsent and with no attempt spent, because something it needs is
+    missing (its sender's stored secret opens with no configured key): a `held` event says why. It is
+    tried again after `base_s`, doubled for each earlier hold of the email, `max_s` at most, and at once
+    when the API process starts and finds its sender readable again (`release_held`). `error` is shown as
+    the email's lastError; it must hold no secret."""
+    cursor = database.execute_sql(_HOLD, {"id": email_id, "reason": reason, "error": error,
+                                          "base_s": base_s, "max_s": max_s})
+    return cursor.fetchone() is not None
+
+
 _AFTER_DELAY = "now() + %(delay_s)s * interval '1 second'"
 _RELEASE = _EVENT_FROM_UPDATE.format(update=(
     f"UPDATE emails SET status = {PENDING}, queued_at = NULL, lease_until = NULL, updated_at = now(), "

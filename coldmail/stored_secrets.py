@@ -1,0 +1,76 @@
+"""What the operator does with the secrets stored under COLDMAIL_SECRET_KEY: the start-up check, and
+`python run.py rotate-secrets`.
+
+The check runs when the API process starts: it logs each sender whose stored
+secret no configured key opens (ids only, never the secret) and a summary, and
+lets go at once the emails held for senders whose secret opens again (the
+operator put the key back and restarted), rather than at the end of their hold.
+Rotation re-seals every stored secret with the first key, in one transaction,
+so that the other keys can be dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .crypto import PasswordBox
+from .db import database
+from .db.emails.recovery import resume_held
+from .db.senders import replace_sealed, sealed_secrets
+from .errors import SecretUnreadable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SecretsCheck:
+    readable: list[str]
+    unreadable: list[str]
+    #: held emails of readable senders, due again now
+    resumed: int
+
+
+def check_at_start(box: PasswordBox) -> SecretsCheck:
+    """Try every stored secret with the configured keys; log the ones that do not open; resume the emails
+    held for the ones that do. Blocking."""
+    with database.connection_context():
+        stored = sealed_secrets()
+        readable = [sender for sender, sealed in stored if box.opens(sealed)]
+        opened = set(readable)
+        unreadable = [sender for sender, _ in stored if sender not in opened]
+        resumed = resume_held(readable, reason="the sender's secret opens again") if readable else 0
+    for sender in unreadable:
+        log.error("sender %r: no key of COLDMAIL_SECRET_KEY opens its stored SMTP password; its emails are "
+                  "held until the key that sealed it is configured again", sender)
+    if unreadable:
+        log.error("stored secrets: %d of %d open with no configured key (senders %s): put the old key back "
+                  "in COLDMAIL_SECRET_KEY, after the new one, and restart", len(unreadable), len(stored),
+                  ", ".join(repr(s) for s in unreadable))
+    else:
+        log.info("stored secrets: all %d open with the configured keys", len(stored))
+    if resumed:
+        log.info("stored secrets: %d held email(s) due again now", resumed)
+    return SecretsCheck(readable=readable, unreadable=unreadable, resumed=resumed)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    resealed: int
+    #: sealed with no configured key: left as they are (their emails stay held)
+    unreadable: list[str]
+
+
+def rotate(box: PasswordBox) -> Rotation:
+    """Seal every stored secret again with the first configured key, all in one transaction (so that a
+    failure leaves every secret as it was). Secrets no key opens are left, and named."""
+    resealed, unreadable = 0, []
+    with database.connection_context(), database.atomic():
+        for sender, sealed in sealed_secrets(for_update=True):
+            try:
+                fresh = box.reseal(sealed)
+            except SecretUnreadable:
+                unreadable.append(sender)
+                continue
+            resealed += replace_sealed(sender, old=sealed, new=fresh)
+    return Rotation(resealed=resealed, unreadable=unreadable)
