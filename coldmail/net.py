@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from dataclasses import dataclass
 
 from .errors import BadRequest
@@ -89,12 +90,17 @@ def resolve(host: str, port: int, *, allow_private: bool) -> Destination:
     return Destination(host=host, port=port, addresses=addresses)
 
 
-def connect(destination: Destination, *, timeout: float | None) -> socket.socket:
-    """A TCP connection to the first checked address of `destination` that answers."""
+def connect(destination: Destination, *, timeout: float) -> socket.socket:
+    """A TCP connection to the first checked address of `destination` that answers, within `timeout` in all
+    (each address gets what the ones before it left)."""
+    deadline = time.monotonic() + timeout
     error: OSError | None = None
     for ip in destination.addresses:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
         try:
-            return socket.create_connection((str(ip), destination.port), timeout=timeout)
+            return socket.create_connection((str(ip), destination.port), timeout=remaining)
         except OSError as e:
             error = e
-    raise error or OSError(f"no address to connect to for {destination.host!r}")
+    raise error or socket.timeout(f"no address of {destination.host!r} answered within {timeout:g}s")
