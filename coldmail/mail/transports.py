@@ -301,6 +301,11 @@ class _Guarded:
     destination: net.Destination
     watch: Watch
 
+    def connect(self, host="localhost", port=0, source_address=None):
+        # smtplib sets the name TLS checks the certificate against only when __init__ connects; we connect later
+        self._host = host
+        return super().connect(host, port, source_address)
+
     def _get_socket(self, host, port, timeout):
         remaining = self.watch.remaining()
         if remaining <= 0:
