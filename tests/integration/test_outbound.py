@@ -200,12 +200,17 @@ def test_the_password_goes_after_starttls_to_a_certificate_verified_against_the_
     assert tls_sink.auths == [] and tls_sink.arrivals == []
     # Given one that trusts it (SSL_CERT_FILE, as an operator would set it)
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_sink.ca.ca_file))
-    smtp = SmtpTransport(timeout_s=2, idle_s=0, allow_private=True)
+    smtp = SmtpTransport(timeout_s=2, idle_s=5, allow_private=True)
     # Then the password goes over TLS to the checked address, the certificate matched against relay.test
     resolver.asked.clear()
     smtp.send(message("over TLS"), relay=relay, email_id=2)
     assert tls_sink.auths == [("alice", True)] and tls_sink.subjects() == ["over TLS"]
     assert resolver.asked == ["relay.test", "127.0.0.1"]  # the name once, then the address checked
+    # And the TLS connection is kept for the next send (watched by that send's deadline too)
+    ehlos = tls_sink.handler.connections
+    smtp.send(message("same connection"), relay=relay, email_id=3)
+    assert tls_sink.handler.connections == ehlos and len(tls_sink.auths) == 1
+    assert tls_sink.subjects() == ["over TLS", "same connection"]
     # And the same relay by its address fails: the certificate does not name 127.0.0.1
     by_address = Relay.from_url(f"smtp://alice:{PASSWORD}@127.0.0.1:{tls_sink.port}")
     with pytest.raises(TransientSendError, match="CERTIFICATE_VERIFY_FAILED"):
