@@ -79,13 +79,15 @@ def resolve(host: str, port: int, *, allow_private: bool) -> Destination:
     try:
         infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:
-        raise UnresolvableHost(f"host {host!r} does not resolve ({e})") from None
+        raise UnresolvableHost(f"host {host!r} does not resolve") from None
     addresses = tuple(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
     if not allow_private:
         for ip in addresses:
             reason = refusal(ip)
             if reason is not None:
-                raise BlockedAddress(f"host {host!r} resolves to {ip}, a {reason} address; API users may only "
+                # the kind of address, not the address: what the server's DNS answers for internal names
+                # is not the API user's to learn
+                raise BlockedAddress(f"host {host!r} resolves to a {reason} address; API users may only "
                                      "reach public addresses (ALLOW_PRIVATE_NETWORKS=true allows others)")
     return Destination(host=host, port=port, addresses=addresses)
 

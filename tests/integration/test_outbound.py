@@ -115,8 +115,9 @@ def test_a_name_that_resolves_to_loopback_at_connect_time_is_refused_and_smtp_ur
     resolver.names["relay.test"] = "127.0.0.1"
     smtp = SmtpTransport(timeout_s=2, idle_s=0)
     # Then a sender's relay by that name is refused, and nothing connects to the relay
-    with pytest.raises(TransientSendError, match=r"127\.0\.0\.1.*loopback"):
+    with pytest.raises(TransientSendError, match="relay.test' resolves to a loopback address") as refused:
         smtp.send(message(), relay=Relay.from_url(f"smtp://relay.test:{sink.port}"), email_id=1)
+    assert "127.0.0.1" not in str(refused.value)  # the kind of address, not what internal DNS answers
     assert sink.handler.connections == 0 and sink.arrivals == []
     # And the operator's SMTP_URL by the same name is trusted
     smtp.send(message("trusted"), relay=Relay.from_url(f"smtp://relay.test:{sink.port}", trusted=True), email_id=2)
@@ -143,7 +144,7 @@ async def test_a_senders_relay_that_turns_private_after_the_put_fails_its_attemp
 
     row = await async_wait_for(failed_attempt, timeout_s=10, what="a failed attempt")
     # Then the attempt failed, saying why, and is retried (DNS may change back); nothing reached the relay
-    assert "127.0.0.1" in row["lastError"] and "loopback" in row["lastError"]
+    assert "loopback" in row["lastError"] and "127.0.0.1" not in row["lastError"]
     assert row["status"] != "FAILED"
     assert sink.handler.connections == 0
     # And another sender's email, through the operator's SMTP_URL on the same loopback, goes
