@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from dataclasses import dataclass
 
 from .errors import BadRequest
@@ -78,23 +79,30 @@ def resolve(host: str, port: int, *, allow_private: bool) -> Destination:
     try:
         infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:
-        raise UnresolvableHost(f"host {host!r} does not resolve ({e})") from None
+        raise UnresolvableHost(f"host {host!r} does not resolve") from None
     addresses = tuple(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
     if not allow_private:
         for ip in addresses:
             reason = refusal(ip)
             if reason is not None:
-                raise BlockedAddress(f"host {host!r} resolves to {ip}, a {reason} address; API users may only "
+                # the kind of address, not the address: what the server's DNS answers for internal names
+                # is not the API user's to learn
+                raise BlockedAddress(f"host {host!r} resolves to a {reason} address; API users may only "
                                      "reach public addresses (ALLOW_PRIVATE_NETWORKS=true allows others)")
     return Destination(host=host, port=port, addresses=addresses)
 
 
-def connect(destination: Destination, *, timeout: float | None) -> socket.socket:
-    """A TCP connection to the first checked address of `destination` that answers."""
+def connect(destination: Destination, *, timeout: float) -> socket.socket:
+    """A TCP connection to the first checked address of `destination` that answers, within `timeout` in all
+    (each address gets what the ones before it left)."""
+    deadline = time.monotonic() + timeout
     error: OSError | None = None
     for ip in destination.addresses:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
         try:
-            return socket.create_connection((str(ip), destination.port), timeout=timeout)
+            return socket.create_connection((str(ip), destination.port), timeout=remaining)
         except OSError as e:
             error = e
-    raise error or OSError(f"no address to connect to for {destination.host!r}")
+    raise error or socket.timeout(f"no address of {destination.host!r} answered within {timeout:g}s")

@@ -67,6 +67,13 @@ def _choice(*choices: str) -> Callable[[str, str], str]:
     return parse
 
 
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("true", "false"):
+        raise ConfigError(f"{name}={raw!r} must be true or false")
+    return value == "true"
+
+
 def _text(name: str, raw: str) -> str:
     return raw
 
@@ -143,8 +150,8 @@ class Settings:
         "Dramatiq broker and rate-limit counters")
     smtp_url: str | None = _var(
         "SMTP_URL", "", _optional_smtp_url,
-        "smtp://user:pass@host:port (STARTTLS when offered, ?starttls=require to insist) or smtps://…; "
-        "unset: write .eml files to OUTBOX_DIR")
+        "smtp://user:pass@host:port (STARTTLS when offered, ?starttls=require to insist; with a user, STARTTLS "
+        "is required unless ?starttls=never) or smtps://… (implicit TLS); unset: write .eml files to OUTBOX_DIR")
     outbox_dir: str = _var("OUTBOX_DIR", "./var/outbox", _text, "where the file transport writes")
     default_from: str = _var("DEFAULT_FROM", "coldmail@localhost", _text, "From address of a sender that has none")
     rate_limit_per_hour: int = _var("RATE_LIMIT_PER_HOUR", "100", _int(1), "default cap of a sender per window")
@@ -155,6 +162,10 @@ class Settings:
         "COLDMAIL_API_KEYS", "", _keys, "comma-separated static API keys, besides those made with create-api-key")
     host: str = _var("HOST", "127.0.0.1", _text, "where the API listens")
     port: int = _var("PORT", "8080", _int(0, 65535), "where the API listens")
+    allow_private_networks: bool = _var(
+        "ALLOW_PRIVATE_NETWORKS", "false", _bool,
+        "let API users point senders' relays at loopback, private and link-local addresses (local set-ups and "
+        "tests); the operator's own SMTP_URL is always trusted")
     secret_keys: tuple[str, ...] = _var(
         "COLDMAIL_SECRET_KEY", "", _fernet_keys,
         "Fernet key that encrypts senders' SMTP passwords; a comma-separated list rotates keys: the first "
@@ -181,7 +192,9 @@ class Settings:
     dead_worker_s: float = _var(
         "DEAD_WORKER_SECONDS", "10", _float(0.5),
         "a worker process silent this long is taken for dead: the messages it had fetched go back to the queue")
-    smtp_timeout_s: float = _var("SMTP_TIMEOUT_SECONDS", "30", _float(0.1), "SMTP connect and reply timeout")
+    smtp_timeout_s: float = _var(
+        "SMTP_TIMEOUT_SECONDS", "30", _float(0.1),
+        "longest one SMTP send may take, connection through the reply to DATA: a relay still talking then is cut off")
     smtp_idle_s: float = _var(
         "SMTP_IDLE_SECONDS", "30", _float(0), "how long an idle SMTP connection is kept open for reuse")
     max_attempts: int = _var("MAX_ATTEMPTS", "8", _int(1), "SMTP attempts before an email is FAILED")

@@ -2,7 +2,9 @@
 
 The SMTP password travels inside `smtpUrl` on PUT only: it is split off,
 stored encrypted (COLDMAIL_SECRET_KEY), and never shown or logged; the URL is
-stored and shown without it.
+stored and shown without it. The relay's host must resolve to public addresses
+(coldmail.net) unless ALLOW_PRIVATE_NETWORKS=true; the worker checks it again
+at each connection, as DNS may answer otherwise by then.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from aiohttp import web
 from marshmallow import ValidationError, fields, validate
 
-from ..errors import NotFound
+from .. import net
+from ..errors import BadRequest, NotFound
 from ..settings import Settings
 from .body import read_json
 from .context import AppContext, ctx_key
@@ -41,8 +44,8 @@ _PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4
 SMTP_URL = Pattern(
     rf"^smtps?://(?:{_USERINFO_CHARS}+(?::{_USERINFO_CHARS}*)?@)?"
     rf"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::{_PORT})?/?"
-    r"(?:\?starttls=(?:auto|require))?$",
-    error="Not an SMTP URL: smtp://[user[:password]@]host[:port][?starttls=auto|require] or smtps://…, "
+    r"(?:\?starttls=(?:auto|require|never))?$",
+    error="Not an SMTP URL: smtp://[user[:password]@]host[:port][?starttls=auto|require|never] or smtps://…, "
           "with special characters in the user or password percent-encoded.")
 
 
@@ -82,7 +85,9 @@ class SenderInSchema(StrictSchema):
                   "example": 100})
     smtpUrl = SmtpUrl(load_default=None, allow_none=True, metadata={
         "description": "The sender's own relay: smtp://user:password@host:587 (STARTTLS when offered; "
-                       "?starttls=require to insist) or smtps://… (implicit TLS). The password is stored "
+                       "?starttls=require to insist; with a user, STARTTLS is required unless "
+                       "?starttls=never) or smtps://… (implicit TLS). The host must resolve to public "
+                       "addresses unless the server sets ALLOW_PRIVATE_NETWORKS. The password is stored "
                        "encrypted and never shown. Repeat the URL as GET shows it (without the password) "
                        "to keep the stored one. Omitted or null: the server's SMTP_URL.",
         "example": "smtp://alice@smtp.example.com:587?starttls=require"})
@@ -128,6 +133,15 @@ def sender_json(row: dict[str, Any], *, sent_in_window: int, settings: Settings)
     }
 
 
+def _check_public(url: str) -> None:
+    """The outbound guard at save time: the relay's host must resolve to public addresses (blocks on DNS)."""
+    parts = urlsplit(url)
+    try:
+        net.resolve(parts.hostname, parts.port or (465 if parts.scheme == "smtps" else 25), allow_private=False)
+    except BadRequest as e:
+        raise ValidationError({"smtpUrl": [str(e)]}) from None
+
+
 @routes.put("/senders/{sender_id}")
 async def put(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
@@ -138,6 +152,8 @@ async def put(request: web.Request) -> web.Response:
         raise ValidationError({"senderId": e.messages}) from None
     data = _in_schema.load(await read_json(request))
     endpoint: SmtpEndpoint | None = data["smtpUrl"]
+    if endpoint is not None and not ctx.settings.allow_private_networks:
+        await ctx.run(_check_public, endpoint.url)
     row, created = await ctx.run(ctx.senders.put, sender_id, from_address=data["fromAddress"],
                                  hourly_limit=data["hourlyLimit"], smtp_url=endpoint.url if endpoint else None,
                                  smtp_password=endpoint.password if endpoint else None)

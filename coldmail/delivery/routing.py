@@ -13,7 +13,7 @@ from ..mail.transports import Relay, Transport
 class Router:
     smtp: Transport
     outbox: Transport
-    #: SMTP_URL's relay, for senders without one of their own; None: those go to the outbox
+    #: SMTP_URL's relay (trusted), for senders without one of their own; None: those go to the outbox
     default_relay: Relay | None
     #: opens a sender's stored SMTP password
     passwords: PasswordBox
@@ -25,7 +25,7 @@ class Router:
         if row.get("smtp_url"):
             sealed = row.get("smtp_password_enc")
             password = self.passwords.open(sealed) if sealed else None
-            return self.smtp, Relay.from_url(row["smtp_url"], password=password)
+            return self.smtp, Relay.from_url(row["smtp_url"], password=password)  # not trusted: guarded
         if self.default_relay is not None:
             return self.smtp, self.default_relay
         return self.outbox, None

@@ -18,9 +18,10 @@ def build_deliverer(settings: Settings, *, redis_client: redis.Redis) -> Deliver
     """A Deliverer with SMTP and outbox transports, the caps on `redis_client`, and its recorder thread."""
     caps = Caps(settings, redis_client)
     router = Router(
-        smtp=SmtpTransport(timeout_s=settings.smtp_timeout_s, idle_s=settings.smtp_idle_s),
+        smtp=SmtpTransport(timeout_s=settings.smtp_timeout_s, idle_s=settings.smtp_idle_s,
+                           allow_private=settings.allow_private_networks),
         outbox=OutboxTransport(settings.outbox_dir),
-        default_relay=Relay.from_url(settings.smtp_url) if settings.smtp_url else None,
+        default_relay=Relay.from_url(settings.smtp_url, trusted=True) if settings.smtp_url else None,
         passwords=PasswordBox(settings.secret_keys))
     return Deliverer(settings, caps=caps, router=router, recorder=Recorder(caps.mark_done),
                      retry=RetryPolicy.from_settings(settings))

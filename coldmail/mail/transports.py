@@ -4,6 +4,12 @@ A transport says what kind of failure it met, and coldmail.delivery.retry
 decides what becomes of the email. SMTP replies are sorted here, and nowhere
 else, by their class: TransientSendError (4xx, timeouts, refused or dropped
 connections: it may work later) and PermanentSendError (5xx: it never will).
+
+A relay an API user chose is resolved and checked by the outbound guard
+(coldmail.net) at each connection, and connected to at the address checked;
+the operator's SMTP_URL is trusted. A password goes only over TLS unless the
+URL says `?starttls=never`, and one send, connection included, has a total
+deadline (coldmail.mail.deadline).
 """
 
 from __future__ import annotations
@@ -21,10 +27,15 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..errors import ConfigError, PermanentSendError, TransientSendError
+from .. import net
+from ..errors import BadRequest, ConfigError, PermanentSendError, TransientSendError
+from .deadline import Watch, Watchdog
 from .message import Outgoing
 
 log = logging.getLogger(__name__)
+
+
+STARTTLS_OPTIONS = ("auto", "require", "never")
 
 
 @dataclass(frozen=True)
@@ -34,27 +45,37 @@ class Relay:
     host: str
     port: int
     implicit_tls: bool = False
-    require_starttls: bool = False
+    #: `?starttls=`: auto (when offered; required with a user), require, or never (a password may go in clear)
+    starttls: str = "auto"
     username: str | None = None
     password: str | None = None
+    #: the operator's own SMTP_URL, connected to without the outbound guard; a sender's relay is not
+    trusted: bool = False
+
+    @property
+    def require_starttls(self) -> bool:
+        """Whether a plain connection must become TLS before going on: asked for, or a password to send."""
+        return not self.implicit_tls and (
+            self.starttls == "require" or (self.username is not None and self.starttls != "never"))
 
     @classmethod
-    def from_url(cls, url: str, *, password: str | None = None) -> Relay:
+    def from_url(cls, url: str, *, password: str | None = None, trusted: bool = False) -> Relay:
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
             raise ConfigError("not an SMTP URL: scheme must be smtp:// or smtps:// with a host")
         query = parse_qs(parts.query)
         starttls = query.get("starttls", ["auto"])[-1].lower()
-        if starttls not in ("auto", "require"):
-            raise ConfigError("SMTP URL option starttls must be 'auto' or 'require'")
+        if starttls not in STARTTLS_OPTIONS:
+            raise ConfigError(f"SMTP URL option starttls must be one of {', '.join(STARTTLS_OPTIONS)}")
         implicit = parts.scheme == "smtps"
         return cls(
             host=parts.hostname,
             port=parts.port or (465 if implicit else 25),
             implicit_tls=implicit,
-            require_starttls=starttls == "require",
+            starttls=starttls,
             username=unquote(parts.username) if parts.username else None,
             password=password if password is not None else (unquote(parts.password) if parts.password else None),
+            trusted=trusted,
         )
 
     def __repr__(self) -> str:
@@ -94,13 +115,18 @@ MAX_RELAYS_PER_THREAD = 8
 class SmtpTransport:
     """Sends through SMTP, keeping one open connection per relay and thread between sends."""
 
-    def __init__(self, *, timeout_s: float, idle_s: float, local_hostname: str | None = None) -> None:
+    def __init__(self, *, timeout_s: float, idle_s: float, allow_private: bool = False,
+                 local_hostname: str | None = None) -> None:
+        #: the total deadline of one send (SMTP_TIMEOUT_SECONDS), and the timeout of each read within it
         self.timeout_s = timeout_s
         self.idle_s = idle_s
+        #: ALLOW_PRIVATE_NETWORKS: senders' relays may be on loopback, private and link-local addresses
+        self.allow_private = allow_private
         # Both once, not per connection: smtplib would look the name up for each, and a TLS context
         # loads the system's CA certificates (tens of ms of CPU).
         self.local_hostname = local_hostname or socket.getfqdn()
         self.tls = ssl.create_default_context()
+        self._watchdog = Watchdog()
         self._local = threading.local()
 
     def _pool(self) -> dict[Relay, tuple[smtplib.SMTP, float]]:
@@ -109,22 +135,30 @@ class SmtpTransport:
             pool = self._local.pool = {}
         return pool
 
-    def _connect(self, relay: Relay) -> smtplib.SMTP:
-        context = self.tls
-        if relay.implicit_tls:
-            conn = _SMTP_SSL(relay.host, relay.port, timeout=self.timeout_s,
-                             local_hostname=self.local_hostname, context=context)
-        else:
-            conn = _SMTP(relay.host, relay.port, timeout=self.timeout_s, local_hostname=self.local_hostname)
+    def _connect(self, relay: Relay, watch: Watch) -> smtplib.SMTP:
+        """A new connection, greeted, in TLS when it must be, logged in; cut off by `watch`'s deadline."""
         try:
+            destination = net.resolve(relay.host, relay.port, allow_private=self.allow_private or relay.trusted)
+        except BadRequest as e:  # refused by the guard, or no such host: DNS may answer otherwise later
+            raise TransientSendError(f"relay not connected to: {e}") from None
+        if relay.implicit_tls:
+            conn: smtplib.SMTP = _SMTP_SSL(local_hostname=self.local_hostname, timeout=self.timeout_s,
+                                           context=self.tls)
+        else:
+            conn = _SMTP(local_hostname=self.local_hostname, timeout=self.timeout_s)
+        conn.destination, conn.watch = destination, watch
+        try:
+            code, reply = conn.connect(relay.host, relay.port)
+            if code != 220:
+                raise smtplib.SMTPConnectError(code, reply)
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.ehlo()
-            if not relay.implicit_tls:
+            if not relay.implicit_tls and relay.starttls != "never":
                 if conn.has_extn("starttls"):
-                    conn.starttls(context=context)
+                    conn.starttls(context=self.tls)
                     conn.ehlo()
                 elif relay.require_starttls:
-                    raise PermanentSendError(f"{relay.host}:{relay.port} does not offer STARTTLS, and the URL requires it")
+                    raise TransientSendError(_no_starttls(relay))
             if relay.username:
                 conn.login(relay.username, relay.password or "")
         except BaseException:
@@ -132,7 +166,7 @@ class SmtpTransport:
             raise
         return conn
 
-    def _connection(self, relay: Relay) -> smtplib.SMTP:
+    def _connection(self, relay: Relay, watch: Watch) -> smtplib.SMTP:
         pool = self._pool()
         now = time.monotonic()
         for other in [r for r, (_, used) in pool.items() if r != relay and now - used > self.idle_s]:
@@ -140,6 +174,7 @@ class SmtpTransport:
         held = pool.pop(relay, None)
         if held is not None:
             conn, last_used = held
+            watch.attach(conn.sock)
             idle = time.monotonic() - last_used
             if idle <= self.idle_s:
                 if idle < 1.0:
@@ -149,18 +184,20 @@ class SmtpTransport:
                         return conn
                 except (smtplib.SMTPException, OSError):
                     _drop(conn)
-                    return self._connect(relay)
+                    return self._connect(relay, watch)
             _quietly_close(conn)
-        return self._connect(relay)
+        return self._connect(relay, watch)
 
     def send(self, message: Outgoing, *, relay: Relay, email_id: int) -> str:
-        """Send `message`; return the relay's reply to DATA.
+        """Send `message`; return the relay's reply to DATA. The whole of it, connecting included, is cut
+        off at SMTP_TIMEOUT_SECONDS.
 
         After any error the connection is dropped, not reused: its state is unknown.
         """
+        watch = self._watchdog.watch(self.timeout_s)
         conn: smtplib.SMTP | None = None
         try:
-            conn = self._connection(relay)
+            conn = self._connection(relay, watch)
             options: tuple[str, ...] = ()
             if message.smtputf8:
                 if not conn.has_extn("smtputf8"):
@@ -171,36 +208,61 @@ class SmtpTransport:
             if refused:
                 raise _classify(next(iter(refused.values())))
             code, text = conn.last_reply
-        except smtplib.SMTPRecipientsRefused as e:
+            if self.idle_s <= 0:
+                _quietly_close(conn)
+        except (smtplib.SMTPException, OSError, PermanentSendError, TransientSendError) as e:
+            cut = watch.end()
             _drop(conn)
-            raise _classify(next(iter(e.recipients.values()))) from None
-        except smtplib.SMTPResponseException as e:
-            _drop(conn)
-            raise _classify(e) from None
-        except (PermanentSendError, TransientSendError):
+            raise (TransientSendError(_cut_off(relay, self.timeout_s)) if cut else _send_error(e)) from None
+        except BaseException:
+            watch.end()
             _drop(conn)
             raise
-        except smtplib.SMTPNotSupportedError as e:
+        if watch.end():  # accepted, but the connection was shut down right after
             _drop(conn)
-            raise PermanentSendError(f"relay refused a needed extension: {e}") from None
-        except (smtplib.SMTPException, OSError) as e:
-            _drop(conn)
-            raise TransientSendError(f"{type(e).__name__}: {e or 'connection failed'}") from None
-        if self.idle_s > 0:
+        elif self.idle_s > 0:
             pool = self._pool()
             pool[relay] = (conn, time.monotonic())
             if len(pool) > MAX_RELAYS_PER_THREAD:  # senders with relays of their own: keep the recent ones
                 _drop(pool.pop(min(pool, key=lambda r: pool[r][1]))[0])
-        else:
-            _quietly_close(conn)
         return _reply_text(code, text)
 
     def close(self) -> None:
-        """Close this thread's connections."""
+        """Close this thread's connections, each QUIT within the deadline of a send."""
         pool = self._pool()
+        if not pool:
+            return
+        watch = self._watchdog.watch(self.timeout_s)
         while pool:
             _, (conn, _) = pool.popitem()
+            watch.attach(conn.sock)
             _quietly_close(conn)
+        watch.end()
+
+
+def _send_error(e: Exception) -> Exception:
+    """What a failed send comes to: the relay's reply sorted by its class, any other failure transient."""
+    if isinstance(e, (PermanentSendError, TransientSendError)):
+        return e
+    if isinstance(e, smtplib.SMTPRecipientsRefused):
+        return _classify(next(iter(e.recipients.values())))
+    if isinstance(e, smtplib.SMTPResponseException):
+        return _classify(e)
+    if isinstance(e, smtplib.SMTPNotSupportedError):
+        return PermanentSendError(f"relay refused a needed extension: {e}")
+    return TransientSendError(f"{type(e).__name__}: {e or 'connection failed'}")
+
+
+def _no_starttls(relay: Relay) -> str:
+    where = f"{relay.host}:{relay.port} does not offer STARTTLS"
+    if relay.starttls == "require":
+        return f"{where}, and the URL requires it (?starttls=require)"
+    return f"{where}: the password is not sent without TLS (?starttls=never in the URL would allow it)"
+
+
+def _cut_off(relay: Relay, timeout_s: float) -> str:
+    return (f"{relay.host}:{relay.port} timed out: the send did not finish within SMTP_TIMEOUT_SECONDS "
+            f"({timeout_s:g}s), so its connection was cut off")
 
 
 def _reply_text(code: int, text: bytes | str) -> str:
@@ -232,11 +294,38 @@ class _KeepsDataReply:
         return self.last_reply
 
 
-class _SMTP(_KeepsDataReply, smtplib.SMTP):
+class _Guarded:
+    """Connects to the address the outbound guard checked, never to the name again, and hands the socket
+    to the send's watch before a byte is read; TLS still checks the certificate against the name."""
+
+    destination: net.Destination
+    watch: Watch
+
+    def connect(self, host="localhost", port=0, source_address=None):
+        # smtplib sets the name TLS checks the certificate against only when __init__ connects; we connect later
+        self._host = host
+        return super().connect(host, port, source_address)
+
+    def _get_socket(self, host, port, timeout):
+        remaining = self.watch.remaining()
+        if remaining <= 0:
+            raise socket.timeout("no time left to connect")
+        sock = net.connect(self.destination, timeout=min(timeout, remaining))
+        self.watch.attach(sock)
+        if not isinstance(self, smtplib.SMTP_SSL):
+            return sock
+        try:
+            return self.context.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
+
+
+class _SMTP(_Guarded, _KeepsDataReply, smtplib.SMTP):
     pass
 
 
-class _SMTP_SSL(_KeepsDataReply, smtplib.SMTP_SSL):
+class _SMTP_SSL(_Guarded, _KeepsDataReply, smtplib.SMTP_SSL):
     pass
 
 

@@ -2,12 +2,15 @@
 
 It can be told to answer DATA with an error for the next N messages (451 twice,
 then 250) or for every message (550), and be stopped and started again on the
-same port (SMTP down for a few seconds).
+same port (SMTP down for a few seconds). It can take AUTH (any password) and
+offer STARTTLS with a certificate, and records each AUTH it saw and whether it
+came over TLS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,6 +18,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 from tests.support.net import free_port
 
@@ -36,7 +40,14 @@ class RecordingHandler:
     #: seconds between taking a message and answering 250 (a slow relay; a sender killed then never hears it)
     reply_delay_s: float = 0.0
     connections: int = 0
+    #: (login, over TLS) of each AUTH the sink was sent
+    auths: list[tuple[str, bool]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        with self.lock:
+            self.auths.append((auth_data.login.decode(), session.ssl is not None))
+        return AuthResult(success=True)
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         with self.lock:
@@ -61,9 +72,16 @@ class RecordingHandler:
 
 
 class SmtpSink:
-    def __init__(self) -> None:
+    def __init__(self, *, auth: bool = False, tls_context: ssl.SSLContext | None = None) -> None:
+        """`auth`: offer AUTH, over plain connections too (a relay that would take a password in clear);
+        `tls_context`: offer STARTTLS with its certificate."""
         self.port = free_port()
         self.handler = RecordingHandler()
+        self._options: dict = {}
+        if auth:
+            self._options.update(authenticator=self.handler.authenticate, auth_require_tls=False)
+        if tls_context is not None:
+            self._options.update(tls_context=tls_context)
         self._controller: Controller | None = None
 
     @property
@@ -71,7 +89,7 @@ class SmtpSink:
         return f"smtp://127.0.0.1:{self.port}"
 
     def start(self) -> SmtpSink:
-        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **self._options)
         self._controller.start()
         return self
 
@@ -84,6 +102,11 @@ class SmtpSink:
     def arrivals(self) -> list[Arrival]:
         with self.handler.lock:
             return list(self.handler.arrivals)
+
+    @property
+    def auths(self) -> list[tuple[str, bool]]:
+        with self.handler.lock:
+            return list(self.handler.auths)
 
     def subjects(self) -> list[str]:
         return [a.message["Subject"] for a in self.arrivals]

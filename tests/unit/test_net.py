@@ -45,8 +45,9 @@ def test_a_name_resolving_to_loopback_is_refused(monkeypatch):
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
-    with pytest.raises(net.BlockedAddress, match="127.0.0.1"):
+    with pytest.raises(net.BlockedAddress, match="loopback") as refused:
         net.resolve("relay.example.com", 587, allow_private=False)
+    assert "127.0.0.1" not in str(refused.value)  # what internal names resolve to is not told
 
 
 def test_one_private_answer_among_public_ones_refuses_the_host(monkeypatch):
@@ -54,7 +55,7 @@ def test_one_private_answer_among_public_ones_refuses_the_host(monkeypatch):
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ("8.8.8.8", "10.1.2.3")]
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
-    with pytest.raises(net.BlockedAddress, match="10.1.2.3"):
+    with pytest.raises(net.BlockedAddress, match="private"):
         net.resolve("mixed.example.com", 25, allow_private=False)
 
 

@@ -14,13 +14,15 @@ def test_defaults_are_the_contract_s():
     assert s.default_from == "coldmail@localhost"
     assert (s.rate_limit_per_hour, s.rate_limit_window_s, s.global_rate_limit_per_s) == (100, 3600, 0)
     assert s.api_keys == () and (s.host, s.port) == ("127.0.0.1", 8080)
+    assert s.allow_private_networks is False
+    assert Settings.from_env({"ALLOW_PRIVATE_NETWORKS": "True"}, dotenv=None).allow_private_networks is True
 
 
 @pytest.mark.parametrize("name,value", [
     ("PORT", "eighty"), ("PORT", "70000"), ("RATE_LIMIT_PER_HOUR", "0"), ("RATE_LIMIT_PER_HOUR", "1.5"),
     ("RATE_LIMIT_WINDOW_SECONDS", "-1"), ("GLOBAL_RATE_LIMIT_PER_SECOND", "x"), ("DATABASE_URL", "mysql://h/db"),
     ("REDIS_URL", "localhost:6379"), ("SMTP_URL", "http://mail.example.com"), ("SMTP_URL", "smtp://host:port"),
-    ("COLDMAIL_API_KEYS", "short"), ("LOG_FORMAT", "xml"),
+    ("COLDMAIL_API_KEYS", "short"), ("LOG_FORMAT", "xml"), ("ALLOW_PRIVATE_NETWORKS", "yes"),
     pytest.param("COLDMAIL_SECRET_KEY", "not-a-fernet-key", marks=pytest.mark.needs("cryptography")),
     ("HANDOVER_INTERVAL_SECONDS", "0"),
 ])

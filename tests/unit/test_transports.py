@@ -26,6 +26,17 @@ def test_relay_urls():
         Relay.from_url("smtp://mail?starttls=maybe")
 
 
+def test_a_password_requires_starttls_unless_the_url_says_never():
+    assert not Relay.from_url("smtp://mail").require_starttls
+    assert Relay.from_url("smtp://mail?starttls=require").require_starttls
+    assert Relay.from_url("smtp://u:p@mail").require_starttls
+    assert Relay.from_url("smtp://u@mail?starttls=auto").require_starttls
+    never = Relay.from_url("smtp://u:p@mail?starttls=never")
+    assert never.starttls == "never" and not never.require_starttls
+    assert not Relay.from_url("smtps://u:p@mail").require_starttls  # TLS from the start
+    assert not Relay.from_url("smtp://mail").trusted and Relay.from_url("smtp://mail", trusted=True).trusted
+
+
 @pytest.mark.parametrize("code,kind", [(421, TransientSendError), (451, TransientSendError),
                                        (452, TransientSendError), (550, PermanentSendError),
                                        (554, PermanentSendError)])
