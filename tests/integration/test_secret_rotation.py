@@ -52,7 +52,7 @@ def login_sink():
 
 
 def relay_url(sink: SmtpSink) -> str:
-    return f"smtp://user%40example.com:{PASSWORD}@127.0.0.1:{sink.port}"
+    return f"smtp://user%40example.com:{PASSWORD}@127.0.0.1:{sink.port}?starttls=never"
 
 
 async def put_sender(client, auth, sender_id: str, sink: SmtpSink) -> dict:
