@@ -1,4 +1,4 @@
-"""`python run.py [all|api|migrate|create-api-key NAME|make-secret-key]`."""
+"""`python run.py [all|api|migrate|create-api-key NAME [--account ACCOUNT]|make-secret-key]`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 
+from .accounts import ACCOUNT_NAME_RULE, DEFAULT_ACCOUNT, is_account_name
 from .errors import ConfigError, ServiceUnavailable
 from .settings import Settings
 
@@ -25,8 +26,17 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="create the database if missing and bring its schema up to date")
     key = sub.add_parser("create-api-key", help="print a new API key once; only its hash is stored")
     key.add_argument("name")
+    key.add_argument("--account", type=_account, default=DEFAULT_ACCOUNT,
+                     help=f"the account the key belongs to and sees alone (default: {DEFAULT_ACCOUNT}); "
+                          f"made if new")
     sub.add_parser("make-secret-key", help="print a new COLDMAIL_SECRET_KEY (encrypts SMTP passwords)")
     return parser
+
+
+def _account(name: str) -> str:
+    if not is_account_name(name):
+        raise argparse.ArgumentTypeError(f"{name!r} is not an account name ({ACCOUNT_NAME_RULE})")
+    return name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +82,7 @@ def _run(command: str, settings: Settings, args) -> int:
         from .db.apikeys import create_api_key
 
         with database.connection_context():
-            print(create_api_key(args.name))
+            print(create_api_key(args.name, account=args.account))
         return 0
     with_workers = command == "all"
     metrics_dir = None

@@ -28,7 +28,7 @@ WITH c AS (
 )
 SELECT c.*, greatest(0, extract(epoch FROM c.next_attempt_at - now()))::float AS wait_s,
        s.from_address, s.hourly_limit, s.smtp_url, s.smtp_password_enc
-FROM c LEFT JOIN senders s ON s.id = c.sender_id
+FROM c LEFT JOIN senders s ON s.account = c.account AND s.id = c.sender_id
 ORDER BY c.next_attempt_at, c.id
 """
 
