@@ -5,6 +5,7 @@ migration that brought accounts in moves the rows of the release before to accou
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -100,6 +101,12 @@ async def test_the_same_idempotency_key_in_two_accounts_makes_two_emails(two):
     assert (await client.post("/emails", json=other, headers=A)).status == 201
     assert (await client.post("/emails", json=dict(other, subject="changed"), headers=B)).status == 201
     assert (await client.post("/emails", json=dict(other, subject="changed"), headers=A)).status == 409
+    # And requests that arrive together, sharing one INSERT, still make one email per account and key
+    together = email("together", scheduledAt=later(), idempotencyKey="order-3")
+    answers = await asyncio.gather(*(client.post("/emails", json=together, headers=h) for h in (A, B, A, B, A, B)))
+    ids = [(await r.json())["jobId"] for r in answers]
+    assert ids[0::2] == [ids[0]] * 3 and ids[1::2] == [ids[1]] * 3 and ids[0] != ids[1]
+    assert sorted(r.status for r in answers) == [200, 200, 200, 200, 201, 201]
     # And in a batch of a third account (default) the key makes that account's own email
     batch = await client.post("/emails/batch", json={"emails": [body]}, headers=DEFAULT)
     assert batch.status == 201 and (await batch.json())["jobIds"][0] not in (id_a, id_b)
