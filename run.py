@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Entry point: `python3 run.py [all|api|migrate|create-api-key NAME|make-secret-key|test]`.
+"""Entry point: `python3 run.py [all|api|migrate|create-api-key NAME [--account A]|make-secret-key|test]`.
 
 Run with a Python that lacks coldmail's dependencies, it first makes `.venv`
 beside this file, installs requirements.txt into it (again only when that

@@ -1,4 +1,4 @@
-"""`python run.py [all|api|migrate|create-api-key NAME|make-secret-key|rotate-secrets]`."""
+"""`python run.py [all|api|migrate|create-api-key NAME [--account ACCOUNT]|make-secret-key|rotate-secrets]`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 
+from .accounts import ACCOUNT_NAME_RULE, DEFAULT_ACCOUNT, is_account_name
 from .errors import ConfigError, ServiceUnavailable
 from .settings import Settings
 
@@ -25,10 +26,19 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="create the database if missing and bring its schema up to date")
     key = sub.add_parser("create-api-key", help="print a new API key once; only its hash is stored")
     key.add_argument("name")
+    key.add_argument("--account", type=_account, default=DEFAULT_ACCOUNT,
+                     help=f"the account the key belongs to and sees alone (default: {DEFAULT_ACCOUNT}); "
+                          f"made if new")
     sub.add_parser("make-secret-key", help="print a new COLDMAIL_SECRET_KEY (encrypts SMTP passwords)")
     sub.add_parser("rotate-secrets", help="seal every stored secret again with the first key of "
                                           "COLDMAIL_SECRET_KEY, so that the keys after it can be dropped")
     return parser
+
+
+def _account(name: str) -> str:
+    if not is_account_name(name):
+        raise argparse.ArgumentTypeError(f"{name!r} is not an account name ({ACCOUNT_NAME_RULE})")
+    return name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,9 +84,9 @@ def _rotate_secrets(settings: Settings) -> int:
     done = rotate(PasswordBox(settings.secret_keys))
     print(f"re-sealed {done.resealed} stored secret(s) with the first key of COLDMAIL_SECRET_KEY")
     if done.unreadable:
+        senders = ", ".join(f"{sender!r} of account {account!r}" for account, sender in done.unreadable)
         print(f"{len(done.unreadable)} stored secret(s) open with no configured key and were left as they are "
-              f"(senders {', '.join(repr(s) for s in done.unreadable)}): add the key that sealed them and "
-              "run rotate-secrets again", file=sys.stderr)
+              f"(senders {senders}): add the key that sealed them and run rotate-secrets again", file=sys.stderr)
         return 1
     return 0
 
@@ -91,7 +101,7 @@ def _run(command: str, settings: Settings, args) -> int:
         from .db.apikeys import create_api_key
 
         with database.connection_context():
-            print(create_api_key(args.name))
+            print(create_api_key(args.name, account=args.account))
         return 0
     if command == "rotate-secrets":
         return _rotate_secrets(settings)

@@ -13,8 +13,8 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
 
 
 def email_fields(row: dict) -> dict:
-    """`extra=` for a line about one email: JSON lines carry its id and sender as fields."""
-    return {"email_id": row["id"], "sender_id": row["sender_id"]}
+    """`extra=` for a line about one email: JSON lines carry its id, account and sender as fields."""
+    return {"email_id": row["id"], "account": row.get("account"), "sender_id": row["sender_id"]}
 
 
 def configure_logging(settings: Settings, *, log_format: str | None = None) -> None:

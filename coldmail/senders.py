@@ -1,6 +1,7 @@
 """The senders service the API holds: a sender's From address, cap and own relay, and its use of the cap.
 
-Its SMTP password is stored encrypted (COLDMAIL_SECRET_KEY); a row read here says whether a configured
+A sender is an account's (two accounts may each have a sender of one id). Its
+SMTP password is stored encrypted (COLDMAIL_SECRET_KEY); a row read here says whether a configured
 key opens it (`secret_readable`: a changed key holds the sender's emails). The caps plan with
 a sender's limit as they last read it: a new limit is forgotten there at once,
 and a raised one gives back their own time to the emails the old cap had moved.
@@ -29,24 +30,27 @@ class Senders:
         self.intake = intake
         self._passwords = PasswordBox(settings.secret_keys)
 
-    def put(self, sender_id: str, *, from_address: str, hourly_limit: int, smtp_url: str | None,
+    def put(self, account: str, sender_id: str, *, from_address: str, hourly_limit: int, smtp_url: str | None,
             smtp_password: str | None) -> tuple[dict[str, Any], bool]:
-        """Create or replace a sender; (row, created). BadRequest for a password without a secret key."""
+        """Create or replace the account's sender; (row, created). BadRequest for a password without a secret
+        key."""
         sealed = self._passwords.seal(smtp_password) if smtp_password else None
         with database.connection_context():
-            row, created, previous_limit = put_sender(sender_id, from_address=from_address, hourly_limit=hourly_limit,
-                                                      smtp_url=smtp_url, smtp_password_enc=sealed)
-        self.caps.forget_limit(sender_id)
+            row, created, previous_limit = put_sender(account, sender_id, from_address=from_address,
+                                                      hourly_limit=hourly_limit, smtp_url=smtp_url,
+                                                      smtp_password_enc=sealed)
+        self.caps.forget_limit(account, sender_id)
         if not created and row["hourly_limit"] > (previous_limit or self.settings.rate_limit_per_hour):
-            self.intake.limit_raised(sender_id)
-        log.info("sender %r: %s (limit %d, relay %s, password %s)", sender_id, "created" if created else "replaced",
-                 row["hourly_limit"], row["smtp_url"] or "the server's",
+            self.intake.limit_raised(account, sender_id)
+        log.info("sender %r of account %r: %s (limit %d, relay %s, password %s)", sender_id, account,
+                 "created" if created else "replaced", row["hourly_limit"], row["smtp_url"] or "the server's",
                  "stored" if row["smtp_password_enc"] else "none")
         return self._with_readability(row), created
 
-    def get(self, sender_id: str) -> dict[str, Any] | None:
+    def get(self, account: str, sender_id: str) -> dict[str, Any] | None:
+        """The account's sender, or None (another account's is None too)."""
         with database.connection_context():
-            row = get_sender(sender_id)
+            row = get_sender(account, sender_id)
         return self._with_readability(row) if row is not None else None
 
     def _with_readability(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -55,6 +59,6 @@ class Senders:
         sealed = row["smtp_password_enc"]
         return dict(row, secret_readable=self._passwords.opens(sealed) if sealed else None)
 
-    def usage(self, sender_id: str) -> int:
+    def usage(self, account: str, sender_id: str) -> int:
         """Sends (made or under way) in the sender's window, as its cap counts them."""
-        return self.caps.usage(sender_id)
+        return self.caps.usage(account, sender_id)

@@ -118,6 +118,8 @@ def serve(settings: Settings, *, with_workers: bool, log_format: str) -> None:
         app.cleanup_ctx.append(embedded_worker_ctx(settings, queue))
     if not settings.api_keys:
         log.warning("COLDMAIL_API_KEYS is empty: only keys made with `python run.py create-api-key` are accepted")
+    else:
+        log.info("static API keys of account(s): %s", ", ".join(sorted({account for account, _ in settings.api_keys})))
     transport = redact_url(settings.smtp_url) if settings.smtp_url else f"outbox files in {settings.outbox_dir}"
     log.info("coldmail listening on http://%s:%d (database %s, redis %s, sending via %s)", settings.host,
              settings.port, redact_url(settings.database_url), redact_url(settings.redis_url), transport)

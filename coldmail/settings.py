@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
+from .accounts import ACCOUNT_NAME_RULE, DEFAULT_ACCOUNT, is_account_name
 from .errors import ConfigError
 
 
@@ -84,12 +85,23 @@ def _optional_smtp_url(name: str, raw: str) -> str | None:
     return _url(("smtp", "smtps"))(name, raw.strip())
 
 
-def _keys(name: str, raw: str) -> tuple[str, ...]:
-    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
-    for key in keys:
+def _keys(name: str, raw: str) -> tuple[tuple[str, str], ...]:
+    """(account, key) for each entry: `key` (account `default`) or `account:key`. Messages never repeat a key."""
+    keys: list[tuple[str, str]] = []
+    for number, entry in enumerate((e.strip() for e in raw.split(",") if e.strip()), 1):
+        account, colon, key = entry.partition(":")
+        if not colon:
+            account, key = DEFAULT_ACCOUNT, entry
+        if not is_account_name(account):
+            raise ConfigError(f"{name}: entry {number} names an account that is not {ACCOUNT_NAME_RULE}")
         if len(key) < 8:
-            raise ConfigError(f"{name} holds a key shorter than 8 characters")
-    return keys
+            raise ConfigError(f"{name}: entry {number} holds a key shorter than 8 characters")
+        keys.append((account, key))
+    by_key: dict[str, str] = {}
+    for account, key in keys:
+        if by_key.setdefault(key, account) != account:
+            raise ConfigError(f"{name} gives one key to two accounts ({by_key[key]!r} and {account!r})")
+    return tuple(keys)
 
 
 def _fernet_keys(name: str, raw: str) -> tuple[str, ...]:
@@ -158,8 +170,10 @@ class Settings:
     rate_limit_window_s: int = _var("RATE_LIMIT_WINDOW_SECONDS", "3600", _int(1), "window length of the cap")
     global_rate_limit_per_s: int = _var(
         "GLOBAL_RATE_LIMIT_PER_SECOND", "0", _int(0), "cap on all sends together (0: off)")
-    api_keys: tuple[str, ...] = _var(
-        "COLDMAIL_API_KEYS", "", _keys, "comma-separated static API keys, besides those made with create-api-key")
+    api_keys: tuple[tuple[str, str], ...] = _var(
+        "COLDMAIL_API_KEYS", "", _keys,
+        "comma-separated static API keys, besides those made with create-api-key; each `key` (account "
+        "`default`) or `account:key`")
     host: str = _var("HOST", "127.0.0.1", _text, "where the API listens")
     port: int = _var("PORT", "8080", _int(0, 65535), "where the API listens")
     allow_private_networks: bool = _var(

@@ -23,10 +23,19 @@ from .errors import SecretUnreadable
 log = logging.getLogger(__name__)
 
 
+#: a sender: (account, sender id)
+Sender = tuple[str, str]
+
+
+def _named(sender: Sender) -> str:
+    account, sender_id = sender
+    return f"{sender_id!r} of account {account!r}"
+
+
 @dataclass(frozen=True)
 class SecretsCheck:
-    readable: list[str]
-    unreadable: list[str]
+    readable: list[Sender]
+    unreadable: list[Sender]
     #: held emails of readable senders, due again now
     resumed: int
 
@@ -36,17 +45,17 @@ def check_at_start(box: PasswordBox) -> SecretsCheck:
     held for the ones that do. Blocking."""
     with database.connection_context():
         stored = sealed_secrets()
-        readable = [sender for sender, sealed in stored if box.opens(sealed)]
+        readable = [(account, sender) for account, sender, sealed in stored if box.opens(sealed)]
         opened = set(readable)
-        unreadable = [sender for sender, _ in stored if sender not in opened]
+        unreadable = [(account, sender) for account, sender, _ in stored if (account, sender) not in opened]
         resumed = resume_held(readable, reason="the sender's secret opens again") if readable else 0
     for sender in unreadable:
-        log.error("sender %r: no key of COLDMAIL_SECRET_KEY opens its stored SMTP password; its emails are "
-                  "held until the key that sealed it is configured again", sender)
+        log.error("sender %s: no key of COLDMAIL_SECRET_KEY opens its stored SMTP password; its emails are "
+                  "held until the key that sealed it is configured again", _named(sender))
     if unreadable:
         log.error("stored secrets: %d of %d open with no configured key (senders %s): put the old key back "
                   "in COLDMAIL_SECRET_KEY, after the new one, and restart", len(unreadable), len(stored),
-                  ", ".join(repr(s) for s in unreadable))
+                  ", ".join(_named(s) for s in unreadable))
     else:
         log.info("stored secrets: all %d open with the configured keys", len(stored))
     if resumed:
@@ -58,7 +67,7 @@ def check_at_start(box: PasswordBox) -> SecretsCheck:
 class Rotation:
     resealed: int
     #: sealed with no configured key: left as they are (their emails stay held)
-    unreadable: list[str]
+    unreadable: list[Sender]
 
 
 def rotate(box: PasswordBox) -> Rotation:
@@ -66,11 +75,11 @@ def rotate(box: PasswordBox) -> Rotation:
     failure leaves every secret as it was). Secrets no key opens are left, and named."""
     resealed, unreadable = 0, []
     with database.connection_context(), database.atomic():
-        for sender, sealed in sealed_secrets(for_update=True):
+        for account, sender, sealed in sealed_secrets(for_update=True):
             try:
                 fresh = box.reseal(sealed)
             except SecretUnreadable:
-                unreadable.append(sender)
+                unreadable.append((account, sender))
                 continue
-            resealed += replace_sealed(sender, old=sealed, new=fresh)
+            resealed += replace_sealed(account, sender, old=sealed, new=fresh)
     return Rotation(resealed=resealed, unreadable=unreadable)

@@ -1,4 +1,8 @@
-"""Thin handlers: parse and validate at the edge, ask a service (on the executor when it blocks), answer JSON."""
+"""Thin handlers: parse and validate at the edge, ask a service (on the executor when it blocks), answer JSON.
+
+Every service call names the account of the request's key (auth.account_of): another account's email is
+`404`, as if absent, for reading and changing alike.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from .. import metrics
 from ..db.emails import reads
 from ..errors import BadRequest, NotFound
+from .auth import account_of
 from .body import MAX_BATCH_BYTES, read_json
 from .context import AppContext, ctx_key
 from .openapi import openapi_spec
@@ -64,7 +69,7 @@ def _idempotency_key(request: web.Request, payload: dict) -> str | None:
 async def schedule_email(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     payload = _load_schedule(await read_json(request))
-    row, created = await ctx.intake.accept(payload, _idempotency_key(request, payload))
+    row, created = await ctx.intake.accept(account_of(request), payload, _idempotency_key(request, payload))
     if created:
         metrics.ACCEPTED.inc()
     return web.json_response(scheduled_json(row), status=201 if created else 200)
@@ -76,9 +81,10 @@ async def schedule_batch(request: web.Request) -> web.Response:
     if "Idempotency-Key" in request.headers:
         raise BadRequest("a batch takes an idempotencyKey in each email, not the header")
     data = await read_json(request, max_bytes=MAX_BATCH_BYTES)
+    account = account_of(request)
 
     def check_and_store() -> list[tuple[dict, bool]]:  # a thousand emails to check and store: off the event loop
-        return ctx.intake.accept_batch(_load_batch(data)["emails"])
+        return ctx.intake.accept_batch(account, _load_batch(data)["emails"])
 
     stored = await ctx.run(check_and_store)
     created = sum(1 for _, was_created in stored if was_created)
@@ -92,8 +98,8 @@ async def schedule_batch(request: web.Request) -> web.Response:
 async def get_emails(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     query = _query(request, _list_schema)
-    rows, cursor = await ctx.run_db(reads.list_emails, status=query.get("status"), sender_id=query.get("senderId"),
-                                    after=query.get("after"), limit=query["limit"])
+    rows, cursor = await ctx.run_db(reads.list_emails, account_of(request), status=query.get("status"),
+                                    sender_id=query.get("senderId"), after=query.get("after"), limit=query["limit"])
     return web.json_response({"items": [email_json(row) for row in rows], "next": cursor})
 
 
@@ -101,7 +107,7 @@ async def get_emails(request: web.Request) -> web.Response:
 async def get_email(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     email_id = _email_id(request)
-    row = await ctx.run_db(reads.get_email, email_id)
+    row = await ctx.run_db(reads.get_email, account_of(request), email_id)
     if row is None:
         raise NotFound(f"no email with id {email_id}")
     return web.json_response(email_json(row))
@@ -111,9 +117,10 @@ async def get_email(request: web.Request) -> web.Response:
 async def get_events(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     email_id = _email_id(request)
+    account = account_of(request)
 
     def load():
-        if reads.get_email(email_id) is None:
+        if reads.get_email(account, email_id) is None:
             raise NotFound(f"no email with id {email_id}")
         return reads.list_events(email_id)
 
@@ -126,7 +133,7 @@ async def get_events(request: web.Request) -> web.Response:
 @routes.post("/emails/{id}/cancel")
 async def cancel_email(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
-    row = await ctx.run(ctx.intake.cancel, _email_id(request))
+    row = await ctx.run(ctx.intake.cancel, account_of(request), _email_id(request))
     metrics.CANCELLED.inc()
     return web.json_response(email_json(row))
 
@@ -136,7 +143,7 @@ async def reschedule_email(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     email_id = _email_id(request)
     payload = _reschedule_schema.load(await read_json(request))
-    row = await ctx.run(ctx.intake.reschedule, email_id, payload["scheduledAt"])
+    row = await ctx.run(ctx.intake.reschedule, account_of(request), email_id, payload["scheduledAt"])
     metrics.RESCHEDULED.inc()
     return web.json_response(email_json(row))
 

@@ -15,6 +15,8 @@ from .senders import SenderInSchema, SenderOutSchema
 DESCRIPTION = """Schedule email over HTTP; it is sent at its time, once, never pushing a sender past its cap.
 
 Every endpoint but /healthz, /readyz, /metrics and /openapi.json needs `Authorization: Bearer <key>`.
+Every key belongs to an account: it sees and changes that account's emails and senders only (another
+account's are `404`, as if absent), and sender ids and idempotency keys are the account's own.
 Every error is JSON: `{"error": "<code>", "message": "<human text>", "fields": {...}}`
 (`fields` only for validation errors)."""
 
@@ -23,7 +25,7 @@ ERRORS = {
     400: ("BadRequest", "A field is invalid, missing or unknown (`fields` names each; in a batch by index), "
                         "or the body is not valid JSON"),
     401: ("Unauthorized", "No API key, or not a valid one"),
-    404: ("NotFound", "No email with this id"),
+    404: ("NotFound", "No email with this id in the key's account"),
     409: ("Conflict", "The email is not PENDING, or the idempotency key was used for a different email"),
     413: ("PayloadTooLarge", "The body is larger than the endpoint takes"),
     415: ("UnsupportedMediaType", "The body is not sent as application/json"),
@@ -129,7 +131,8 @@ def _sender_paths(spec: APISpec) -> None:
         "get": {"operationId": "getSender", "summary": "A sender and its use of its cap (never its password)",
                 "tags": ["senders"],
                 "responses": {"200": {"description": "The sender", **_json("SenderOut")},
-                              "404": {"description": "No sender with this id", **_json("Error")},
+                              "404": {"description": "No sender with this id in the key's account",
+                                      **_json("Error")},
                               **_errors(*READ)}},
     })
 
@@ -159,7 +162,8 @@ def openapi_spec() -> dict:
                    info={"description": DESCRIPTION}, security=[{"bearerAuth": []}])
     spec.components.security_scheme("bearerAuth", {
         "type": "http", "scheme": "bearer",
-        "description": "a key from COLDMAIL_API_KEYS or `python run.py create-api-key NAME`"})
+        "description": "a key from COLDMAIL_API_KEYS (`key` or `account:key`) or "
+                       "`python run.py create-api-key NAME [--account ACCOUNT]`; it acts for its account"})
     for name, schema in (("Error", s.ErrorSchema), ("Scheduled", s.ScheduledSchema),
                          ("BatchScheduled", s.BatchScheduledSchema), ("Email", s.EmailSchema),
                          ("EmailPage", s.EmailPageSchema), ("Event", s.EventSchema), ("Events", s.EventsSchema),

@@ -1,5 +1,8 @@
 """`PUT /senders/{senderId}` and `GET /senders/{senderId}`: a sender's From address, cap and own relay.
 
+A sender id names a sender of the key's account: another account's sender of the
+same id is another sender, never seen nor changed here.
+
 The SMTP password travels inside `smtpUrl` on PUT only: it is split off,
 stored encrypted (COLDMAIL_SECRET_KEY), and never shown or logged; the URL is
 stored and shown without it. The relay's host must resolve to public addresses
@@ -19,6 +22,7 @@ from marshmallow import ValidationError, fields, validate
 from .. import net
 from ..errors import BadRequest, NotFound
 from ..settings import Settings
+from .auth import account_of
 from .body import read_json
 from .context import AppContext, ctx_key
 from .schemas import SENDER_ID, EmailAddress, Pattern, StrictSchema
@@ -154,10 +158,11 @@ async def put(request: web.Request) -> web.Response:
     endpoint: SmtpEndpoint | None = data["smtpUrl"]
     if endpoint is not None and not ctx.settings.allow_private_networks:
         await ctx.run(_check_public, endpoint.url)
-    row, created = await ctx.run(ctx.senders.put, sender_id, from_address=data["fromAddress"],
+    account = account_of(request)
+    row, created = await ctx.run(ctx.senders.put, account, sender_id, from_address=data["fromAddress"],
                                  hourly_limit=data["hourlyLimit"], smtp_url=endpoint.url if endpoint else None,
                                  smtp_password=endpoint.password if endpoint else None)
-    used = await ctx.run(ctx.senders.usage, sender_id)
+    used = await ctx.run(ctx.senders.usage, account, sender_id)
     return web.json_response(sender_json(row, sent_in_window=used, settings=ctx.settings),
                              status=201 if created else 200)
 
@@ -166,8 +171,9 @@ async def put(request: web.Request) -> web.Response:
 async def get(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     sender_id = request.match_info["sender_id"]
-    row = await ctx.run(ctx.senders.get, sender_id)
+    account = account_of(request)
+    row = await ctx.run(ctx.senders.get, account, sender_id)
     if row is None:
         raise NotFound(f"no sender with id {sender_id!r}: make one with PUT, or schedule an email with it")
-    used = await ctx.run(ctx.senders.usage, sender_id)
+    used = await ctx.run(ctx.senders.usage, account, sender_id)
     return web.json_response(sender_json(row, sent_in_window=used, settings=ctx.settings))

@@ -1,11 +1,12 @@
-"""API keys made with `create-api-key`: only a SHA-256 of each is stored."""
+"""API keys made with `create-api-key`: only a SHA-256 of each is stored, with the account it belongs to."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 
-from .models import ApiKey
+from .connection import database
+from .models import Account, ApiKey
 
 
 def hash_key(key: str) -> str:
@@ -13,11 +14,15 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_api_key(name: str) -> str:
+def create_api_key(name: str, *, account: str) -> str:
+    """A new key of `account` (made if it is new); the key itself is returned once and never stored."""
     key = "cm_" + secrets.token_urlsafe(32)
-    ApiKey.insert(name=name, key_hash=hash_key(key)).execute()
+    with database.atomic():
+        Account.insert(id=account).on_conflict_ignore().execute()
+        ApiKey.insert(name=name, key_hash=hash_key(key), account=account).execute()
     return key
 
 
-def key_hash_exists(key_hash: str) -> bool:
-    return ApiKey.select().where(ApiKey.key_hash == key_hash).exists()
+def account_of_key(key_hash: str) -> str | None:
+    """The account of the stored key with this hash, or None when there is none."""
+    return ApiKey.select(ApiKey.account).where(ApiKey.key_hash == key_hash).scalar()

@@ -1,6 +1,6 @@
 """Peewee models mirroring the tables that coldmail.db.migrations creates."""
 
-from peewee import AutoField, BigAutoField, BigIntegerField, IntegerField, Model, TextField
+from peewee import AutoField, BigAutoField, BigIntegerField, CompositeKey, IntegerField, Model, TextField
 from playhouse.postgres_ext import BinaryJSONField, DateTimeTZField
 
 from .connection import database
@@ -12,17 +12,27 @@ class BaseModel(Model):
         legacy_table_names = False
 
 
-class Sender(BaseModel):
+class Account(BaseModel):
     id = TextField(primary_key=True)
+    created_at = DateTimeTZField()
+
+    class Meta:
+        table_name = "accounts"
+
+
+class Sender(BaseModel):
+    id = TextField()
     from_address = TextField(null=True)
     hourly_limit = IntegerField(null=True)
     smtp_url = TextField(null=True)
     smtp_password_enc = TextField(null=True)
     created_at = DateTimeTZField()
     updated_at = DateTimeTZField()
+    account = TextField()
 
     class Meta:
         table_name = "senders"
+        primary_key = CompositeKey("account", "id")
 
 
 class Email(BaseModel):
@@ -44,6 +54,7 @@ class Email(BaseModel):
     payload_hash = TextField(null=True)
     created_at = DateTimeTZField()
     updated_at = DateTimeTZField()
+    account = TextField()
 
     class Meta:
         table_name = "emails"
@@ -65,6 +76,7 @@ class ApiKey(BaseModel):
     name = TextField()
     key_hash = TextField(unique=True)
     created_at = DateTimeTZField()
+    account = TextField()
 
     class Meta:
         table_name = "api_keys"

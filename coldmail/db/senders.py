@@ -1,6 +1,8 @@
 """Senders: their From address, cap and relay, and their sends in the current window.
 
-A sender first seen in a schedule request is a row of NULLs: "the defaults".
+A sender is an account's: (account, id) is its key, so two accounts may each have
+a sender `alice`, with its own settings, cap and usage. A sender first seen in a
+schedule request is a row of NULLs: "the defaults".
 """
 
 from __future__ import annotations
@@ -15,15 +17,15 @@ from .rows import column_list, one
 SENDER_COLUMNS = column_list(Sender._meta.sorted_fields)
 
 
-def get_sender(sender_id: str) -> dict[str, Any] | None:
-    return Sender.select().where(Sender.id == sender_id).dicts().get_or_none()
+def get_sender(account: str, sender_id: str) -> dict[str, Any] | None:
+    return Sender.select().where((Sender.account == account) & (Sender.id == sender_id)).dicts().get_or_none()
 
 
 _PUT = f"""
-WITH before AS (SELECT hourly_limit FROM senders WHERE id = %(id)s)
-INSERT INTO senders AS s (id, from_address, hourly_limit, smtp_url, smtp_password_enc)
-VALUES (%(id)s, %(from)s, %(limit)s, %(url)s, %(pw)s)
-ON CONFLICT (id) DO UPDATE SET
+WITH before AS (SELECT hourly_limit FROM senders WHERE account = %(account)s AND id = %(id)s)
+INSERT INTO senders AS s (account, id, from_address, hourly_limit, smtp_url, smtp_password_enc)
+VALUES (%(account)s, %(id)s, %(from)s, %(limit)s, %(url)s, %(pw)s)
+ON CONFLICT (account, id) DO UPDATE SET
     from_address = EXCLUDED.from_address, hourly_limit = EXCLUDED.hourly_limit, smtp_url = EXCLUDED.smtp_url,
     smtp_password_enc = CASE
         WHEN EXCLUDED.smtp_password_enc IS NULL AND EXCLUDED.smtp_url = s.smtp_url THEN s.smtp_password_enc
@@ -33,68 +35,79 @@ RETURNING {SENDER_COLUMNS}, (xmax = 0) AS created, (SELECT hourly_limit FROM bef
 """
 
 
-def put_sender(sender_id: str, *, from_address: str, hourly_limit: int, smtp_url: str | None,
+def put_sender(account: str, sender_id: str, *, from_address: str, hourly_limit: int, smtp_url: str | None,
                smtp_password_enc: str | None) -> tuple[dict[str, Any], bool, int | None]:
-    """Create or replace a sender; return (row, created, the hourly limit it had before: None when created
-    or when it had none, the default).
+    """Create or replace an account's sender; return (row, created, the hourly limit it had before: None when
+    created or when it had none, the default).
 
     A request that repeats the stored `smtp_url` without a password keeps the
     stored password (GET never shows it, so a GET-edit-PUT round trip must not drop
     it); any other URL without one drops it.
     """
     row = one(database.execute_sql(_PUT, {
-        "id": sender_id, "from": from_address, "limit": hourly_limit, "url": smtp_url, "pw": smtp_password_enc}))
+        "account": account, "id": sender_id, "from": from_address, "limit": hourly_limit, "url": smtp_url,
+        "pw": smtp_password_enc}))
     assert row is not None, "an upsert returns its row"
     created, previous_limit = row.pop("created"), row.pop("previous_limit")
     return row, created, previous_limit
 
 
-def hourly_limits(sender_ids: Iterable[str]) -> dict[str, int | None]:
-    """Each known sender's own limit (None: the default); unknown ids are left out."""
-    cursor = database.execute_sql("SELECT id, hourly_limit FROM senders WHERE id = ANY(%s)", (list(sender_ids),))
-    return {row[0]: row[1] for row in cursor.fetchall()}
+_LIMITS = """
+SELECT s.account, s.id, s.hourly_limit FROM senders s
+JOIN unnest(%s::text[], %s::text[]) AS w(account, id) ON s.account = w.account AND s.id = w.id
+"""
+
+
+def hourly_limits(senders: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int | None]:
+    """Each known (account, sender id)'s own limit (None: the default); unknown senders are left out."""
+    senders = list(senders)
+    cursor = database.execute_sql(_LIMITS, ([a for a, _ in senders], [s for _, s in senders]))
+    return {(row[0], row[1]): row[2] for row in cursor.fetchall()}
 
 
 _IN_WINDOW = f"""
 SELECT id::text, (extract(epoch FROM sent_at - now()) * 1000)::bigint FROM emails
-WHERE sender_id = %(s)s AND sent_at > now() - %(w)s * interval '1 second'
+WHERE account = %(a)s AND sender_id = %(s)s AND sent_at > now() - %(w)s * interval '1 second'
 UNION ALL
-SELECT %(claim)s || id::text, 0 FROM emails WHERE sender_id = %(s)s AND status = {SENDING}
+SELECT %(claim)s || id::text, 0 FROM emails WHERE account = %(a)s AND sender_id = %(s)s AND status = {SENDING}
 """
 
 
-def sends_in_window(sender_id: str, *, window_s: float, claim_prefix: str) -> list[tuple[str, int]]:
+def sends_in_window(account: str, sender_id: str, *, window_s: float,
+                    claim_prefix: str) -> list[tuple[str, int]]:
     """(member, ms relative to now) of the sender's sends in the last window, and of its sends under way.
 
     This is what the cap rebuilds itself from when Redis lost it. A send under way
     (SENDING) counts from now, under `claim_prefix` + its id: it may not have taken
     its slot yet, and when it does, that placeholder goes.
     """
-    cursor = database.execute_sql(_IN_WINDOW, {"s": sender_id, "w": window_s, "claim": claim_prefix})
+    cursor = database.execute_sql(_IN_WINDOW, {"a": account, "s": sender_id, "w": window_s, "claim": claim_prefix})
     return [(row[0], int(row[1])) for row in cursor.fetchall()]
 
 
-_SENT_IN_WINDOW = ("SELECT count(*) FROM emails WHERE sender_id = %(s)s "
+_SENT_IN_WINDOW = ("SELECT count(*) FROM emails WHERE account = %(a)s AND sender_id = %(s)s "
                    f"AND (sent_at > now() - %(w)s * interval '1 second' OR status = {SENDING})")
 
 
-def sent_in_window(sender_id: str, *, window_s: float) -> int:
+def sent_in_window(account: str, sender_id: str, *, window_s: float) -> int:
     """The sender's sends in the last window and under way, counted in PostgreSQL (Redis lost its count)."""
-    row = database.execute_sql(_SENT_IN_WINDOW, {"s": sender_id, "w": window_s}).fetchone()
+    row = database.execute_sql(_SENT_IN_WINDOW, {"a": account, "s": sender_id, "w": window_s}).fetchone()
     return int(row[0])
 
 
-def sealed_secrets(*, for_update: bool = False) -> list[tuple[str, str]]:
-    """(sender id, sealed SMTP password) of every sender that stores one; `for_update` locks those rows
-    (rotate-secrets, inside its transaction: a PUT meanwhile waits rather than being overwritten)."""
+def sealed_secrets(*, for_update: bool = False) -> list[tuple[str, str, str]]:
+    """(account, sender id, sealed SMTP password) of every sender that stores one; `for_update` locks those
+    rows (rotate-secrets, inside its transaction: a PUT meanwhile waits rather than being overwritten)."""
     lock = " FOR UPDATE" if for_update else ""
-    sql = f"SELECT id, smtp_password_enc FROM senders WHERE smtp_password_enc IS NOT NULL ORDER BY id{lock}"
-    return [(row[0], row[1]) for row in database.execute_sql(sql).fetchall()]
+    sql = ("SELECT account, id, smtp_password_enc FROM senders WHERE smtp_password_enc IS NOT NULL "
+           f"ORDER BY account, id{lock}")
+    return [(row[0], row[1], row[2]) for row in database.execute_sql(sql).fetchall()]
 
 
-def replace_sealed(sender_id: str, *, old: str, new: str) -> bool:
+def replace_sealed(account: str, sender_id: str, *, old: str, new: str) -> bool:
     """The sender's sealed password, sealed again with another key (same secret); False if it changed
     meanwhile."""
-    cursor = database.execute_sql("UPDATE senders SET smtp_password_enc = %(new)s WHERE id = %(id)s "
-                                  "AND smtp_password_enc = %(old)s", {"id": sender_id, "old": old, "new": new})
+    cursor = database.execute_sql(
+        "UPDATE senders SET smtp_password_enc = %(new)s WHERE account = %(account)s AND id = %(id)s "
+        "AND smtp_password_enc = %(old)s", {"account": account, "id": sender_id, "old": old, "new": new})
     return cursor.rowcount == 1

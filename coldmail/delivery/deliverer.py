@@ -103,7 +103,8 @@ class Deliverer:
 
     def _take_sender_slots(self, rows: list[Row]) -> list[Decision]:
         try:
-            return self.caps.acquire([(row["sender_id"], self._limit(row), row["id"]) for row in rows])
+            return self.caps.acquire([(row["account"], row["sender_id"], self._limit(row), row["id"])
+                                      for row in rows])
         except Exception:
             # Redis failed (or a bug) before any SMTP: give the claims back now rather than hold them for
             # a lease
@@ -262,7 +263,7 @@ class Deliverer:
             log.warning("send cap not updated (Redis: %s)", e)
 
     def _slots(self, row: Row) -> list[tuple[str, str]]:
-        return self.caps.slots(row["sender_id"], row["id"])
+        return self.caps.slots(row["account"], row["sender_id"], row["id"])
 
     def _limit(self, row: Row) -> int:
         return row.get("hourly_limit") or self.settings.rate_limit_per_hour

@@ -55,11 +55,11 @@ class GroupCommitter:
         return await future
 
     def _next_group(self) -> list[tuple[NewEmail, asyncio.Future]]:
-        """Up to max_batch waiting requests, an idempotency key at most once (a repeat goes next time,
-        and then finds the first one's row)."""
+        """Up to max_batch waiting requests, an account's idempotency key at most once (a repeat goes next
+        time, and then finds the first one's row)."""
         group, rest, keys = [], [], set()
         for item in self._waiting:
-            key = item[0].idempotency_key
+            key = None if item[0].idempotency_key is None else (item[0].account, item[0].idempotency_key)
             if len(group) >= self.max_batch or (key is not None and key in keys):
                 rest.append(item)
                 continue

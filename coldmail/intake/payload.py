@@ -48,10 +48,10 @@ def _canonical_schedule(payload: dict[str, Any]) -> str | None:
             f'"senderId": {_quote(sender)}, "subject": {_quote(subject)}}}')
 
 
-def new_email(payload: dict[str, Any], idempotency_key: str | None) -> NewEmail:
-    """The row to store for a loaded schedule payload (ScheduleEmailSchema's fields)."""
+def new_email(account: str, payload: dict[str, Any], idempotency_key: str | None) -> NewEmail:
+    """The row to store for a loaded schedule payload (ScheduleEmailSchema's fields) of the account's key."""
     return NewEmail(
-        recipient=payload["recipient"], subject=payload["subject"], body=payload["body"],
+        account=account, recipient=payload["recipient"], subject=payload["subject"], body=payload["body"],
         sender_id=payload["senderId"], scheduled_at=payload.get("scheduledAt"),
         idempotency_key=idempotency_key, payload_hash=payload_hash(payload))
 

@@ -1,8 +1,9 @@
 """The intake service the API holds: accept an email or a batch, cancel, reschedule, and a sender's raised limit.
 
-Each is one statement (a compare-and-set for a change) in PostgreSQL
-(coldmail.db.emails); after the commit, what is due within the horizon goes to
-the hand-over, which never blocks. One email is stored by group commit on the
+Each names the account of the request's key and touches only its rows: another
+account's email is not found. Each is one statement (a compare-and-set for a
+change) in PostgreSQL (coldmail.db.emails); after the commit, what is due within
+the horizon goes to the hand-over, which never blocks. One email is stored by group commit on the
 event loop; every other method blocks, for the API's executor.
 """
 
@@ -36,19 +37,19 @@ class Intake:
         self.caps = caps
         self.committer = GroupCommitter(settings=settings, after_commit=self._hand_over_marked)
 
-    async def accept(self, payload: dict[str, Any], idempotency_key: str | None) -> Stored:
+    async def accept(self, account: str, payload: dict[str, Any], idempotency_key: str | None) -> Stored:
         """Store one loaded schedule payload with requests that arrive with it; (row, created) once it is
-        committed. Conflict for an idempotency key used for a different email."""
-        return await self.committer.schedule(new_email(payload, idempotency_key))
+        committed. Conflict for an idempotency key the account used for a different email."""
+        return await self.committer.schedule(new_email(account, payload, idempotency_key))
 
-    def accept_batch(self, payloads: Sequence[dict[str, Any]]) -> list[Stored]:
+    def accept_batch(self, account: str, payloads: Sequence[dict[str, Any]]) -> list[Stored]:
         """Store every loaded payload (each with its own idempotencyKey) or none; (row, created) for each,
         in order.
 
         An idempotency key repeated within the batch, or already stored, with the same
         payload stands for the same email; with another payload the whole batch is a Conflict.
         """
-        news = [new_email(payload, payload["idempotencyKey"]) for payload in payloads]
+        news = [new_email(account, payload, payload["idempotencyKey"]) for payload in payloads]
         first: dict[str, int] = {}
         unique: list[NewEmail] = []
         position: list[int] = []  # index in `unique` of each item of `news`
@@ -92,37 +93,40 @@ class Intake:
             seen.add(row["id"])
         return result
 
-    def cancel(self, email_id: int) -> dict[str, Any]:
-        """PENDING → CANCELLED, or NotFound / Conflict. Against a worker claiming it at the same moment,
-        exactly one wins: both are compare-and-sets on status PENDING of the same row."""
+    def cancel(self, account: str, email_id: int) -> dict[str, Any]:
+        """The account's email PENDING → CANCELLED, or NotFound (another account's too) / Conflict. Against a
+        worker claiming it at the same moment, exactly one wins: both are compare-and-sets on status PENDING
+        of the same row."""
         with database.connection_context():
-            row = intake_rows.cancel(email_id)
+            row = intake_rows.cancel(account, email_id)
             if row is None:
-                _refuse(email_id, "cancelled")
+                _refuse(account, email_id, "cancelled")
         log.info("email %r: cancelled (sender %r)", email_id, row["sender_id"], extra=email_fields(row))
-        self._unplan(row["sender_id"], [email_id])
+        self._unplan(account, row["sender_id"], [email_id])
         return row
 
-    def reschedule(self, email_id: int, at: datetime) -> dict[str, Any]:
-        """Move a PENDING email to `at`, or NotFound / Conflict (a worker claimed it first)."""
+    def reschedule(self, account: str, email_id: int, at: datetime) -> dict[str, Any]:
+        """Move the account's PENDING email to `at`, or NotFound (another account's too) / Conflict (a worker
+        claimed it first)."""
         with database.connection_context():
-            row = intake_rows.reschedule(email_id, at=at, horizon_s=self.settings.handover_horizon_s)
+            row = intake_rows.reschedule(account, email_id, at=at, horizon_s=self.settings.handover_horizon_s)
             if row is None:
-                _refuse(email_id, "rescheduled")
+                _refuse(account, email_id, "rescheduled")
         log.info("email %r: rescheduled from %s to %s (sender %r)", email_id, row["previous_at"].isoformat(),
                  row["scheduled_at"].isoformat(), row["sender_id"], extra=email_fields(row))
-        self._unplan(row["sender_id"], [email_id])
+        self._unplan(account, row["sender_id"], [email_id])
         self._hand_over_marked([row])
         return row
 
-    def limit_raised(self, sender_id: str) -> int:
-        """A sender's limit went up: the emails its cap had moved later are due at their own time again, and
-        out of its plan, so that the scheduler plans them under the new limit. Returns how many."""
+    def limit_raised(self, account: str, sender_id: str) -> int:
+        """The account's sender's limit went up: the emails its cap had moved later are due at their own time
+        again, and out of its plan, so that the scheduler plans them under the new limit. Returns how many."""
         with database.connection_context():
-            ids = handover_rows.pull_forward(sender_id)
+            ids = handover_rows.pull_forward(account, sender_id)
         if ids:
-            log.info("sender %r: limit raised; %d email(s) its cap had moved are planned again", sender_id, len(ids))
-            self._unplan(sender_id, ids)
+            log.info("sender %r of account %r: limit raised; %d email(s) its cap had moved are planned again",
+                     sender_id, account, len(ids))
+            self._unplan(account, sender_id, ids)
         return len(ids)
 
     def close(self) -> None:
@@ -133,19 +137,20 @@ class Intake:
         their senders' caps and enqueues them, and gives what it cannot back to the scheduler."""
         self.handover.send_planned([row for row in rows if row["queued_at"] is not None])
 
-    def _unplan(self, sender_id: str, email_ids: list[int]) -> None:
+    def _unplan(self, account: str, sender_id: str, email_ids: list[int]) -> None:
         """After the change is committed: the emails' planned slots are free. A Redis error leaves them to
         expire, which only holds the sender's other emails back, never lets one past the cap."""
         try:
-            self.caps.unplan(sender_id, *email_ids)
+            self.caps.unplan(account, sender_id, *email_ids)
         except redis.RedisError as e:
             log.warning("sender %r: planned send slot(s) of email(s) %s stay taken until they expire (Redis: %s)",
                         sender_id, email_ids[:10], e)
 
 
-def _refuse(email_id: int, action: str) -> None:
-    """After a compare-and-set found nothing: say whether the email is missing or in another state."""
-    row = reads.get_email(email_id)
+def _refuse(account: str, email_id: int, action: str) -> None:
+    """After a compare-and-set found nothing: say whether the email is missing (or another account's: the same
+    answer, so that a key learns nothing of other accounts) or in another state."""
+    row = reads.get_email(account, email_id)
     if row is None:
         raise NotFound(f"no email with id {email_id}")
     raise Conflict(f"email {email_id} is {row['status']}: only a PENDING email can be {action}")

@@ -54,9 +54,9 @@ class HandOver:
         self._close_at_exit = False
 
     def send_planned(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Rows a request stored and marked queued (`id`, `sender_id`, `delay_ms`, maybe `hourly_limit`):
-        to be planned under their senders' caps and enqueued by their time, with other requests' rows,
-        after the request has its answer. Never blocks: the gathering thread does the rest, and gives
+        """Rows a request stored and marked queued (`id`, `account`, `sender_id`, `delay_ms`, maybe
+        `hourly_limit`): to be planned under their senders' caps and enqueued by their time, with other
+        requests' rows, after the request has its answer. Never blocks: the gathering thread does the rest, and gives
         what it cannot hand over back to the scheduler (`back_to_scheduler`)."""
         if not rows:
             return

@@ -18,6 +18,7 @@ import redis
 from . import rig
 
 SENDER = "bench"
+ACCOUNT = "default"
 #: the window's "rebuilt from PostgreSQL" marker: without it the first check would rebuild the window
 COMPLETE = "~complete"
 
@@ -47,17 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     caps = Caps(Settings.from_env({"REDIS_URL": bench_redis.url, "RATE_LIMIT_WINDOW_SECONDS": "3600"}, dotenv=None),
                 client)
     now_ms = time.time() * 1000
-    client.zadd(caps.key(SENDER), {COMPLETE: float("inf")})
-    client.zadd(caps.key(SENDER), {f"old{i}": now_ms - i * 1000 for i in range(args.seeded)})
+    client.zadd(caps.key(ACCOUNT, SENDER), {COMPLETE: float("inf")})
+    client.zadd(caps.key(ACCOUNT, SENDER), {f"old{i}": now_ms - i * 1000 for i in range(args.seeded)})
     try:
         round_trips = []
         for i in range(args.n):
-            check = caps.for_sender(SENDER, args.limit, i)
+            check = caps.for_sender(ACCOUNT, SENDER, args.limit, i)
             started = time.perf_counter()
             allowed = check.decide().allowed
             round_trips.append(time.perf_counter() - started)
             assert allowed, f"check {i} refused"
-        wanted = [(SENDER, args.limit, args.n + i) for i in range(args.n)]
+        wanted = [(ACCOUNT, SENDER, args.limit, args.n + i) for i in range(args.n)]
         started = time.perf_counter()
         for first in range(0, args.n, args.batch):
             assert all(d.allowed for d in caps.acquire(wanted[first:first + args.batch]))

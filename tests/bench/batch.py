@@ -101,7 +101,7 @@ def ceiling(database_url: str, chunks: list[list[dict]], concurrency: int) -> fl
     from coldmail.db.emails.intake import insert_batch
 
     load = ScheduleBatchSchema().load  # not timed
-    news = [[new_email(item, None) for item in load({"emails": chunk})["emails"]] for chunk in chunks]
+    news = [[new_email("default", item, None) for item in load({"emails": chunk})["emails"]] for chunk in chunks]
 
     def insert(batch) -> None:
         with database.connection_context():

@@ -100,7 +100,7 @@ def test_missing_redis_names_the_url_and_how_to_start_it(base_env, port):
     assert url in result.stderr and "redis-server" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_migrate_creates_a_missing_database_and_create_api_key_prints_a_working_key(base_env, sink, port, http):
+def test_migrate_creates_a_missing_database_and_create_api_key_prints_a_working_key_of_its_account(base_env, sink, port, http):
     name = f"coldmail_e2e_{port}"
     url = base_env["DATABASE_URL"].rsplit("/", 1)[0] + "/" + name
     env = dict(base_env, DATABASE_URL=url, COLDMAIL_API_KEYS="", SMTP_URL=sink.url, PORT=str(port))
@@ -112,12 +112,24 @@ def test_migrate_creates_a_missing_database_and_create_api_key_prints_a_working_
         assert made.returncode == 0
         key = made.stdout.strip()
         assert key.startswith("cm_") and len(key) > 30
+        # And a key of another account, and a refused account name
+        other = run_cli(env, "create-api-key", "bob", "--account", "acme")
+        assert other.returncode == 0
+        acme_key = other.stdout.strip()
+        refused = run_cli(env, "create-api-key", "eve", "--account", "no:colons")
+        assert refused.returncode == 2 and "account name" in refused.stderr
         proc = start_run_py(env)
         try:
             wait_healthy(http.base_url, proc)
-            assert http.post("/emails", email("keyed"), key=key)[0] == 201
+            status, body = http.post("/emails", email("keyed"), key=key)
+            assert status == 201
             assert http.post("/emails", email("keyed"), key="cm_wrong")[0] == 401
-            assert key not in proc.output()
+            # the acme key works, sees its own email only, and not the default account's
+            assert http.get(f"/emails/{body['jobId']}", key=acme_key)[0] == 404
+            assert http.get(f"/emails/{body['jobId']}", key=key)[0] == 200
+            assert http.post("/emails", email("acme's"), key=acme_key)[0] == 201
+            assert [i["subject"] for i in http.get("/emails", key=acme_key)[1]["items"]] == ["acme's"]
+            assert key not in proc.output() and acme_key not in proc.output()
         finally:
             proc.terminate()
     finally:

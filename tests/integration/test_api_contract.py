@@ -73,7 +73,7 @@ async def test_no_key_wrong_key_and_wrong_scheme_are_401(client):
 
 async def test_a_key_made_with_create_api_key_works_and_is_stored_hashed(client):
     with database.connection_context():
-        key = create_api_key("ci")
+        key = create_api_key("ci", account="default")
         stored = [row[0] for row in database.execute_sql("SELECT key_hash FROM api_keys")]
     assert key not in stored and len(stored) == 1
     resp = await client.post("/emails", json=VALID, headers={"Authorization": f"Bearer {key}"})

@@ -64,7 +64,7 @@ def test_a_message_of_emails_due_together_sends_each_once_with_one_claim(deliver
                "AND message_id IS NOT NULL", ids) == [(30,)]
     assert {tuple(events(i)) for i in ids} == {("claimed", "sent")}
     # And every slot it took counts in its sender's window
-    assert sum(deliverer.caps.usage(f"s{n}") for n in range(3)) == 30
+    assert sum(deliverer.caps.usage("default", f"s{n}") for n in range(3)) == 30
 
 
 def test_each_email_of_a_message_waits_for_its_own_time(deliverer, sink):
@@ -99,7 +99,7 @@ def test_a_relay_failure_retries_that_email_and_gives_the_rest_back_unspent(deli
     reasons = sql("SELECT DISTINCT detail->>'reason' FROM email_events WHERE kind = 'released' "
                   "AND email_id = ANY(%s)", ids[1:])
     assert reasons == [("the relay failed for the email before",)]
-    assert deliverer.caps.usage("s0") == 0
+    assert deliverer.caps.usage("default", "s0") == 0
     assert sink.arrivals == []
 
 

@@ -121,8 +121,8 @@ def test_acquire_allows_every_send_under_the_limit_with_a_full_hour(client_):
 
 
 def seed_sent(sender: str, *, count: int, ago_s: float, limit: int | None = None) -> list[int]:
-    sql("INSERT INTO senders (id, hourly_limit) VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET hourly_limit = %s",
-        sender, limit, limit)
+    sql("INSERT INTO senders (id, hourly_limit) VALUES (%s, %s) "
+        "ON CONFLICT (account, id) DO UPDATE SET hourly_limit = %s", sender, limit, limit)
     rows = sql("INSERT INTO emails (recipient, subject, body, sender_id, status, scheduled_at, next_attempt_at, "
                "attempts, sent_at) SELECT 'u@example.com', 'sent', 'b', %s, 'SENT', now(), now(), 1, "
                "now() - %s * interval '1 second' FROM generate_series(1, %s) RETURNING id", sender, ago_s, count)
@@ -142,12 +142,12 @@ def test_a_window_redis_lost_is_rebuilt_from_postgresql_before_anyone_goes(make_
     caps.scripts.client.flushdb()
     client_.set(MARKER, "1")
     # Then the send under way takes its slot once (its placeholder from the rebuild goes), and nothing else fits
-    assert caps.for_sender("rebuilt", 3, under_way).decide().allowed
-    refused = caps.for_sender("rebuilt", 3, 999_999).decide()
+    assert caps.for_sender("default", "rebuilt", 3, under_way).decide().allowed
+    refused = caps.for_sender("default", "rebuilt", 3, 999_999).decide()
     assert not refused.allowed
     assert 58_000 < refused.wait_ms <= 59_000
-    assert caps.for_sender("rebuilt", 3, 999_999).used() == 3
-    assert caps.usage("rebuilt") == 3
+    assert caps.for_sender("default", "rebuilt", 3, 999_999).used() == 3
+    assert caps.usage("default", "rebuilt") == 3
 
 
 # -- the plan of the hand-over --------------------------------------------------------------------
@@ -225,7 +225,7 @@ def test_after_redis_lost_a_window_the_worker_still_refuses_a_send_over_the_cap(
     kinds = [k for (k,) in sql("SELECT kind FROM email_events WHERE email_id = %s ORDER BY id", email_id)]
     assert kinds == ["claimed", "rate_limited"]
     # And it keeps its turn in the hand-over's plan, at that time (not behind whatever queues after it)
-    planned_s = client_.zscore(Caps.plan_key("guarded"), str(email_id)) / 1000 - time.time()
+    planned_s = client_.zscore(Caps.plan_key("default", "guarded"), str(email_id)) / 1000 - time.time()
     assert abs(planned_s - float(wait_s)) < 0.5
 
 
@@ -304,7 +304,7 @@ async def test_a_cancelled_or_moved_email_frees_its_planned_slot_for_the_senders
     due = datetime.fromtimestamp(time.time() + 3, timezone.utc).isoformat()
     first, second = await post_all(client, auth, [dict(email(f"planned {i}", "replanned"), scheduledAt=due)
                                                   for i in range(2)])
-    plan = Caps.plan_key("replanned")
+    plan = Caps.plan_key("default", "replanned")
     await async_wait_for(lambda: redis_client.zcard(plan) == 2, timeout_s=5, what="both emails planned")
     # When one is cancelled and the other moved to tomorrow
     assert (await client.post(f"/emails/{first}/cancel", headers=auth)).status == 200

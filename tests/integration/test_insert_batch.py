@@ -22,7 +22,7 @@ def email(i: int, text: str, **extra) -> dict:
 
 def stored(job_id: int) -> dict:
     with database.connection_context():
-        return get_email(job_id)
+        return get_email("default", job_id)
 
 
 async def test_a_batch_stores_every_text_exactly(make_service, auth):

@@ -38,14 +38,14 @@ async def test_accept_stores_once_per_idempotency_key(services):
     intake, _ = services
     payload = ScheduleEmailSchema().load(email(idempotencyKey="k1"))
     # Given an email accepted with a key
-    first, created = await intake.accept(payload, "k1")
+    first, created = await intake.accept("default", payload, "k1")
     assert created
     # When the same payload comes again with that key, Then it is the same row, not created again
-    again, created_again = await intake.accept(payload, "k1")
+    again, created_again = await intake.accept("default", payload, "k1")
     assert (again["id"], created_again) == (first["id"], False)
     # And another payload with that key is a Conflict
     with pytest.raises(Conflict):
-        await intake.accept(ScheduleEmailSchema().load(email("Other", idempotencyKey="k1")), "k1")
+        await intake.accept("default", ScheduleEmailSchema().load(email("Other", idempotencyKey="k1")), "k1")
     assert stored_subjects() == ["Hi"]
 
 
@@ -56,11 +56,11 @@ def test_a_batch_that_reuses_a_key_for_another_email_stores_nothing(services):
     batch = load({"emails": [email("a", idempotencyKey="k"), email("b"), email("c", idempotencyKey="k")]})["emails"]
     # When it is accepted, Then it is refused whole
     with pytest.raises(Conflict, match=r"emails\[2\]"):
-        intake.accept_batch(batch)
+        intake.accept_batch("default", batch)
     assert stored_subjects() == []
     # And a batch that repeats a key with the same email stores it once, created at its first place
     batch = load({"emails": [email("a", idempotencyKey="k"), email("b"), email("a", idempotencyKey="k")]})["emails"]
-    stored = intake.accept_batch(batch)
+    stored = intake.accept_batch("default", batch)
     assert [created for _, created in stored] == [True, True, False]
     assert stored[0][0]["id"] == stored[2][0]["id"]
     assert stored_subjects() == ["a", "b"]
@@ -70,22 +70,24 @@ def test_cancel_and_reschedule_say_why_they_refuse(services):
     intake, _ = services
     # Given no email 12345, Then cancelling it is NotFound
     with pytest.raises(NotFound):
-        intake.cancel(12345)
+        intake.cancel("default", 12345)
     # Given a cancelled email
-    (row, _), = intake.accept_batch(ScheduleBatchSchema().load({"emails": [email()]})["emails"])
-    assert intake.cancel(row["id"])["status"] == "CANCELLED"
+    (row, _), = intake.accept_batch("default", ScheduleBatchSchema().load({"emails": [email()]})["emails"])
+    assert intake.cancel("default", row["id"])["status"] == "CANCELLED"
     # When it is moved, Then the Conflict names its state
     with pytest.raises(Conflict, match="is CANCELLED"):
-        intake.reschedule(row["id"], row["scheduled_at"])
+        intake.reschedule("default", row["id"], row["scheduled_at"])
 
 
 def test_senders_put_get_and_usage(services):
     _, senders = services
     # Given a new sender, When it is put twice, Then it is created once and replaced once
-    row, created = senders.put("s1", from_address="a@example.com", hourly_limit=5, smtp_url=None, smtp_password=None)
+    row, created = senders.put("default", "s1", from_address="a@example.com", hourly_limit=5, smtp_url=None,
+                               smtp_password=None)
     assert created and row["hourly_limit"] == 5
-    row, created = senders.put("s1", from_address="a@example.com", hourly_limit=50, smtp_url=None, smtp_password=None)
-    assert not created and senders.get("s1")["hourly_limit"] == 50
+    row, created = senders.put("default", "s1", from_address="a@example.com", hourly_limit=50, smtp_url=None,
+                               smtp_password=None)
+    assert not created and senders.get("default", "s1")["hourly_limit"] == 50
     # And it has sent nothing, And an unknown sender is None
-    assert senders.usage("s1") == 0
-    assert senders.get("nobody") is None
+    assert senders.usage("default", "s1") == 0
+    assert senders.get("default", "nobody") is None

@@ -446,14 +446,15 @@ async def test_pagination_has_no_gaps_or_repeats_while_emails_are_added(client, 
 @pytest.mark.timeout(120)
 def test_the_list_query_uses_an_index_on_a_large_table(database_url, redis_url):
     # Given 200,000 emails as a long-running service has them: most SENT, a few of each other status,
-    # 50 senders, and one small sender ("rare") with 30 emails spread over the whole table
+    # 50 senders, and one small sender ("rare") with 30 emails spread over the whole table; all of account
+    # "default" but 25 of a small account spread over it too
     from tests.conftest import clean_state
 
     clean_state(redis_url)
     with database.connection_context():
         database.execute_sql("""
-            INSERT INTO emails (recipient, subject, body, sender_id, status, scheduled_at, next_attempt_at)
-            SELECT 'u' || g || '@example.com', 's', 'b',
+            INSERT INTO emails (account, recipient, subject, body, sender_id, status, scheduled_at, next_attempt_at)
+            SELECT CASE WHEN g %% 7919 = 0 THEN 'small' ELSE 'default' END, 'u' || g || '@example.com', 's', 'b',
                    CASE WHEN g %% 6661 = 0 THEN 'rare' ELSE 'sender_' || (g %% 50) END,
                    CASE WHEN g %% 100 = 1 THEN 'PENDING' WHEN g %% 500 = 2 THEN 'FAILED'
                         WHEN g %% 1000 = 3 THEN 'CANCELLED' ELSE 'SENT' END, now(), now()
@@ -464,10 +465,11 @@ def test_the_list_query_uses_an_index_on_a_large_table(database_url, redis_url):
             for name, kwargs in {
                 "no filter": {}, "status": {"status": "FAILED"}, "sender": {"sender_id": "sender_7"},
                 "rare sender": {"sender_id": "rare"}, "status and sender": {"status": "PENDING", "sender_id": "rare"},
-                "deep page": {"status": "SENT", "after": 1000},
+                "deep page": {"status": "SENT", "after": 1000}, "small account": {"account": "small"},
+                "small account's sender": {"account": "small", "sender_id": "sender_7"},
             }.items():
-                query, params = page_query(**{"status": None, "sender_id": None, "after": None, **kwargs},
-                                           limit=51)
+                query, params = page_query(**{"account": "default", "status": None, "sender_id": None, "after": None,
+                                              **kwargs}, limit=51)
                 rows = database.execute_sql("EXPLAIN (ANALYZE, BUFFERS) " + query, params).fetchall()
                 plans[name] = "\n".join(r[0] for r in rows)
             rows = database.execute_sql("EXPLAIN (ANALYZE, BUFFERS) " + LIVE_COUNT).fetchall()

@@ -60,16 +60,19 @@ class DripRelay:
             self._spawn(self._drip, conn, visit)
 
     def _drip(self, conn: socket.socket, visit: Visit) -> None:
+        """Drip until the client closes (recorded in `visit.closed_at`) or the relay stops."""
         with conn:
             try:
                 conn.sendall(b"220-")
-                while not self._stopped.is_set():
-                    readable, _, _ = select.select([conn], [], [], self.drip_s)
+                while True:
+                    stopping = self._stopped.is_set()
+                    readable, _, _ = select.select([conn], [], [], 0 if stopping else self.drip_s)
                     if readable and not conn.recv(4096):
                         break
+                    if stopping:
+                        return  # stopped with the client still connected: it never closed
                     if not readable:
                         conn.sendall(b"x")
             except OSError:
                 pass
-            if not self._stopped.is_set():
-                visit.closed_at = time.time()
+            visit.closed_at = time.time()

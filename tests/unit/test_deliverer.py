@@ -35,7 +35,7 @@ class Rows:
     def add(self, email_id: int, *, sender: str = "s", attempts: int = 0, **extra) -> None:
         now = datetime.now(timezone.utc)
         self.rows[email_id] = {
-            "id": email_id, "sender_id": sender, "attempts": attempts, "status": "PENDING", "created_at": now,
+            "id": email_id, "account": "default", "sender_id": sender, "attempts": attempts, "status": "PENDING", "created_at": now,
             "scheduled_at": now, "recipient": f"u{email_id}@example.com", "subject": f"email {email_id}",
             "body": "hello", "wait_s": 0.0, **extra}
 
@@ -86,18 +86,18 @@ class Caps:
         if self.broken:
             raise redis.ConnectionError("Redis is gone")
         decisions = []
-        for sender, _, email_id in wanted:
+        for account, sender, _, email_id in wanted:
             if sender in self.full:
                 decisions.append(Decision(False, self.full[sender]))
             else:
-                self.taken.add(self.slots(sender, email_id)[0])
+                self.taken.add(self.slots(account, sender, email_id)[0])
                 decisions.append(Decision(True))
         return decisions
 
     def overall(self, email_id):
         return self.global_cap
 
-    def slots(self, sender_id, email_id):
+    def slots(self, account, sender_id, email_id):
         return [(f"cap:{sender_id}", str(email_id)), ("cap:global", str(email_id))]
 
     def give_back(self, slots):

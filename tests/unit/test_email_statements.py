@@ -58,8 +58,8 @@ def test_the_prepared_insert_takes_and_stores_every_supplied_column_with_the_mod
 def test_every_field_a_schedule_request_has_reaches_the_insert():
     # Given the request schema's fields (and the payload hash computed from them)
     requested = {snake(name) for name in ScheduleEmailSchema().fields}
-    # Then each is a column the INSERT stores
-    assert requested | {"payload_hash"} == set(intake.SUPPLIED_COLUMNS)
+    # Then each is a column the INSERT stores, beside the hash and the account (the key's, not the request's)
+    assert requested | {"payload_hash", "account"} == set(intake.SUPPLIED_COLUMNS)
 
 
 def test_column_lists_follow_the_model():

@@ -32,6 +32,22 @@ def test_a_bad_value_names_the_variable(name, value):
     assert name in str(e.value)
 
 
+def test_api_keys_are_key_for_the_default_account_or_account_colon_key():
+    s = Settings.from_env({"COLDMAIL_API_KEYS": " plain-key-123, acme:acme-key-456,acme:second:key-789 "},
+                          dotenv=None)
+    # the account ends at the first ':', so a key may hold one
+    assert s.api_keys == (("default", "plain-key-123"), ("acme", "acme-key-456"), ("acme", "second:key-789"))
+
+
+@pytest.mark.parametrize("value", ["b@d:a-long-enough-key", ":a-long-enough-key", "acme:tiny",
+                                   "a:same-key-12345,b:same-key-12345"])
+def test_a_bad_api_key_entry_names_the_variable_and_never_the_key(value):
+    with pytest.raises(ConfigError) as e:
+        Settings.from_env({"COLDMAIL_API_KEYS": value}, dotenv=None)
+    assert "COLDMAIL_API_KEYS" in str(e.value)
+    assert "-key" not in str(e.value) and "tiny" not in str(e.value)
+
+
 def test_a_bad_smtp_password_is_not_echoed():
     with pytest.raises(ConfigError) as e:
         Settings.from_env({"SMTP_URL": "smtp://user:hunter2@host:bad"}, dotenv=None)

@@ -10,12 +10,14 @@ from ..rows import column_list, fields_but
 EMAIL_COLUMNS = column_list(Email._meta.sorted_fields)
 
 #: what a new email's answer, log line and hand-over need: not its body (up to 1 MiB) nor the other columns
-STORED_COLUMNS = column_list([Email.id, Email.sender_id, Email.status, Email.scheduled_at, Email.next_attempt_at,
-                              Email.queued_at, Email.idempotency_key, Email.payload_hash])
+STORED_FIELDS = [Email.id, Email.account, Email.sender_id, Email.status, Email.scheduled_at, Email.next_attempt_at,
+                 Email.queued_at, Email.idempotency_key, Email.payload_hash]
+STORED_COLUMNS = column_list(STORED_FIELDS)
 
-#: what a listing shows: never the body, which may be a megabyte per row, nor the hand-over's bookkeeping
-LIST_COLUMNS = column_list(fields_but(Email, Email.body, Email.queued_at, Email.lease_until, Email.idempotency_key,
-                                      Email.payload_hash))
+#: what a listing shows: never the body, which may be a megabyte per row, nor the hand-over's bookkeeping, nor
+#: the account (the caller's own)
+LIST_COLUMNS = column_list(fields_but(Email, Email.account, Email.body, Email.queued_at, Email.lease_until,
+                                      Email.idempotency_key, Email.payload_hash))
 
 
 def _literal(status: EmailStatus) -> str:

@@ -17,15 +17,15 @@ from .due import delay_ms, due_at
 
 _LOCK_DUE = f"""
 WITH due AS (
-    SELECT id, sender_id, next_attempt_at FROM emails
+    SELECT id, account, sender_id, next_attempt_at FROM emails
     WHERE status = {PENDING} AND queued_at IS NULL
       AND next_attempt_at <= now() + %(horizon_s)s * interval '1 second'
     ORDER BY next_attempt_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-SELECT due.id, due.sender_id, s.hourly_limit, {delay_ms("due.next_attempt_at")} AS delay_ms
-FROM due LEFT JOIN senders s ON s.id = due.sender_id
+SELECT due.id, due.account, due.sender_id, s.hourly_limit, {delay_ms("due.next_attempt_at")} AS delay_ms
+FROM due LEFT JOIN senders s ON s.account = due.account AND s.id = due.sender_id
 ORDER BY due.next_attempt_at, due.id
 """
 
@@ -109,13 +109,13 @@ def hold_back(later: list[tuple[int, int]]) -> None:
 
 _PULL_FORWARD = f"""
 UPDATE emails SET next_attempt_at = {due_at("scheduled_at")}, updated_at = now()
-WHERE sender_id = %s AND status = {PENDING} AND queued_at IS NULL AND attempts = 0
+WHERE account = %s AND sender_id = %s AND status = {PENDING} AND queued_at IS NULL AND attempts = 0
   AND next_attempt_at > {due_at("scheduled_at")}
 RETURNING id
 """
 
 
-def pull_forward(sender_id: str) -> list[int]:
-    """The sender's emails its cap moved later (never attempted, PENDING, not handed over): due at their own
+def pull_forward(account: str, sender_id: str) -> list[int]:
+    """The account's sender's emails its cap moved later (never attempted, PENDING, not handed over): due at their own
     time again, for the scheduler to plan under the sender's new limit. Returns their ids."""
-    return [row[0] for row in database.execute_sql(_PULL_FORWARD, (sender_id,)).fetchall()]
+    return [row[0] for row in database.execute_sql(_PULL_FORWARD, (account, sender_id)).fetchall()]

@@ -16,13 +16,15 @@ from typing import Any, Awaitable, Callable
 from ..connection import database
 from ..models import Email
 from ..rows import column_list, dicts, one
-from .columns import CANCELLED, EMAIL_COLUMNS, PENDING, STORED_COLUMNS
+from .columns import CANCELLED, EMAIL_COLUMNS, PENDING, STORED_COLUMNS, STORED_FIELDS
 from .due import delay_ms, due_at, queued_if_near
 
 
 @dataclass(frozen=True)
 class NewEmail:
-    """An email as a schedule request gives it: each field is the Email column it is stored in."""
+    """An email as a schedule request gives it, with the account of the request's key: each field is the Email
+    column it is stored in."""
+    account: str
     recipient: str
     subject: str
     body: str
@@ -60,13 +62,14 @@ WITH input AS (
 ), ids AS (
     SELECT ord, nextval(pg_get_serial_sequence('emails', 'id')) AS id FROM input
 ), s AS (
-    INSERT INTO senders (id) SELECT DISTINCT sender_id FROM input ORDER BY sender_id ON CONFLICT DO NOTHING
+    INSERT INTO senders (account, id) SELECT DISTINCT account, sender_id FROM input ORDER BY account, sender_id
+    ON CONFLICT DO NOTHING
 ), e AS (
     INSERT INTO emails (id, {_INPUT}, next_attempt_at, queued_at)
     SELECT ids.id, {_STORED_FROM_INPUT}, i.at, {queued_if_near("i.at")}
     FROM (SELECT *, {due_at("scheduled_at")} AS at FROM input) i JOIN ids USING (ord)
-    ORDER BY i.idempotency_key, i.ord  -- one lock order for every batch: two batches cannot deadlock
-    ON CONFLICT (idempotency_key) DO NOTHING
+    ORDER BY i.account, i.idempotency_key, i.ord  -- one lock order for every batch: two cannot deadlock
+    ON CONFLICT (account, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {STORED_COLUMNS}
 ), ev AS (
     INSERT INTO email_events (email_id, kind, detail)
@@ -78,24 +81,27 @@ SELECT ids.ord, e.*, {delay_ms("e.next_attempt_at")} AS delay_ms
 FROM e JOIN ids USING (id)
 """
 
-_SELECT_BY_KEYS = f"SELECT {STORED_COLUMNS} FROM emails WHERE idempotency_key = ANY(%s)"
+_SELECT_BY_KEYS = f"""
+SELECT {column_list(STORED_FIELDS, prefix="e.")} FROM emails e
+JOIN unnest(%s::text[], %s::text[]) AS k(account, idempotency_key) USING (account, idempotency_key)
+"""
 
 
 def insert_batch(news: list[NewEmail], *, horizon_s: float) -> list[tuple[dict[str, Any], bool]]:
     """Store many emails in one statement; return (row, created) for each, in order (rows hold
     STORED_COLUMNS, and `delay_ms` when created).
 
-    A key already stored returns its row with created=False,
+    A key already stored in the email's account returns its row with created=False,
     and rows due within `horizon_s` come back marked queued with their `delay_ms`.
     Without a transaction around it the statement commits on its own when it returns
     (all or none, and no BEGIN/COMMIT round trips); a caller that may still refuse
-    the batch holds one (`database.atomic()`), and then nothing of it stays. Keys must
-    be unique within `news`.
+    the batch holds one (`database.atomic()`), and then nothing of it stays. (account,
+    key) pairs must be unique within `news`.
     """
     rows = _inserted_rows(news, dicts(database.execute_sql(_INSERT_BATCH, _insert_params(news, horizon_s))))
     skipped = _skipped_keys(news, rows)
     if skipped:
-        _add_stored_rows(rows, skipped, dicts(database.execute_sql(_SELECT_BY_KEYS, (list(skipped),))))
+        _add_stored_rows(rows, skipped, dicts(database.execute_sql(_SELECT_BY_KEYS, _key_params(skipped))))
     return rows  # type: ignore[return-value]
 
 
@@ -122,7 +128,7 @@ async def insert_batch_async(fetch: Callable[[str, Any], Awaitable[list[dict[str
     rows = _inserted_rows(news, await fetch(_EXECUTE_INSERT_BATCH, _insert_params(news, horizon_s)))
     skipped = _skipped_keys(news, rows)
     if skipped:
-        _add_stored_rows(rows, skipped, await fetch(_SELECT_BY_KEYS, (list(skipped),)))
+        _add_stored_rows(rows, skipped, await fetch(_SELECT_BY_KEYS, _key_params(skipped)))
     return rows  # type: ignore[return-value]
 
 
@@ -158,22 +164,27 @@ def _inserted_rows(news: list[NewEmail], returned: list[dict[str, Any]]) -> list
     return rows
 
 
-def _skipped_keys(news: list[NewEmail], rows: list) -> dict[str, int]:
-    """Idempotency keys ON CONFLICT skipped (stored before), and their place in `news`."""
-    return {n.idempotency_key: i for i, n in enumerate(news) if rows[i] is None}
+def _skipped_keys(news: list[NewEmail], rows: list) -> dict[tuple[str, str], int]:
+    """(account, idempotency key) pairs ON CONFLICT skipped (stored before), and their place in `news`."""
+    return {(n.account, n.idempotency_key): i for i, n in enumerate(news) if rows[i] is None}  # type: ignore[misc]
 
 
-def _add_stored_rows(rows: list, skipped: dict[str, int], found: list[dict[str, Any]]) -> None:
+def _key_params(skipped: dict[tuple[str, str], int]) -> tuple[list[str], list[str]]:
+    """_SELECT_BY_KEYS's parameters: the accounts, and the keys."""
+    return [account for account, _ in skipped], [key for _, key in skipped]
+
+
+def _add_stored_rows(rows: list, skipped: dict[tuple[str, str], int], found: list[dict[str, Any]]) -> None:
     """Fill in (row, False) for the skipped keys from _SELECT_BY_KEYS's rows."""
     for row in found:
-        rows[skipped[row["idempotency_key"]]] = (row, False)
+        rows[skipped[(row["account"], row["idempotency_key"])]] = (row, False)
     assert all(r is not None for r in rows), "ON CONFLICT skipped only rows whose key is stored"
 
 
 _CANCEL = f"""
 WITH c AS (
     UPDATE emails SET status = {CANCELLED}, lease_until = NULL, updated_at = now()
-    WHERE id = %(id)s AND status = {PENDING}
+    WHERE id = %(id)s AND account = %(account)s AND status = {PENDING}
     RETURNING {EMAIL_COLUMNS}
 ), ev AS (
     INSERT INTO email_events (email_id, kind, detail) SELECT id, 'cancelled', '{{}}'::jsonb FROM c
@@ -182,17 +193,19 @@ SELECT * FROM c
 """
 
 
-def cancel(email_id: int) -> dict[str, Any] | None:
-    """PENDING → CANCELLED; None if the email is not PENDING (a worker's claim won, or it is gone).
+def cancel(account: str, email_id: int) -> dict[str, Any] | None:
+    """PENDING → CANCELLED; None if the email is not the account's PENDING one (a worker's claim won, or it
+    is gone, or another account's).
 
     A message for it still in Redis finds it not PENDING and is skipped.
     """
-    return one(database.execute_sql(_CANCEL, {"id": email_id}))
+    return one(database.execute_sql(_CANCEL, {"id": email_id, "account": account}))
 
 
 _RESCHEDULE = f"""
 WITH old AS (
-    SELECT id, scheduled_at FROM emails WHERE id = %(id)s AND status = {PENDING} FOR UPDATE
+    SELECT id, scheduled_at FROM emails WHERE id = %(id)s AND account = %(account)s AND status = {PENDING}
+    FOR UPDATE
 ), r AS (
     UPDATE emails e SET scheduled_at = t.at, next_attempt_at = t.at, updated_at = now(),
                         queued_at = {queued_if_near("t.at")}
@@ -210,11 +223,12 @@ SELECT r.*, {delay_ms("r.next_attempt_at")} AS delay_ms FROM r
 """
 
 
-def reschedule(email_id: int, *, at: datetime, horizon_s: float) -> dict[str, Any] | None:
-    """Move a PENDING email to `at` (past: now); None if it is not PENDING.
+def reschedule(account: str, email_id: int, *, at: datetime, horizon_s: float) -> dict[str, Any] | None:
+    """Move the account's PENDING email to `at` (past: now); None if it is not that.
 
     Its hand-over mark is cleared, or set anew if `at` is within the horizon (the
     caller then enqueues it with `delay_ms`). A message still in Redis for the old
     time finds `next_attempt_at` in the future, so the claim refuses it.
     """
-    return one(database.execute_sql(_RESCHEDULE, {"id": email_id, "at": at, "horizon_s": horizon_s}))
+    return one(database.execute_sql(_RESCHEDULE, {"id": email_id, "account": account, "at": at,
+                                                  "horizon_s": horizon_s}))

@@ -49,7 +49,8 @@ def requeue_all_queued() -> int:
 _RESUME_HELD = f"""
 WITH u AS (
     UPDATE emails e SET next_attempt_at = {due_at('e.scheduled_at')}, queued_at = NULL, updated_at = now()
-    WHERE e.status = {PENDING} AND e.sender_id = ANY(%(senders)s) AND e.next_attempt_at > now()
+    WHERE e.status = {PENDING} AND e.next_attempt_at > now()
+      AND (e.account, e.sender_id) IN (SELECT * FROM unnest(%(accounts)s::text[], %(senders)s::text[]))
       AND (SELECT v.kind FROM email_events v WHERE v.email_id = e.id ORDER BY v.id DESC LIMIT 1) = 'held'
     RETURNING e.id
 )
@@ -58,7 +59,9 @@ SELECT id, 'resumed', jsonb_build_object('reason', %(reason)s) FROM u RETURNING 
 """
 
 
-def resume_held(sender_ids: list[str], *, reason: str) -> int:
-    """Held emails of `sender_ids` (whose secret opens again) are due now rather than at the end of their
-    hold; how many. An email moved since it was held (its last event is not `held`) keeps its time."""
-    return len(database.execute_sql(_RESUME_HELD, {"senders": sender_ids, "reason": reason}).fetchall())
+def resume_held(senders: list[tuple[str, str]], *, reason: str) -> int:
+    """Held emails of `senders` ((account, sender id) pairs whose secret opens again) are due now rather than
+    at the end of their hold; how many. An email moved since it was held (its last event is not `held`)
+    keeps its time."""
+    params = {"accounts": [a for a, _ in senders], "senders": [s for _, s in senders], "reason": reason}
+    return len(database.execute_sql(_RESUME_HELD, params).fetchall())

@@ -28,7 +28,7 @@ WITH c AS (
 )
 SELECT c.*, greatest(0, extract(epoch FROM c.next_attempt_at - now()))::float AS wait_s,
        s.from_address, s.hourly_limit, s.smtp_url, s.smtp_password_enc
-FROM c LEFT JOIN senders s ON s.id = c.sender_id
+FROM c LEFT JOIN senders s ON s.account = c.account AND s.id = c.sender_id
 ORDER BY c.next_attempt_at, c.id
 """
 
@@ -142,7 +142,7 @@ def hold(email_id: int, *, reason: str, error: str, base_s: float, max_s: float)
     """Put a claimed email back PENDING, unsent and with no attempt spent, because something it needs is
     missing (its sender's stored secret opens with no configured key): a `held` event says why. It is
     tried again after `base_s`, doubled for each earlier hold of the email, `max_s` at most, and at once
-    when the API process starts and finds its sender readable again (`release_held`). `error` is shown as
+    when the API process starts and finds its sender readable again (`recovery.resume_held`). `error` is shown as
     the email's lastError; it must hold no secret."""
     cursor = database.execute_sql(_HOLD, {"id": email_id, "reason": reason, "error": error,
                                           "base_s": base_s, "max_s": max_s})
