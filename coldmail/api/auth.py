@@ -53,10 +53,13 @@ def auth_middleware(checker: KeyChecker):
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, key = header.partition(" ")
+        key = key.strip()
         challenge = {"WWW-Authenticate": 'Bearer realm="coldmail"'}
-        if scheme.lower() != "bearer" or not key.strip():
+        if scheme.lower() != "bearer" or not key:
             return error_response(401, "unauthorized", "send Authorization: Bearer <api key>", headers=challenge)
-        if not await checker.is_valid(key.strip()):
+        # A key is printable ASCII (RFC 6750's token68); aiohttp hands other bytes over as lone surrogates,
+        # which no key holds and hashing could not encode
+        if not (key.isascii() and key.isprintable()) or not await checker.is_valid(key):
             return error_response(401, "unauthorized", "the API key is not valid", headers=challenge)
         return await handler(request)
 
