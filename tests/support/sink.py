@@ -26,6 +26,8 @@ class Arrival:
     rcpt_tos: list[str]
     message: EmailMessage
     raw: bytes
+    #: the MAIL FROM parameters (SMTPUTF8, BODY=8BITMIME)
+    mail_options: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -53,7 +55,8 @@ class RecordingHandler:
             raw = envelope.original_content or envelope.content
             self.arrivals.append(Arrival(
                 at=time.time(), mail_from=envelope.mail_from, rcpt_tos=list(envelope.rcpt_tos),
-                message=message_from_bytes(raw, policy=policy.default), raw=raw))
+                message=message_from_bytes(raw, policy=policy.default), raw=raw,
+                mail_options=list(envelope.mail_options)))
             delay = self.reply_delay_s
         if delay:
             await asyncio.sleep(delay)
@@ -61,9 +64,11 @@ class RecordingHandler:
 
 
 class SmtpSink:
-    def __init__(self) -> None:
+    def __init__(self, *, smtputf8: bool = False) -> None:
         self.port = free_port()
         self.handler = RecordingHandler()
+        #: whether EHLO offers SMTPUTF8 (aiosmtpd's default: not)
+        self.smtputf8 = smtputf8
         self._controller: Controller | None = None
 
     @property
@@ -71,7 +76,8 @@ class SmtpSink:
         return f"smtp://127.0.0.1:{self.port}"
 
     def start(self) -> SmtpSink:
-        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port,
+                                      enable_SMTPUTF8=self.smtputf8)
         self._controller.start()
         return self
 
