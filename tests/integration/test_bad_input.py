@@ -179,3 +179,12 @@ async def test_no_answer_names_the_server_software(client, auth, path, key):
     server = resp.headers.get("Server", "")
     assert "python" not in server.lower() and "aiohttp" not in server.lower(), server
     assert not any(ch.isdigit() for ch in server), server
+
+
+async def test_readiness_says_which_backend_is_down_but_not_what_python_raised(make_service):
+    from tests.support.net import free_port
+
+    service = await make_service(worker=False, scheduler=False, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    resp = await service.client.get("/readyz")
+    assert resp.status == 503
+    assert (await resp.json())["checks"] == {"postgres": "ok", "redis": "error"}

@@ -75,7 +75,8 @@ def header_lines(out) -> list[bytes]:
 
 @pytest.mark.parametrize("subject", [
     "x" * 998, "word " + "x" * 993, "x" * 500 + " " + "y" * 497, "é" * 998, "ü" + "x" * 997,
-    "x" * (78 - len("Subject: ")), "x" * (78 - len("Subject: ") + 1), "a " + "x" * 76, "https://example.com/" + "a" * 90,
+    "x" * (78 - len("Subject: ")), "x" * (78 - len("Subject: ") + 1), "a " + "x" * 76,
+    "https://example.com/" + "a" * 90,
 ])
 @pytest.mark.parametrize("recipient", ["b@example.com", "jörg@example.com"])
 def test_a_long_unbroken_subject_stays_within_the_line_limits_and_reads_back_whole(subject, recipient):
