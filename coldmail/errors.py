@@ -29,8 +29,16 @@ class InvalidJson(BadRequest):
     """The request body is not valid JSON."""
 
 
+class BadContentEncoding(BadRequest):
+    """The request body does not decode from the Content-Encoding it names."""
+
+
 class UnsupportedMediaType(ColdmailError, ValueError):
     """The request body is not sent as application/json."""
+
+
+class UnsupportedContentEncoding(UnsupportedMediaType):
+    """The request body comes in a Content-Encoding the API does not take."""
 
 
 class PayloadTooLarge(ColdmailError, ValueError):

@@ -19,6 +19,7 @@ import uvloop
 from aiohttp import web
 
 from .api.app import create_app
+from .api.body import SERVER_OPTIONS
 from .queue.broker import check_redis
 from .queue.setup import Queue, build_queue
 from .settings import Settings, redact_url
@@ -125,4 +126,4 @@ def serve(settings: Settings, *, with_workers: bool, log_format: str) -> None:
              settings.port, redact_url(settings.database_url), redact_url(settings.redis_url), transport)
     # uvloop: aiohttp answers faster on it
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
-                shutdown_timeout=5, handle_signals=True, loop=uvloop.new_event_loop())
+                shutdown_timeout=5, handle_signals=True, loop=uvloop.new_event_loop(), **SERVER_OPTIONS)

@@ -27,6 +27,12 @@ from .metrics_middleware import metrics_middleware
 log = logging.getLogger(__name__)
 
 
+async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp names itself and Python in Server:, with their versions: a map to known flaws, and nothing a
+    client needs."""
+    response.headers["Server"] = "coldmail"
+
+
 def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True) -> web.Application:
     executor = ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="coldmail-db")
     caps = queue.handover.caps
@@ -36,6 +42,7 @@ def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True)
     checker = KeyChecker(settings.api_keys, ctx.run)
     app = web.Application(client_max_size=MAX_BODY_BYTES,
                           middlewares=[metrics_middleware, errors_middleware, auth_middleware(checker)])
+    app.on_response_prepare.append(_plain_server_header)
     app[ctx_key] = ctx
     app[metrics_key] = scrape_registry(settings)
     app.add_routes(routes)

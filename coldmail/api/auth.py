@@ -70,10 +70,13 @@ def auth_middleware(checker: KeyChecker):
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, key = header.partition(" ")
+        key = key.strip()
         challenge = {"WWW-Authenticate": 'Bearer realm="coldmail"'}
-        if scheme.lower() != "bearer" or not key.strip():
+        if scheme.lower() != "bearer" or not key:
             return error_response(401, "unauthorized", "send Authorization: Bearer <api key>", headers=challenge)
-        account = await checker.account(key.strip())
+        # A key is printable ASCII (RFC 6750's token68); aiohttp hands other bytes over as lone surrogates,
+        # which no key holds and hashing could not encode
+        account = await checker.account(key) if key.isascii() and key.isprintable() else None
         if account is None:
             return error_response(401, "unauthorized", "the API key is not valid", headers=challenge)
         request[ACCOUNT] = account

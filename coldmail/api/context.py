@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -14,6 +15,8 @@ from ..db import database
 from ..intake.service import Intake
 from ..senders import Senders
 from ..settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,15 +46,17 @@ class AppContext:
                 with database.connection_context():
                     database.execute_sql("SELECT 1")
                 return "ok"
-            except Exception as e:  # readiness reports any failure, it does not raise
-                return f"error: {type(e).__name__}"
+            except Exception as e:  # readiness reports any failure, it does not raise; the log says which
+                log.warning("readiness: PostgreSQL: %s: %s", type(e).__name__, str(e).strip())
+                return "error"
 
         def redis() -> str:
             try:
                 self.redis.ping()
                 return "ok"
             except Exception as e:
-                return f"error: {type(e).__name__}"
+                log.warning("readiness: Redis: %s: %s", type(e).__name__, e)
+                return "error"
 
         pg, rd = await asyncio.gather(self.run(postgres), self.run(redis))
         return {"postgres": pg, "redis": rd}

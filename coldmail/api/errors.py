@@ -8,9 +8,9 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from ..db.connection import DATABASE_DOWN
-from ..errors import (BadRequest, Conflict, InvalidJson, NotFound, PayloadTooLarge, ServiceUnavailable,
-                      UnsupportedMediaType)
-from .body import MAX_BODY_BYTES, too_large
+from ..errors import (BadContentEncoding, BadRequest, Conflict, InvalidJson, NotFound, PayloadTooLarge,
+                      ServiceUnavailable, UnsupportedContentEncoding, UnsupportedMediaType)
+from .body import ACCEPTED_ENCODINGS, MAX_BODY_BYTES, too_large
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,14 @@ async def errors_middleware(request: web.Request, handler):
         return error_response(409, "conflict", str(e))
     except InvalidJson as e:
         return error_response(400, "invalid_json", str(e))
+    except BadContentEncoding as e:
+        return error_response(400, "bad_content_encoding", str(e))
     except BadRequest as e:
         return error_response(400, "bad_request", str(e))
     except PayloadTooLarge as e:
         return error_response(413, "payload_too_large", str(e))
+    except UnsupportedContentEncoding as e:
+        return error_response(415, "unsupported_media_type", str(e), headers={"Accept-Encoding": ACCEPTED_ENCODINGS})
     except UnsupportedMediaType as e:
         return error_response(415, "unsupported_media_type", str(e))
     except ServiceUnavailable as e:

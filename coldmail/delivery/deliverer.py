@@ -36,6 +36,8 @@ from .routing import Router
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
+#: the least a thread waits for its sends to be recorded, however near its lease's end it is
+RECORD_WAIT_MIN_S = 1.0
 Outcomes = list[tuple[int, Outcome]]
 
 
@@ -86,7 +88,8 @@ class Deliverer:
     def _send_claimed(self, rows: list[Row], outcomes: Outcomes) -> None:
         """Take the rows' cap slots (one script call), then send them in order, each at its time, handing
         each accepted send to the recorder; give back what is left when the worker stops, the relay fails
-        or something raises. Returns once every send of the message is recorded."""
+        or something raises. Returns once every send of the message is recorded; raises if one was not, by the
+        end of its lease at most (see _wait_recorded)."""
         claimed_at = time.monotonic()
         rest = deque(zip(rows, self._take_sender_slots(rows)))
         sent: list[Sent] = []
@@ -98,8 +101,21 @@ class Deliverer:
                 self._return_claims(rest, why)
                 outcomes.extend((row["id"], Outcome(Result.RELEASED)) for row, _ in rest)
             for s in sent:
-                s.recorded.result()
+                self._wait_recorded(s, until=claimed_at + self.settings.lease_s)
                 outcomes.append((s.row["id"], Outcome(Result.SENT, send_s=s.send_s, late_s=s.late_s)))
+
+    @staticmethod
+    def _wait_recorded(sent: Sent, *, until: float) -> None:
+        """Wait for the recorder to write `sent`, until the claim's lease ends at most: past that the sweep
+        takes the email back whatever the recorder does, and the thread has other messages to send. Raises
+        what recording raised, or TimeoutError; either way the email stays SENDING (unless the recorder
+        catches up) until the sweep takes it back after its lease, and then goes again, with the same
+        Message-ID."""
+        try:
+            sent.recorded.result(timeout=max(RECORD_WAIT_MIN_S, until - time.monotonic()))
+        except TimeoutError:
+            raise TimeoutError(f"email {sent.row['id']}: sent, but not recorded before its lease ended: unless the "
+                               "recorder catches up, it goes again once the sweep takes it back") from None
 
     def _take_sender_slots(self, rows: list[Row]) -> list[Decision]:
         try:

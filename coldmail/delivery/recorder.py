@@ -60,9 +60,9 @@ class Recorder:
 
     def add(self, sent: Sent) -> Future:
         """Record `sent` soon; the future says when (and raises what recording raised)."""
-        if self._thread is None:
+        if self._thread is None or not self._thread.is_alive():
             with self._lock:
-                if self._thread is None:
+                if self._thread is None or not self._thread.is_alive():
                     self._thread = threading.Thread(target=self._run, name="coldmail-recorder", daemon=True)
                     self._thread.start()
         self._queue.put(sent)
@@ -92,7 +92,14 @@ class Recorder:
                     stopping = True
                     break
                 batch.append(item)
-            self._record(batch)
+            try:
+                self._record(batch)
+            except Exception as e:  # a bug: the thread must go on, or every worker thread waits for it
+                log.exception("recording %d send(s) failed: those not recorded stay SENDING, and go again after "
+                              "their lease", len(batch))
+                for s in batch:
+                    if not s.recorded.done():
+                        s.recorded.set_exception(e)
 
     @staticmethod
     def _mark_sent(batch: list[Sent]) -> set[int]:
@@ -124,6 +131,8 @@ class Recorder:
             self._mark_caps_done([slot for s in batch for slot in s.slots])
         except redis.RedisError as e:
             log.warning("send caps not updated (Redis: %s)", e)
+        except Exception:  # the sends are recorded: that is what the futures say
+            log.exception("send caps not updated")
         for s in batch:
             row = s.row
             if row["id"] not in recorded:

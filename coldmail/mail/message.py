@@ -20,6 +20,8 @@ from email.message import EmailMessage, Message
 from email.utils import format_datetime, formatdate
 from html.parser import HTMLParser
 
+from email_validator import EmailNotValidError, validate_email
+
 _TAG = re.compile(r"<\s*/?\s*[a-zA-Z][a-zA-Z0-9]*(\s[^>]*)?/?\s*>")
 
 
@@ -87,6 +89,28 @@ class Outgoing:
 #: a non-ASCII Subject as quoted-printable encoded words: readable, and folded under 78 characters
 _UTF8 = Charset("utf-8")
 _UTF8.header_encoding = QP
+#: a run of characters too long to fit on one folded line after "Subject: ": compat32 cannot fold inside it
+#: (a 998-character word made a 1007-octet line, over RFC 5322's 998) and moves it to a line of its own,
+#: which changes the subject read back; encoded words can be cut anywhere
+_UNFOLDABLE = re.compile(r"\S{%d,}" % (78 - len("Subject: ") + 1))
+
+
+def _subject(subject: str) -> str | Header:
+    """The Subject as it goes in the header: as is when it folds into lines of 78, else RFC 2047 words."""
+    if subject.isascii() and _UNFOLDABLE.search(subject) is None:
+        return subject
+    return Header(subject, _UTF8, header_name="Subject")
+
+
+def on_the_wire(address: str) -> str:
+    """`address` with its domain in IDNA A-labels (xn--) when only the domain is not ASCII: such a message
+    needs no SMTPUTF8, which many relays lack. A non-ASCII local part has no ASCII form: it stays as it is."""
+    if address.isascii():
+        return address
+    try:
+        return validate_email(address, check_deliverability=False).ascii_email or address
+    except EmailNotValidError:
+        return address
 
 
 class _Wire(policy.Compat32):
@@ -116,11 +140,12 @@ def _text_part(text: str, subtype: str) -> Message:
 
 def build_message(*, email_id: int, created_at: datetime, from_address: str, recipient: str,
                   subject: str, body: str, date: datetime | None = None) -> Outgoing:
+    from_address, recipient = on_the_wire(from_address), on_the_wire(recipient)
     message_id = message_id_for(email_id, created_at, from_address)
     headers = {
         "From": from_address,
         "To": recipient,
-        "Subject": subject if subject.isascii() else Header(subject, _UTF8, header_name="Subject"),
+        "Subject": _subject(subject),
         "Date": format_datetime(date) if date else formatdate(localtime=False, usegmt=True),
         "Message-ID": message_id,
         "X-Coldmail-Id": str(email_id),
@@ -141,7 +166,12 @@ def build_message(*, email_id: int, created_at: datetime, from_address: str, rec
         return Outgoing(message_id, from_address, recipient, msg.as_bytes(policy=_WIRE))
     modern = EmailMessage()
     for name, value in headers.items():
-        modern[name] = str(value) if name != "Subject" else subject
+        if isinstance(value, Header):
+            # as encoded words folded by compat32: EmailMessage's folder moves a word too long for the first
+            # line to a line of its own, and the subject reads back with a leading space
+            modern.set_raw(name, value.encode(linesep="\n"))
+        else:
+            modern[name] = value
     if html:
         modern.set_content(html_to_text(body))
         modern.add_alternative(body, subtype="html")

@@ -330,22 +330,37 @@ class _SMTP_SSL(_Guarded, _KeepsDataReply, smtplib.SMTP_SSL):
 
 
 class OutboxTransport:
-    """Writes each message to OUTBOX_DIR/<id>.eml (the first-run default, and for development)."""
+    """Writes each message to OUTBOX_DIR/<id>.eml (the first-run default, and for development).
+
+    Messages are private: each file is readable by the worker's user alone (0600), in a folder only that
+    user can list (0700). The reply and errors name the file, not where the folder is on the disk: they are
+    shown to API users.
+    """
 
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
 
+    def _make_private(self) -> None:
+        """Create the folder 0700, or take the others' rights away from one that exists (made by an older
+        coldmail, or by hand)."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.directory.stat().st_mode & 0o077:
+            os.chmod(self.directory, 0o700)
+            log.warning("outbox folder %s was open to other users: now 0700", self.directory)
+
     def send(self, message: Outgoing, *, relay: Relay | None, email_id: int) -> str:
+        name = f"{email_id}.eml"
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self._make_private()
+            # mkstemp makes the file 0600, whatever the umask
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{email_id}.", suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
                 f.write(message.data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.directory / f"{email_id}.eml")
+            os.replace(tmp, self.directory / name)
         except OSError as e:
-            raise TransientSendError(f"cannot write to outbox {self.directory}: {e}") from None
-        return f"written to {self.directory / f'{email_id}.eml'}"
+            log.error("cannot write %s to the outbox %s: %s", name, self.directory, e)
+            raise TransientSendError(f"cannot write {name} to the outbox ({e.strerror or 'write failed'})") from None
+        return f"written to the outbox as {name}"
 
     def close(self) -> None:
         pass

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from coldmail.api.app import create_app
+from coldmail.api.body import SERVER_OPTIONS
 from coldmail.queue.setup import Queue, build_queue
 from coldmail.serve import embedded_worker_ctx
 from coldmail.settings import Settings
@@ -31,7 +32,9 @@ def make_service(aiohttp_client, make_settings, sink):
         app = create_app(settings, queue, with_scheduler=scheduler)
         if worker:
             app.cleanup_ctx.append(embedded_worker_ctx(settings, queue))
-        client = await aiohttp_client(app)
+        server = TestServer(app)
+        await server.start_server(**SERVER_OPTIONS)  # aiohttp_client would start it without them
+        client = await aiohttp_client(server)
         return Service(client=client, settings=settings, queue=queue)
 
     return make

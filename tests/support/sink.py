@@ -30,6 +30,8 @@ class Arrival:
     rcpt_tos: list[str]
     message: EmailMessage
     raw: bytes
+    #: the MAIL FROM parameters (SMTPUTF8, BODY=8BITMIME)
+    mail_options: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -64,7 +66,8 @@ class RecordingHandler:
             raw = envelope.original_content or envelope.content
             self.arrivals.append(Arrival(
                 at=time.time(), mail_from=envelope.mail_from, rcpt_tos=list(envelope.rcpt_tos),
-                message=message_from_bytes(raw, policy=policy.default), raw=raw))
+                message=message_from_bytes(raw, policy=policy.default), raw=raw,
+                mail_options=list(envelope.mail_options)))
             delay = self.reply_delay_s
         if delay:
             await asyncio.sleep(delay)
@@ -72,12 +75,14 @@ class RecordingHandler:
 
 
 class SmtpSink:
-    def __init__(self, *, auth: bool = False, tls_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, *, auth: bool = False, tls_context: ssl.SSLContext | None = None,
+                 smtputf8: bool = False) -> None:
         """`auth`: offer AUTH, over plain connections too (a relay that would take a password in clear);
-        `tls_context`: offer STARTTLS with its certificate."""
+        `tls_context`: offer STARTTLS with its certificate; `smtputf8`: offer SMTPUTF8 in EHLO (aiosmtpd's
+        default: not)."""
         self.port = free_port()
         self.handler = RecordingHandler()
-        self._options: dict = {}
+        self._options: dict = {"enable_SMTPUTF8": smtputf8}
         if auth:
             self._options.update(authenticator=self.handler.authenticate, auth_require_tls=False)
         if tls_context is not None:

@@ -3,6 +3,10 @@
 from datetime import datetime, timezone
 from email import message_from_bytes, policy
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from coldmail.mail.message import build_message, html_to_text, looks_like_html, message_id_for
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
@@ -63,3 +67,46 @@ def test_a_long_ascii_subject_is_folded_and_reads_back_whole():
     out, msg = on_the_wire(subject=subject, body="<p>x</p>")
     assert msg["Subject"] == subject
     assert max(len(line) for line in out.data.split(b"\r\n")) <= 78
+
+
+def header_lines(out) -> list[bytes]:
+    return out.data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+
+
+@pytest.mark.parametrize("subject", [
+    "x" * 998, "word " + "x" * 993, "x" * 500 + " " + "y" * 497, "é" * 998, "ü" + "x" * 997,
+    "x" * (78 - len("Subject: ")), "x" * (78 - len("Subject: ") + 1), "a " + "x" * 76,
+    "https://example.com/" + "a" * 90,
+])
+@pytest.mark.parametrize("recipient", ["b@example.com", "jörg@example.com"])
+def test_a_long_unbroken_subject_stays_within_the_line_limits_and_reads_back_whole(subject, recipient):
+    out, msg = on_the_wire(recipient=recipient, subject=subject, body="x")
+    # RFC 5322: 998 octets a line at most, 78 should; every line here can be folded to 78
+    assert max(len(line) for line in header_lines(out)) <= 78, header_lines(out)
+    assert msg["Subject"] == subject
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e) | st.sampled_from("éß✓ "),
+               min_size=1, max_size=998).map(str.strip).filter(bool))
+def test_any_one_line_subject_folds_to_78_and_reads_back_whole(subject):
+    out, msg = on_the_wire(subject=subject, body="x")
+    assert max(len(line) for line in header_lines(out)) <= 78
+    assert msg["Subject"] == subject
+
+
+@pytest.mark.parametrize("recipient,wire", [
+    ("user@bücher.de", "user@xn--bcher-kva.de"), ("User@MÜLLER.example", "User@xn--mller-kva.example"),
+    ("a@xn--bcher-kva.de", "a@xn--bcher-kva.de"),
+])
+def test_an_idn_domain_goes_as_a_labels_without_smtputf8(recipient, wire):
+    out, msg = on_the_wire(recipient=recipient, from_address="news@bücher.de", subject="Hi", body="x")
+    assert (out.recipient, out.sender, out.smtputf8) == (wire, "news@xn--bcher-kva.de", False)
+    assert msg["To"] == wire and msg["From"] == "news@xn--bcher-kva.de"
+    assert out.message_id.endswith("@xn--bcher-kva.de>")
+    assert out.data.isascii()
+
+
+def test_a_non_ascii_local_part_still_asks_for_smtputf8_whatever_its_domain():
+    out, msg = on_the_wire(recipient="jörg@bücher.de", subject="Hi", body="x")
+    assert out.smtputf8 and out.recipient == "jörg@bücher.de" and msg["To"] == "jörg@bücher.de"

@@ -29,8 +29,17 @@ def load(**changes):
 
 
 def stores_in_postgres(text: str) -> bool:
-    """PostgreSQL text takes valid UTF-8 without NUL."""
-    return "\x00" not in text and text.encode("utf-8", "strict") is not None
+    """PostgreSQL text takes valid UTF-8 without NUL: no NUL, and no lone surrogate (UTF-8 has none)."""
+    try:
+        text.encode("utf-8", "strict")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+def test_what_postgres_cannot_store_is_told_apart():
+    assert stores_in_postgres("plain") and stores_in_postgres("Grüße ✓ 🙂")
+    assert not stores_in_postgres("a\x00b") and not stores_in_postgres("lone \ud800 surrogate")
 
 
 @settings(max_examples=400, deadline=None, database=None)

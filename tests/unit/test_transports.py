@@ -1,7 +1,9 @@
-"""SMTP URLs, how replies are sorted into retry-later and give-up, which transport a sender takes, and the
-in-memory transport."""
+"""SMTP URLs, how replies are sorted into retry-later and give-up, which transport a sender takes, the
+in-memory transport and the outbox folder."""
 
+import os
 import smtplib
+import stat
 from datetime import datetime, timezone
 
 import pytest
@@ -11,7 +13,7 @@ from coldmail.delivery.routing import Router
 from coldmail.errors import ConfigError, PermanentSendError, SecretUnreadable, TransientSendError
 from coldmail.mail.memory import MemoryTransport
 from coldmail.mail.message import build_message
-from coldmail.mail.transports import Relay, _classify
+from coldmail.mail.transports import OutboxTransport, Relay, _classify
 
 
 def test_relay_urls():
@@ -75,3 +77,43 @@ def test_the_memory_transport_keeps_what_it_is_given_and_fails_as_told():
         transport.send(message, relay=None, email_id=1)
     assert transport.send(message, relay=None, email_id=1) == "250 OK"
     assert transport.subjects() == ["hi"] and transport.delivered[0].email_id == 1
+
+
+def _message():
+    return build_message(email_id=7, created_at=datetime.now(timezone.utc), from_address="a@example.com",
+                         recipient="b@example.com", subject="private", body="for b only")
+
+
+def test_outbox_files_are_0600_in_a_0700_folder_whatever_the_umask(tmp_path):
+    # Given a process whose umask lets everyone read what it creates
+    old = os.umask(0o022)
+    try:
+        outbox = OutboxTransport(tmp_path / "var" / "outbox")
+        reply = outbox.send(_message(), relay=None, email_id=7)
+    finally:
+        os.umask(old)
+    # Then the message is readable by its owner alone, in a folder only its owner can list
+    eml = tmp_path / "var" / "outbox" / "7.eml"
+    assert b"Subject: private" in eml.read_bytes()
+    assert stat.S_IMODE(eml.stat().st_mode) == 0o600
+    assert stat.S_IMODE(eml.parent.stat().st_mode) == 0o700
+    assert [p.name for p in eml.parent.iterdir()] == ["7.eml"], "no temporary file left behind"
+    # And the reply, kept in the email's events, names the file but not where the folder is
+    assert reply == "written to the outbox as 7.eml" and str(tmp_path) not in reply
+
+
+def test_an_outbox_folder_open_to_others_is_closed_to_them(tmp_path):
+    folder = tmp_path / "outbox"
+    folder.mkdir(mode=0o755)
+    os.chmod(folder, 0o755)
+    OutboxTransport(folder).send(_message(), relay=None, email_id=7)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE((folder / "7.eml").stat().st_mode) == 0o600
+
+
+def test_an_outbox_that_cannot_be_written_is_a_transient_error_that_names_no_path(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(TransientSendError) as caught:
+        OutboxTransport(blocker / "outbox").send(_message(), relay=None, email_id=7)
+    assert "7.eml" in str(caught.value) and str(tmp_path) not in str(caught.value)
