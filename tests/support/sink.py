@@ -82,6 +82,8 @@ class SmtpSink:
         default: not)."""
         self.port = free_port()
         self.handler = RecordingHandler()
+        #: whether EHLO offers SMTPUTF8
+        self.smtputf8 = smtputf8
         self._options: dict = {"enable_SMTPUTF8": smtputf8}
         if auth:
             self._options.update(authenticator=self.handler.authenticate, auth_require_tls=False)
