@@ -79,6 +79,12 @@ CREATE TABLE api_keys (
 -- which reads the whole table when the pair is rare (a sender's few PENDING among millions)
 CREATE INDEX emails_sender_status_id ON emails (sender_id, status, id DESC);
 """),
+    (3, "claims fenced by a claim number, held by a worker", """
+-- claims: how many times the email was claimed; each claim's number fences every update after it, so a
+-- claim whose lease was taken back (and the email claimed again) changes nothing.
+-- worker_id: the worker process holding the lease, so the sweep frees it as soon as that process is dead.
+ALTER TABLE emails ADD COLUMN claims integer NOT NULL DEFAULT 0, ADD COLUMN worker_id text;
+"""),
 ]
 
 

@@ -36,6 +36,8 @@ class Email(BaseModel):
     next_attempt_at = DateTimeTZField()
     queued_at = DateTimeTZField(null=True)
     lease_until = DateTimeTZField(null=True)
+    claims = IntegerField(default=0)
+    worker_id = TextField(null=True)
     attempts = IntegerField()
     last_error = TextField(null=True)
     message_id = TextField(null=True)

@@ -37,38 +37,40 @@ class Rows:
         self.rows[email_id] = {
             "id": email_id, "sender_id": sender, "attempts": attempts, "status": "PENDING", "created_at": now,
             "scheduled_at": now, "recipient": f"u{email_id}@example.com", "subject": f"email {email_id}",
-            "body": "hello", "wait_s": 0.0, **extra}
+            "body": "hello", "wait_s": 0.0, "claims": 0, **extra}
 
     def status(self, email_id: int) -> str:
         return self.rows[email_id]["status"]
 
-    def claim(self, email_ids, *, lease_s, early_s=0.0):
+    def claim(self, email_ids, *, lease_s, early_s=0.0, worker=None):
         claimed = [i for i in email_ids if i in self.rows and self.rows[i]["status"] == "PENDING"
                    and i not in self.due_in]
         for i in claimed:
             self.rows[i]["status"] = "SENDING"
+            self.rows[i]["claims"] += 1
         return [dict(self.rows[i]) for i in claimed]
 
     def seconds_until_due(self, email_ids):
         return {i: self.due_in[i] for i in email_ids if i in self.due_in}
 
-    def defer_for_cap(self, email_id, *, delay_s):
-        self._change(email_id, "PENDING", "rate_limited", delay_s=delay_s)
+    def defer_for_cap(self, email_id, *, claim, delay_s):
+        self._change(email_id, claim, "PENDING", "rate_limited", delay_s=delay_s)
 
-    def release(self, email_ids, *, reason, delay_s=0.0):
-        for email_id in email_ids:
-            self._change(email_id, "PENDING", "released", reason=str(reason), delay_s=delay_s)
+    def release(self, held, *, reason, delay_s=0.0):
+        for email_id, claim in held:
+            self._change(email_id, claim, "PENDING", "released", reason=str(reason), delay_s=delay_s)
 
-    def retry_later(self, email_id, *, delay_s, error, code):
+    def retry_later(self, email_id, *, claim, delay_s, error, code):
         self.rows[email_id]["attempts"] += 1
-        self._change(email_id, "PENDING", "attempt_failed", delay_s=delay_s, error=error, code=code)
+        self._change(email_id, claim, "PENDING", "attempt_failed", delay_s=delay_s, error=error, code=code)
 
-    def mark_failed(self, email_id, *, error, code):
+    def mark_failed(self, email_id, *, claim, error, code):
         self.rows[email_id]["attempts"] += 1
-        self._change(email_id, "FAILED", "failed", error=error, code=code)
+        self._change(email_id, claim, "FAILED", "failed", error=error, code=code)
 
-    def _change(self, email_id, status, kind, **detail):
+    def _change(self, email_id, claim, status, kind, **detail):
         assert self.rows[email_id]["status"] == "SENDING", f"email {email_id} was not claimed"
+        assert self.rows[email_id]["claims"] == claim, f"email {email_id}: not its claim"
         self.rows[email_id]["status"] = status
         self.events.append((email_id, kind, detail))
 

@@ -14,8 +14,8 @@ STORED_COLUMNS = column_list([Email.id, Email.sender_id, Email.status, Email.sch
                               Email.queued_at, Email.idempotency_key, Email.payload_hash])
 
 #: what a listing shows: never the body, which may be a megabyte per row, nor the hand-over's bookkeeping
-LIST_COLUMNS = column_list(fields_but(Email, Email.body, Email.queued_at, Email.lease_until, Email.idempotency_key,
-                                      Email.payload_hash))
+LIST_COLUMNS = column_list(fields_but(Email, Email.body, Email.queued_at, Email.lease_until, Email.claims,
+                                      Email.worker_id, Email.idempotency_key, Email.payload_hash))
 
 
 def _literal(status: EmailStatus) -> str:
