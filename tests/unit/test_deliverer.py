@@ -336,3 +336,52 @@ def test_without_a_relay_emails_go_to_the_outbox_and_closing_a_thread_closes_bot
     # Then it went to the outbox, and both transports were closed
     assert parts.outbox.subjects() == ["email 1"] and relay.delivered == []
     assert (relay.closed, parts.outbox.closed) == (1, 1)
+
+
+class InFlight:
+    """Send slots per sender, as coldmail.delivery.inflight keeps them in Redis; `busy` senders have none."""
+
+    def __init__(self, busy: set[str]) -> None:
+        self.busy = busy
+        self.held: set[tuple[str, int]] = set()
+
+    def wait_for_slot(self, sender_id, email_id, *, stopping):
+        if sender_id in self.busy:
+            return False
+        self.held.add((sender_id, email_id))
+        return True
+
+    def give_back(self, sender_id, email_id):
+        self.held.discard((sender_id, email_id))
+
+
+def test_a_sender_with_every_send_slot_taken_goes_back_unspent_and_the_others_go(parts, rows, relay):
+    # Given a message with two emails of a sender whose sends in flight are at their limit, one of another
+    rows.add(1, sender="busy")
+    rows.add(2, sender="free")
+    rows.add(3, sender="busy")
+    parts.deliverer.inflight = inflight = InFlight({"busy"})
+    # When it is delivered
+    results = deliver(parts, [1, 2, 3])
+    # Then the busy sender's two go back together, unspent, to go again shortly; the other is sent
+    assert sorted(results) == [(1, Result.RELEASED), (2, Result.SENT), (3, Result.RELEASED)]
+    assert released(rows) == [(1, Release.SENDER_BUSY, 1.0), (3, Release.SENDER_BUSY, 1.0)]
+    assert rows.rows[1]["attempts"] == rows.rows[3]["attempts"] == 0
+    assert relay.subjects() == ["email 2"]
+    # And no cap slot nor send slot is kept but the sent one's
+    assert parts.caps.taken == {("cap:free", "2")} and inflight.held == set()
+
+
+def test_a_failed_relay_holds_back_only_its_own_emails(parts, rows, relay):
+    # Given a message whose first email's sender has a relay of its own that fails, then one email through
+    # the default relay and one more through the failing relay
+    rows.add(1, sender="own", smtp_url="smtp://own.example.com")
+    rows.add(2)
+    rows.add(3, sender="own", smtp_url="smtp://own.example.com")
+    relay.fail_next(TransientSendError("451 try later", code=451))
+    # When it is delivered
+    results = deliver(parts, [1, 2, 3])
+    # Then the failing relay's other email goes back with it, and the default relay's is sent
+    assert sorted(results) == [(1, Result.RETRY), (2, Result.SENT), (3, Result.RELEASED)]
+    assert [r[:2] for r in released(rows)] == [(3, Release.RELAY_FAILED)]
+    assert relay.subjects() == ["email 2"]
