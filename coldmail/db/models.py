@@ -36,8 +36,6 @@ class Email(BaseModel):
     next_attempt_at = DateTimeTZField()
     queued_at = DateTimeTZField(null=True)
     lease_until = DateTimeTZField(null=True)
-    claims = IntegerField(default=0)
-    worker_id = TextField(null=True)
     attempts = IntegerField()
     last_error = TextField(null=True)
     message_id = TextField(null=True)
@@ -46,6 +44,10 @@ class Email(BaseModel):
     payload_hash = TextField(null=True)
     created_at = DateTimeTZField()
     updated_at = DateTimeTZField()
+    #: the claim's number, which every update after it names (fencing; migration 3, hence last)
+    claims = IntegerField(default=0)
+    #: the worker process holding the lease (coldmail.delivery.liveness)
+    worker_id = TextField(null=True)
 
     class Meta:
         table_name = "emails"

@@ -123,9 +123,9 @@ class Deliverer:
     def _send_in_order(self, rest: deque[tuple[Row, Decision]], claimed_at: float, sent: list[Sent],
                        outcomes: Outcomes) -> GiveBack | None:
         """Send the emails of `rest`, taking each out as its turn comes; why the others must go back, if
-        they must. Accepted sends go to `sent` and the recorder, the other outcomes to `outcomes`. When a
-        relay fails, or a sender has every send slot taken, the emails behind of that relay, or that
-        sender, go back at once; the others go on."""
+        they must. Accepted sends go to `sent` (and the recorder), the other outcomes to `outcomes`. When a
+        relay fails, or a sender has every send slot taken, the emails behind it that go through that relay,
+        or are that sender's, go back at once; the others go on."""
         # past this, the claims are held too near their lease's end to start a send
         deadline = claimed_at + self.settings.lease_s / 2
         while rest:
@@ -137,7 +137,6 @@ class Deliverer:
             result = self._send_one(row, decision, deadline)
             if isinstance(result, Sent):
                 sent.append(result)
-                self.recorder.add(result)
             elif isinstance(result, GiveBack):  # its sender's sends in flight are at their limit
                 self._give_back_alike(row, decision, rest, result, outcomes,
                                       lambda other: other["sender_id"] == row["sender_id"])
@@ -177,14 +176,20 @@ class Deliverer:
     # -- one email -------------------------------------------------------------------------------
 
     def _send_one(self, row: Row, decision: Decision, deadline: float) -> Sent | Outcome | GiveBack:
-        """The email's send, or what came of it instead; a GiveBack (the email not yet given back) when its
+        """The email's send, handed to the recorder (before its sender slot is freed: the recording is what
+        the send waits for), or what came of it instead; a GiveBack (the email not yet given back) when its
         sender's sends in flight are at their limit."""
         bounded = self.inflight is not None and decision.allowed
         if bounded and not self.inflight.wait_for_slot(row["sender_id"], row["id"], stopping=self.stopping):
             return self.retry.give_back(Release.SENDER_BUSY)
         try:
             held = self._through_caps(row, decision, deadline)
-            return held if held is not None else self._attempt(row)
+            if held is not None:
+                return held
+            result = self._attempt(row)
+            if isinstance(result, Sent):
+                self.recorder.add(result)
+            return result
         finally:
             if bounded:
                 self.inflight.give_back(row["sender_id"], row["id"])
