@@ -8,9 +8,9 @@ of the email:
   transport. At `max_attempts` a transient failure is FAILED too.
 - A transient failure goes again after `backoff_s`; a permanent one, a bad
   relay configuration or a message that cannot be built fail at once.
-- A lease that runs out (the worker died mid-send) costs the attempt, under the
-  same `max_attempts` (coldmail.scheduler's sweep): a row that kills its worker
-  every time must end.
+- A lease that runs out, or whose worker is known dead (the worker died
+  mid-send), costs the attempt, under the same `max_attempts`
+  (coldmail.scheduler's sweep): a row that kills its worker every time must end.
 - Claims given back before any SMTP (`Release`) cost no attempt: among them
   the emails of a relay that just failed (the others of the message go on)
   and those of a sender with SENDER_CONCURRENCY sends in flight already.

@@ -113,3 +113,23 @@ def test_a_senders_slow_relay_takes_at_most_its_share_of_the_threads(make_delive
     # And the slots are free again once the slow sends are over
     assert deliverer.inflight.take("slow", 0)
     deliverer.inflight.give_back("slow", 0)
+
+
+def test_a_dead_workers_send_slots_free_as_soon_as_it_is_known_dead(redis_client):
+    # Given a sender whose 2 send slots are held by a worker that stopped beating, and a live worker
+    from coldmail.delivery.inflight import InFlight
+    from coldmail.delivery.liveness import Heartbeat
+
+    redis_client.delete(InFlight.key("shared"))
+    gone = Heartbeat(redis_client, "gone", every_s=1)
+    gone.beat()
+    held_by_gone = InFlight(redis_client, worker="gone", limit=2, lifetime_s=120, dead_worker_s=0.3)
+    assert held_by_gone.take("shared", 1) and held_by_gone.take("shared", 2)
+    live = InFlight(redis_client, worker="live", limit=2, lifetime_s=120, dead_worker_s=0.3)
+    # Then while its beat is fresh, the live worker gets no slot
+    assert not live.take("shared", 3)
+    # When its beat is older than DEAD_WORKER_SECONDS
+    time.sleep(0.4)
+    # Then its slots are free for the live worker, long before they would end by themselves
+    assert live.take("shared", 3) and live.take("shared", 4)
+    assert not live.take("shared", 5)

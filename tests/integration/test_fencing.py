@@ -10,10 +10,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 
 from coldmail.db import database
 from coldmail.db.emails import recovery, sending
 from coldmail.delivery.liveness import BEATS_KEY, Heartbeat, Liveness
+from coldmail.scheduler import Jobs
 from tests.support.db import event_kinds, sql
 
 
@@ -177,3 +179,36 @@ def test_liveness_says_dead_only_for_a_beat_that_is_there_and_old(redis_client):
         assert redis_client.zscore(BEATS_KEY, "stopped") is None
     finally:
         beating.stop()
+
+
+class FakeLiveness:
+    """The sweep's question to Redis, answered as told: `dead`, or a Redis error while `down`."""
+
+    def __init__(self, dead: list[str]) -> None:
+        self.answer = dead
+        self.down = False
+
+    def dead(self, workers):
+        if self.down:
+            raise redis.ConnectionError("Redis is gone")
+        return [w for w in workers if w in self.answer]
+
+
+def test_the_sweep_judges_no_worker_until_redis_was_reachable_for_dead_worker_seconds(make_settings):
+    # Given a lease held by a worker whose beat is old, and a sweep that has just started
+    email_id = due_email()
+    claim(email_id, "silent")
+    liveness = FakeLiveness(["silent"])
+    jobs = Jobs(make_settings(DEAD_WORKER_SECONDS="0.5"), handover=None, recovery=None, liveness=liveness)
+    # Then its first look names no one: a live worker may not have had the time to beat yet
+    assert jobs._dead_workers() == []
+    # And after DEAD_WORKER_SECONDS of Redis answering, the silent worker is dead
+    time.sleep(0.6)
+    assert jobs._dead_workers() == ["silent"]
+    # And when Redis fails, no one is judged until it has answered for DEAD_WORKER_SECONDS again
+    liveness.down = True
+    assert jobs._dead_workers() == []
+    liveness.down = False
+    assert jobs._dead_workers() == []
+    time.sleep(0.6)
+    assert jobs._dead_workers() == ["silent"]
