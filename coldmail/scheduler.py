@@ -16,6 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from . import metrics
 from .db import database
 from .db.emails import handover as handover_rows, recovery as recovery_rows
+from .delivery.liveness import Liveness
 from .delivery.retry import RetryPolicy
 from .queue.handover import HandOver
 from .queue.recovery import QueueRecovery
@@ -28,10 +29,14 @@ MAX_BATCHES_PER_RUN = 10
 
 
 class Jobs:
-    def __init__(self, settings: Settings, handover: HandOver, recovery: QueueRecovery) -> None:
+    def __init__(self, settings: Settings, handover: HandOver, recovery: QueueRecovery,
+                 liveness: Liveness | None = None) -> None:
         self.settings = settings
         self.handover = handover
         self.recovery = recovery
+        self.liveness = liveness
+        #: since when this process has reached Redis on every sweep (monotonic); None while it did not
+        self._redis_up_since: float | None = None
 
     def hand_over_due(self) -> int:
         """Give Dramatiq every email due within the horizon, in due order, with its exact delay."""
@@ -65,8 +70,13 @@ class Jobs:
 
     def sweep(self) -> None:
         """Take back claims whose worker died, and hand over again what Redis or a worker lost."""
+        dead = self._dead_workers()
         with database.connection_context():
-            expired = recovery_rows.expire_leases(max_attempts=RetryPolicy.from_settings(self.settings).max_attempts)
+            expired = recovery_rows.expire_leases(max_attempts=RetryPolicy.from_settings(self.settings).max_attempts,
+                                                  dead_workers=dead)
+        if dead:
+            log.warning("worker(s) %s silent for %.0fs: their leases end now", ", ".join(dead),
+                        self.settings.dead_worker_s)
         for email_id, status in expired:
             if status == "FAILED":
                 metrics.FAILED.inc()
@@ -90,6 +100,24 @@ class Jobs:
             log.warning("%d handed-over email(s) not sent %.0fs after their time: handing over again",
                         stale, self.settings.requeue_after_s)
 
+    def _dead_workers(self) -> list[str]:
+        """The lease holders known dead (coldmail.queue.liveness). None while Redis has not been reachable for
+        DEAD_WORKER_SECONDS in a row: a live worker could not beat while it was not, and must not be taken
+        for dead for that."""
+        if self.liveness is None:
+            return []
+        try:
+            with database.connection_context():
+                holders = recovery_rows.lease_holders()
+            dead = self.liveness.dead(holders)
+        except redis.RedisError:
+            self._redis_up_since = None
+            return []
+        now = time.monotonic()
+        if self._redis_up_since is None:
+            self._redis_up_since = now
+        return dead if now - self._redis_up_since >= self.settings.dead_worker_s else []
+
 
 def _guarded(job, name: str):
     def run():
@@ -103,7 +131,9 @@ def _guarded(job, name: str):
 
 def start_scheduler(settings: Settings, handover: HandOver) -> BackgroundScheduler:
     recovery = QueueRecovery(handover.broker, queue_name=settings.queue_name, dead_worker_s=settings.dead_worker_s)
-    jobs = Jobs(settings, handover, recovery)
+    liveness = Liveness(handover.broker.client, dead_worker_s=settings.dead_worker_s,
+                        forget_after_s=2 * max(settings.lease_s, settings.dead_worker_s))
+    jobs = Jobs(settings, handover, recovery, liveness)
     # Once before the API takes requests: otherwise a request's hand-over into a fresh Redis could come
     # before the first check that Redis forgot, which would then hand that email over a second time.
     _guarded(jobs.hand_over_due, "hand_over_due")()

@@ -205,7 +205,12 @@ class Settings:
     lease_s: float = _var("LEASE_SECONDS", "120", _float(1), "how long a claimed (SENDING) email is held")
     dead_worker_s: float = _var(
         "DEAD_WORKER_SECONDS", "10", _float(0.5),
-        "a worker process silent this long is taken for dead: the messages it had fetched go back to the queue")
+        "a worker process silent this long is taken for dead: the messages it had fetched go back to the queue, "
+        "and the emails it was sending are taken back at once (not LEASE_SECONDS after their claim)")
+    sender_concurrency: int = _var(
+        "SENDER_CONCURRENCY", "2", _int(1, 1000),
+        "sends of one sender in SMTP conversations at once, across every worker: one sender's slow relay "
+        "cannot take every worker thread; an email over it is given back unsent and goes again shortly")
     smtp_timeout_s: float = _var(
         "SMTP_TIMEOUT_SECONDS", "30", _float(0.1),
         "longest one SMTP send may take, connection through the reply to DATA: a relay still talking then is cut off")

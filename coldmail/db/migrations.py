@@ -114,6 +114,12 @@ CREATE INDEX emails_sender_status_id ON emails (account, sender_id, status, id D
 -- the hand-over, claim and sweep indexes (emails_due, emails_queued, emails_sending) stay as they are:
 -- the scheduler and the workers serve every account at once
 """),
+    (4, "claims fenced by a claim number, held by a worker", """
+-- claims: how many times the email was claimed; each claim's number fences every update after it, so a
+-- claim whose lease was taken back (and the email claimed again) changes nothing.
+-- worker_id: the worker process holding the lease, so the sweep frees it as soon as that process is dead.
+ALTER TABLE emails ADD COLUMN claims integer NOT NULL DEFAULT 0, ADD COLUMN worker_id text;
+"""),
 ]
 
 

@@ -55,6 +55,10 @@ class Email(BaseModel):
     created_at = DateTimeTZField()
     updated_at = DateTimeTZField()
     account = TextField()
+    #: the claim's number, which every update after it names (fencing; migration 4, hence last)
+    claims = IntegerField(default=0)
+    #: the worker process holding the lease (coldmail.delivery.liveness)
+    worker_id = TextField(null=True)
 
     class Meta:
         table_name = "emails"

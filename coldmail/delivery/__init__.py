@@ -2,5 +2,7 @@
 
 `wiring.build_deliverer` builds the `deliverer.Deliverer` from its parts: the
 transports behind `routing.Router`, the caps, the `recorder.Recorder` and the
-rules of `retry`. Each email's end is an `outcomes.Outcome`.
+rules of `retry`, and the sender slots of `inflight`. Each email's end is an
+`outcomes.Outcome`. `liveness` names the worker process on its claims and beats
+for it, so the sweep can take a dead worker's claims back at once.
 """

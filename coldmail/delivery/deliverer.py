@@ -6,8 +6,14 @@ connection, each at its own time and under its sender's cap, and recorded by
 the process's Recorder, many sends per statement (coldmail.delivery.recorder):
 a few round trips per message rather than ten per email. Every step re-checks
 the rows in PostgreSQL, so a duplicate queue message, a cancelled email or one
-moved to a later time is a no-op here. What a failure leads to is decided by
-coldmail.delivery.retry; which transport an email takes, by
+moved to a later time is a no-op here, and every update names the claim
+(coldmail.db.emails.sending), so a claim taken back changes nothing.
+
+A message may carry emails of several senders and relays: when a relay fails,
+only the emails of that relay are given back, and when a sender has
+SENDER_CONCURRENCY sends in flight (coldmail.delivery.inflight), only that
+sender's; the others go on, each at its time. What a failure leads to is
+decided by coldmail.delivery.retry; which transport an email takes, by
 coldmail.delivery.routing.
 """
 
@@ -17,7 +23,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import redis
 
@@ -28,6 +34,7 @@ from ..errors import SecretUnreadable
 from ..logs import email_fields
 from ..mail.message import Outgoing, build_message
 from ..settings import Settings
+from .inflight import InFlight
 from .outcomes import Outcome, Result
 from .recorder import Recorder, Sent
 from .retry import ATTEMPT_FAILURES, GiveBack, Hold, Release, RetryPolicy, Verdict
@@ -46,12 +53,16 @@ class Deliverer:
     Built by coldmail.delivery.wiring.build_deliverer."""
 
     def __init__(self, settings: Settings, *, caps: Caps, router: Router, recorder: Recorder,
-                 retry: RetryPolicy) -> None:
+                 retry: RetryPolicy, worker: str | None = None, inflight: InFlight | None = None) -> None:
         self.settings = settings
         self.caps = caps
         self.router = router
         self.recorder = recorder
         self.retry = retry
+        #: this worker process's id, on each of its claims (coldmail.delivery.liveness)
+        self.worker = worker
+        #: sends of one sender in flight at once; None: no bound
+        self.inflight = inflight
         #: set when the worker begins to stop: a send that has not started gives its claim back
         self.stopping = threading.Event()
         #: a message this early is claimed and waited out (twice the hand-over's lead, for slow polls, and
@@ -62,7 +73,7 @@ class Deliverer:
         """Send what is ours among `email_ids`, appending (id, outcome) to `outcomes` as each is known
         (so that what was done before an exception is still counted)."""
         with database.connection_context():
-            rows = sending.claim(email_ids, lease_s=self.settings.lease_s, early_s=self.early_s)
+            rows = sending.claim(email_ids, lease_s=self.settings.lease_s, early_s=self.early_s, worker=self.worker)
             claimed = {row["id"] for row in rows}
             unclaimed = [i for i in email_ids if i not in claimed]
             due_in = sending.seconds_until_due(unclaimed) if unclaimed else {}
@@ -130,7 +141,9 @@ class Deliverer:
     def _send_in_order(self, rest: deque[tuple[Row, Decision]], claimed_at: float, sent: list[Sent],
                        outcomes: Outcomes) -> GiveBack | None:
         """Send the emails of `rest`, taking each out as its turn comes; why the others must go back, if
-        they must. Accepted sends go to `sent` and the recorder, the other outcomes to `outcomes`."""
+        they must. Accepted sends go to `sent` (and the recorder), the other outcomes to `outcomes`. When a
+        relay fails, or a sender has every send slot taken, the emails behind it that go through that relay,
+        or are that sender's, go back at once; the others go on."""
         # past this, the claims are held too near their lease's end to start a send
         deadline = claimed_at + self.settings.lease_s / 2
         while rest:
@@ -142,12 +155,31 @@ class Deliverer:
             result = self._send_one(row, decision, deadline)
             if isinstance(result, Sent):
                 sent.append(result)
-                self.recorder.add(result)
+            elif isinstance(result, GiveBack):  # its sender's sends in flight are at their limit
+                self._give_back_alike(row, decision, rest, result, outcomes,
+                                      lambda other: other["sender_id"] == row["sender_id"])
             else:
                 outcomes.append((row["id"], result))
                 if result.result is Result.RETRY:
-                    return self.retry.give_back(Release.RELAY_FAILED, relay_retry_in_s=result.due_in_s)
+                    why = self.retry.give_back(Release.RELAY_FAILED, relay_retry_in_s=result.due_in_s)
+                    self._give_back_alike(None, None, rest, why, outcomes,
+                                          lambda other: _relay_of(other) == _relay_of(row))
         return None
+
+    def _give_back_alike(self, row: Row | None, decision: Decision | None, rest: deque[tuple[Row, Decision]],
+                         why: GiveBack, outcomes: Outcomes, alike: Callable[[Row], bool]) -> None:
+        """Give back `row` (when given) and the emails of `rest` that are `alike` it, in one statement; the
+        others stay in `rest`, in their order."""
+        held = [] if row is None else [(row, decision)]
+        keep = []
+        for other in rest:
+            (held if alike(other[0]) else keep).append(other)
+        if not held:
+            return
+        rest.clear()
+        rest.extend(keep)
+        self._return_claims(held, why)
+        outcomes.extend((r["id"], Outcome(Result.RELEASED)) for r, _ in held)
 
     def _wait_for_turn(self, row: Row, claimed_at: float, deadline: float) -> GiveBack | None:
         """Wait until the email is due; or why it cannot be sent now (nor the rest of its message).
@@ -161,9 +193,25 @@ class Deliverer:
 
     # -- one email -------------------------------------------------------------------------------
 
-    def _send_one(self, row: Row, decision: Decision, deadline: float) -> Sent | Outcome:
-        held = self._through_caps(row, decision, deadline)
-        return held if held is not None else self._attempt(row)
+    def _send_one(self, row: Row, decision: Decision, deadline: float) -> Sent | Outcome | GiveBack:
+        """The email's send, handed to the recorder (before its sender slot is freed: the recording is what
+        the send waits for), or what came of it instead; a GiveBack (the email not yet given back) when its
+        sender's sends in flight are at their limit."""
+        bounded = self.inflight is not None and decision.allowed
+        if bounded and not self.inflight.wait_for_slot(row["account"], row["sender_id"], row["id"],
+                                                       stopping=self.stopping):
+            return self.retry.give_back(Release.SENDER_BUSY)
+        try:
+            held = self._through_caps(row, decision, deadline)
+            if held is not None:
+                return held
+            result = self._attempt(row)
+            if isinstance(result, Sent):
+                self.recorder.add(result)
+            return result
+        finally:
+            if bounded:
+                self.inflight.give_back(row["account"], row["sender_id"], row["id"])
 
     def _through_caps(self, row: Row, decision: Decision, deadline: float) -> Outcome | None:
         """None once the email may go under its sender's cap and the global one; else what came of it."""
@@ -196,7 +244,7 @@ class Deliverer:
 
     def _defer_for_cap(self, row: Row, decision: Decision) -> Outcome:
         with database.connection_context():
-            sending.defer_for_cap(row["id"], delay_s=decision.wait_ms / 1000)
+            sending.defer_for_cap(row["id"], claim=row["claims"], delay_s=decision.wait_ms / 1000)
         log.info("email %r: sender %r at its cap; moved by %.3fs", row["id"], row["sender_id"],
                  decision.wait_ms / 1000, extra=email_fields(row))
         return Outcome(Result.RATE_LIMITED)
@@ -231,12 +279,13 @@ class Deliverer:
         self._give_back_slots([row])
         if verdict.retry_in_s is None:
             with database.connection_context():
-                sending.mark_failed(row["id"], error=verdict.error, code=verdict.code)
+                sending.mark_failed(row["id"], claim=row["claims"], error=verdict.error, code=verdict.code)
             log.error("email %r: failed for good (sender %r): %s", row["id"], row["sender_id"], verdict.error,
                       extra=email_fields(row))
             return Outcome(Result.FAILED)
         with database.connection_context():
-            sending.retry_later(row["id"], delay_s=verdict.retry_in_s, error=verdict.error, code=verdict.code)
+            sending.retry_later(row["id"], claim=row["claims"], delay_s=verdict.retry_in_s, error=verdict.error,
+                                code=verdict.code)
         log.warning("email %r: attempt %d failed (%s); retry in %.1fs (sender %r)", row["id"], row["attempts"] + 1,
                     verdict.error, verdict.retry_in_s, row["sender_id"], extra=email_fields(row))
         return Outcome(Result.RETRY, due_in_s=verdict.retry_in_s)
@@ -248,7 +297,8 @@ class Deliverer:
         self._give_back_slots([row])
         first_s, longest_s = self.retry.hold_delays()
         with database.connection_context():
-            held = sending.hold(row["id"], reason=reason.value, error=error, base_s=first_s, max_s=longest_s)
+            held = sending.hold(row["id"], claim=row["claims"], reason=reason.value, error=error, base_s=first_s,
+                                max_s=longest_s)
         if held:
             log.error("email %r: held, not sent (sender %r): %s", row["id"], row["sender_id"], error,
                       extra=email_fields(row))
@@ -263,7 +313,7 @@ class Deliverer:
         self._give_back_slots([row for row, decision in held if decision is not None and decision.allowed],
                               sender_only=True)
         with database.connection_context():
-            sending.release([row["id"] for row, _ in held], reason=why.reason, delay_s=why.delay_s)
+            sending.release([(row["id"], row["claims"]) for row, _ in held], reason=why.reason, delay_s=why.delay_s)
         for row, _ in held:
             log.info("email %r: claim given back unsent (%s)", row["id"], why.reason)
 
@@ -283,3 +333,8 @@ class Deliverer:
 
     def _limit(self, row: Row) -> int:
         return row.get("hourly_limit") or self.settings.rate_limit_per_hour
+
+
+def _relay_of(row: Row) -> str | None:
+    """Which relay an email goes through: its sender's URL, or None for SMTP_URL's (or the outbox)."""
+    return row.get("smtp_url") or None

@@ -47,7 +47,7 @@ class Sent:
     slots: list[tuple[str, str]]
     send_s: float
     late_s: float
-    #: resolves to whether the row was still ours (SENDING) when recorded
+    #: resolves to whether the row was still ours (SENDING under this claim) when recorded
     recorded: Future = field(default_factory=Future)
 
 
@@ -103,7 +103,7 @@ class Recorder:
 
     @staticmethod
     def _mark_sent(batch: list[Sent]) -> set[int]:
-        sent = [(s.row["id"], s.message.message_id, s.reply) for s in batch]
+        sent = [(s.row["id"], s.row["claims"], s.message.message_id, s.reply) for s in batch]
         for pause_s in RETRY_PAUSES_S:
             try:
                 with database.connection_context():
@@ -136,7 +136,7 @@ class Recorder:
         for s in batch:
             row = s.row
             if row["id"] not in recorded:
-                log.warning("email %r: sent, but its claim had expired and was taken back", row["id"],
+                log.warning("email %r: sent, but its claim had been taken back", row["id"],
                             extra=email_fields(row))
             log.info("email %r: sent to relay in %.0fms, %.3fs after its time (sender %r): %s", row["id"],
                      s.send_s * 1000, s.late_s, row["sender_id"], s.reply, extra=email_fields(row))

@@ -8,10 +8,12 @@ of the email:
   transport. At `max_attempts` a transient failure is FAILED too.
 - A transient failure goes again after `backoff_s`; a permanent one, a bad
   relay configuration or a message that cannot be built fail at once.
-- A lease that runs out (the worker died mid-send) costs the attempt, under the
-  same `max_attempts` (coldmail.scheduler's sweep): a row that kills its worker
-  every time must end.
-- Claims given back before any SMTP (`Release`) cost no attempt.
+- A lease that runs out, or whose worker is known dead (the worker died
+  mid-send), costs the attempt, under the same `max_attempts`
+  (coldmail.scheduler's sweep): a row that kills its worker every time must end.
+- Claims given back before any SMTP (`Release`) cost no attempt: among them
+  the emails of a relay that just failed (the others of the message go on)
+  and those of a sender with SENDER_CONCURRENCY sends in flight already.
 - Being over a sender's cap is a reschedule (coldmail.caps), not a retry.
 - An email whose sender's stored secret no configured key opens is held
   (`Hold`): PENDING, no attempt spent, never FAILED. It is tried again after
@@ -35,6 +37,9 @@ from ..settings import Settings
 #: behind the row's back (and its RateLimitExceeded and Retry would spend retries too).
 DRAMATIQ_MAX_RETRIES = 0
 
+#: how soon an email given back because its sender had every send slot taken goes again
+SENDER_BUSY_S = 1.0
+
 #: the failures of an attempt decided by `RetryPolicy.after_failure`; anything else raised is a bug, and
 #: the email stays SENDING until its lease runs out
 ATTEMPT_FAILURES = (TransientSendError, PermanentSendError, ConfigError)
@@ -53,6 +58,7 @@ class Release(StrEnum):
     HALF_LEASE = "the message's earlier sends took half a lease"
     NO_GLOBAL_SLOT = "no slot under the global cap in time"
     RELAY_FAILED = "the relay failed for the email before"
+    SENDER_BUSY = "the sender's sends in flight are at SENDER_CONCURRENCY"
     #: Redis failed under the cap check, or a bug, before any SMTP
     ERROR = "error before sending"
 
@@ -125,9 +131,12 @@ class RetryPolicy:
     def give_back(self, reason: Release, *, relay_retry_in_s: float = 0.0) -> GiveBack:
         """When claims given back for `reason` may go again: at once when the worker stops or time ran short;
         when the failed email retries if the relay failed (the rest would most likely wait out the same
-        timeout, one by one); after the first backoff on an error, so a lasting fault does not spin."""
+        timeout, one by one); shortly when the sender's sends in flight are at their limit; after the first
+        backoff on an error, so a lasting fault does not spin."""
         if reason is Release.RELAY_FAILED:
             return GiveBack(reason, relay_retry_in_s)
+        if reason is Release.SENDER_BUSY:
+            return GiveBack(reason, SENDER_BUSY_S)
         if reason is Release.ERROR:
             return GiveBack(reason, self.backoff_base_s)
         return GiveBack(reason)

@@ -9,13 +9,17 @@ from ..crypto import PasswordBox
 from ..mail.transports import OutboxTransport, Relay, SmtpTransport
 from ..settings import Settings
 from .deliverer import Deliverer
+from .inflight import InFlight
+from .liveness import worker_id
 from .recorder import Recorder
 from .retry import RetryPolicy
 from .routing import Router
 
 
-def build_deliverer(settings: Settings, *, redis_client: redis.Redis) -> Deliverer:
-    """A Deliverer with SMTP and outbox transports, the caps on `redis_client`, and its recorder thread."""
+def build_deliverer(settings: Settings, *, redis_client: redis.Redis, worker: str | None = None) -> Deliverer:
+    """A Deliverer for the worker process `worker` (coldmail.delivery.liveness; a new id when None), with SMTP
+    and outbox transports, the caps and the sender slots on `redis_client`, and its recorder thread."""
+    worker = worker or worker_id()
     caps = Caps(settings, redis_client)
     router = Router(
         smtp=SmtpTransport(timeout_s=settings.smtp_timeout_s, idle_s=settings.smtp_idle_s,
@@ -23,5 +27,7 @@ def build_deliverer(settings: Settings, *, redis_client: redis.Redis) -> Deliver
         outbox=OutboxTransport(settings.outbox_dir),
         default_relay=Relay.from_url(settings.smtp_url, trusted=True) if settings.smtp_url else None,
         passwords=PasswordBox(settings.secret_keys))
+    inflight = InFlight(redis_client, worker=worker, limit=settings.sender_concurrency, lifetime_s=settings.lease_s,
+                        dead_worker_s=settings.dead_worker_s)
     return Deliverer(settings, caps=caps, router=router, recorder=Recorder(caps.mark_done),
-                     retry=RetryPolicy.from_settings(settings))
+                     retry=RetryPolicy.from_settings(settings), worker=worker, inflight=inflight)

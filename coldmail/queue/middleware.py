@@ -1,4 +1,4 @@
-"""Worker-side set-up in Dramatiq's hooks: database pool, the Deliverer, precise polling."""
+"""Worker-side set-up in Dramatiq's hooks: database pool, the Deliverer, the heartbeat, precise polling."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import dramatiq
 
 from ..db import database, open_database
 from ..delivery.deliverer import Deliverer
+from ..delivery.liveness import Heartbeat, beat_interval_s, worker_id
 from ..delivery.wiring import build_deliverer
 from ..settings import Settings
 from .actors import install_deliverer
@@ -24,6 +25,7 @@ class DeliveryMiddleware(dramatiq.Middleware):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.deliverer: Deliverer | None = None
+        self.heartbeat: Heartbeat | None = None
         self.opened_database = False
 
     def after_process_boot(self, broker) -> None:
@@ -31,7 +33,10 @@ class DeliveryMiddleware(dramatiq.Middleware):
         if database.obj is None:
             open_database(self.settings.database_url, max_connections=self.settings.db_pool_size)
             self.opened_database = True
-        self.deliverer = build_deliverer(self.settings, redis_client=broker.client)
+        # beating before the first claim: a lease's holder always has a beat the sweep can judge
+        self.heartbeat = Heartbeat(broker.client, worker_id(), every_s=beat_interval_s(self.settings.dead_worker_s))
+        self.heartbeat.start()
+        self.deliverer = build_deliverer(self.settings, redis_client=broker.client, worker=self.heartbeat.worker)
         install_deliverer(self.deliverer)
 
     def before_worker_boot(self, broker, worker) -> None:
@@ -58,6 +63,8 @@ class DeliveryMiddleware(dramatiq.Middleware):
         # Dramatiq 2 has no process-stop hook; its CLI and `python run.py` both stop the worker last.
         if self.deliverer is not None:
             self.deliverer.close()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()  # after the last record: its claims are over
         install_deliverer(None)
         if self.opened_database:
             database.close_all()

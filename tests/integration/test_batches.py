@@ -235,11 +235,11 @@ def test_recording_again_after_a_lost_answer_counts_the_rows_as_recorded_once(da
     ids = due_rows(2)
     with database.connection_context():
         sending.claim(ids, lease_s=30)
-        sent = [(i, f"<{i}@x>", "250 OK") for i in ids]
+        sent = [(i, 1, f"<{i}@x>", "250 OK") for i in ids]
         assert sending.mark_sent(sent) == set(ids)
         # When they are recorded again
         again = sending.mark_sent(sent)
         # Then they count as recorded, with one 'sent' event each; another Message-ID would not
         assert again == set(ids)
-        assert sending.mark_sent([(ids[0], "<other@x>", "250 OK")]) == set()
+        assert sending.mark_sent([(ids[0], 1, "<other@x>", "250 OK")]) == set()
     assert sql("SELECT count(*) FROM email_events WHERE kind = 'sent' AND email_id = ANY(%s)", ids) == [(2,)]

@@ -200,7 +200,7 @@ def test_a_hold_doubles_up_to_its_bound_and_needs_the_claim(base_env):
 
     def hold() -> bool:
         with database.connection_context():
-            return sending.hold(email_id, reason="secret_unreadable", error="no key", base_s=10, max_s=25)
+            return sending.hold(email_id, claim=0, reason="secret_unreadable", error="no key", base_s=10, max_s=25)
 
     def waits_s() -> float:
         [(wait,)] = sql("SELECT extract(epoch FROM next_attempt_at - now()) FROM emails WHERE id = %s", email_id)

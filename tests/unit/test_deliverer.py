@@ -37,38 +37,40 @@ class Rows:
         self.rows[email_id] = {
             "id": email_id, "account": "default", "sender_id": sender, "attempts": attempts, "status": "PENDING", "created_at": now,
             "scheduled_at": now, "recipient": f"u{email_id}@example.com", "subject": f"email {email_id}",
-            "body": "hello", "wait_s": 0.0, **extra}
+            "body": "hello", "wait_s": 0.0, "claims": 0, **extra}
 
     def status(self, email_id: int) -> str:
         return self.rows[email_id]["status"]
 
-    def claim(self, email_ids, *, lease_s, early_s=0.0):
+    def claim(self, email_ids, *, lease_s, early_s=0.0, worker=None):
         claimed = [i for i in email_ids if i in self.rows and self.rows[i]["status"] == "PENDING"
                    and i not in self.due_in]
         for i in claimed:
             self.rows[i]["status"] = "SENDING"
+            self.rows[i]["claims"] += 1
         return [dict(self.rows[i]) for i in claimed]
 
     def seconds_until_due(self, email_ids):
         return {i: self.due_in[i] for i in email_ids if i in self.due_in}
 
-    def defer_for_cap(self, email_id, *, delay_s):
-        self._change(email_id, "PENDING", "rate_limited", delay_s=delay_s)
+    def defer_for_cap(self, email_id, *, claim, delay_s):
+        self._change(email_id, claim, "PENDING", "rate_limited", delay_s=delay_s)
 
-    def release(self, email_ids, *, reason, delay_s=0.0):
-        for email_id in email_ids:
-            self._change(email_id, "PENDING", "released", reason=str(reason), delay_s=delay_s)
+    def release(self, held, *, reason, delay_s=0.0):
+        for email_id, claim in held:
+            self._change(email_id, claim, "PENDING", "released", reason=str(reason), delay_s=delay_s)
 
-    def retry_later(self, email_id, *, delay_s, error, code):
+    def retry_later(self, email_id, *, claim, delay_s, error, code):
         self.rows[email_id]["attempts"] += 1
-        self._change(email_id, "PENDING", "attempt_failed", delay_s=delay_s, error=error, code=code)
+        self._change(email_id, claim, "PENDING", "attempt_failed", delay_s=delay_s, error=error, code=code)
 
-    def mark_failed(self, email_id, *, error, code):
+    def mark_failed(self, email_id, *, claim, error, code):
         self.rows[email_id]["attempts"] += 1
-        self._change(email_id, "FAILED", "failed", error=error, code=code)
+        self._change(email_id, claim, "FAILED", "failed", error=error, code=code)
 
-    def _change(self, email_id, status, kind, **detail):
+    def _change(self, email_id, claim, status, kind, **detail):
         assert self.rows[email_id]["status"] == "SENDING", f"email {email_id} was not claimed"
+        assert self.rows[email_id]["claims"] == claim, f"email {email_id}: not its claim"
         self.rows[email_id]["status"] = status
         self.events.append((email_id, kind, detail))
 
@@ -334,3 +336,52 @@ def test_without_a_relay_emails_go_to_the_outbox_and_closing_a_thread_closes_bot
     # Then it went to the outbox, and both transports were closed
     assert parts.outbox.subjects() == ["email 1"] and relay.delivered == []
     assert (relay.closed, parts.outbox.closed) == (1, 1)
+
+
+class InFlight:
+    """Send slots per sender, as coldmail.delivery.inflight keeps them in Redis; `busy` senders have none."""
+
+    def __init__(self, busy: set[str]) -> None:
+        self.busy = busy
+        self.held: set[tuple[str, int]] = set()
+
+    def wait_for_slot(self, sender_id, email_id, *, stopping):
+        if sender_id in self.busy:
+            return False
+        self.held.add((sender_id, email_id))
+        return True
+
+    def give_back(self, sender_id, email_id):
+        self.held.discard((sender_id, email_id))
+
+
+def test_a_sender_with_every_send_slot_taken_goes_back_unspent_and_the_others_go(parts, rows, relay):
+    # Given a message with two emails of a sender whose sends in flight are at their limit, one of another
+    rows.add(1, sender="busy")
+    rows.add(2, sender="free")
+    rows.add(3, sender="busy")
+    parts.deliverer.inflight = inflight = InFlight({"busy"})
+    # When it is delivered
+    results = deliver(parts, [1, 2, 3])
+    # Then the busy sender's two go back together, unspent, to go again shortly; the other is sent
+    assert sorted(results) == [(1, Result.RELEASED), (2, Result.SENT), (3, Result.RELEASED)]
+    assert released(rows) == [(1, Release.SENDER_BUSY, 1.0), (3, Release.SENDER_BUSY, 1.0)]
+    assert rows.rows[1]["attempts"] == rows.rows[3]["attempts"] == 0
+    assert relay.subjects() == ["email 2"]
+    # And no cap slot nor send slot is kept but the sent one's
+    assert parts.caps.taken == {("cap:free", "2")} and inflight.held == set()
+
+
+def test_a_failed_relay_holds_back_only_its_own_emails(parts, rows, relay):
+    # Given a message whose first email's sender has a relay of its own that fails, then one email through
+    # the default relay and one more through the failing relay
+    rows.add(1, sender="own", smtp_url="smtp://own.example.com")
+    rows.add(2)
+    rows.add(3, sender="own", smtp_url="smtp://own.example.com")
+    relay.fail_next(TransientSendError("451 try later", code=451))
+    # When it is delivered
+    results = deliver(parts, [1, 2, 3])
+    # Then the failing relay's other email goes back with it, and the default relay's is sent
+    assert sorted(results) == [(1, Result.RETRY), (2, Result.SENT), (3, Result.RELEASED)]
+    assert [r[:2] for r in released(rows)] == [(3, Release.RELAY_FAILED)]
+    assert relay.subjects() == ["email 2"]

@@ -9,7 +9,8 @@
 
 They share `columns` (column lists from the model, statuses from EmailStatus) and
 `due` (when an email is due). State changes are compare-and-set (`UPDATE … WHERE
-status = …`) and write their event in the same statement through a CTE, so a
-change and its event are never seen apart. Callers hold a connection
+status = …`, and after a claim `AND claims = <the claim's number>`, so a claim
+taken back changes nothing) and write their event in the same statement through
+a CTE, so a change and its event are never seen apart. Callers hold a connection
 (`database.connection_context()`). Importers import the phase module they use.
 """

@@ -14,10 +14,10 @@ STORED_FIELDS = [Email.id, Email.account, Email.sender_id, Email.status, Email.s
                  Email.queued_at, Email.idempotency_key, Email.payload_hash]
 STORED_COLUMNS = column_list(STORED_FIELDS)
 
-#: what a listing shows: never the body, which may be a megabyte per row, nor the hand-over's bookkeeping, nor
-#: the account (the caller's own)
+#: what a listing shows: never the body, which may be a megabyte per row, nor the hand-over's and the claim's
+#: bookkeeping, nor the account (the caller's own)
 LIST_COLUMNS = column_list(fields_but(Email, Email.account, Email.body, Email.queued_at, Email.lease_until,
-                                      Email.idempotency_key, Email.payload_hash))
+                                      Email.claims, Email.worker_id, Email.idempotency_key, Email.payload_hash))
 
 
 def _literal(status: EmailStatus) -> str:

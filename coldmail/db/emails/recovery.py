@@ -13,7 +13,7 @@ WITH u AS (
         status = CASE WHEN attempts + 1 >= %(max)s THEN {FAILED} ELSE {PENDING} END,
         last_error = CASE WHEN attempts + 1 >= %(max)s THEN 'lease expired: the worker sending it stopped'
                           ELSE last_error END
-    WHERE status = {SENDING} AND lease_until < now()
+    WHERE status = {SENDING} AND (lease_until < now() OR worker_id = ANY(%(dead)s::text[]))
     RETURNING id, status
 )
 INSERT INTO email_events (email_id, kind, detail)
@@ -21,10 +21,20 @@ SELECT id, 'lease_expired', jsonb_build_object('status', status) FROM u RETURNIN
 """
 
 
-def expire_leases(*, max_attempts: int) -> list[tuple[int, str]]:
-    """SENDING rows whose lease ran out (their worker died) go back to PENDING, or FAILED after
-    `max_attempts`. The lost attempt counts: a row that kills its worker every time must end."""
-    return database.execute_sql(_EXPIRE_LEASES, {"max": max_attempts}).fetchall()
+def expire_leases(*, max_attempts: int, dead_workers: list[str] = ()) -> list[tuple[int, str]]:
+    """SENDING rows whose lease ran out, or held by one of `dead_workers` (worker ids known dead: their
+    leases end now rather than LEASE_SECONDS after the claim), go back to PENDING, or FAILED after
+    `max_attempts`. The lost attempt counts either way: the worker may have died inside the SMTP
+    conversation, and a row that kills its worker every time must end."""
+    return database.execute_sql(_EXPIRE_LEASES, {"max": max_attempts, "dead": list(dead_workers)}).fetchall()
+
+
+_LEASE_HOLDERS = f"SELECT DISTINCT worker_id FROM emails WHERE status = {SENDING} AND worker_id IS NOT NULL"
+
+
+def lease_holders() -> list[str]:
+    """The worker ids that hold a lease now (the sweep asks Redis which of them are alive)."""
+    return [worker for (worker,) in database.execute_sql(_LEASE_HOLDERS).fetchall()]
 
 
 _REQUEUE_STALE = (f"UPDATE emails SET queued_at = NULL WHERE status = {PENDING} AND queued_at IS NOT NULL "

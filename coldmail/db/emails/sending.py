@@ -1,7 +1,11 @@
 """A worker's statements: claim emails for sending, then record what became of each.
 
-Every outcome is a compare-and-set on SENDING, so a claim whose lease ran out
-(the sweep took the email back) records nothing.
+A claim numbers itself (`claims`, one more each time the email is claimed) and
+names the worker process that holds it (`worker_id`, for the sweep). Every
+outcome is a compare-and-set on SENDING *and that number*, so a claim whose
+lease was taken back (by the sweep, and perhaps claimed again by another
+worker) records nothing, even after the email was claimed again: fencing costs
+a parameter, not a round trip.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from .due import due_at
 _CLAIM = f"""
 WITH c AS (
     UPDATE emails SET status = {SENDING}, lease_until = now() + %(lease_s)s * interval '1 second',
-                      updated_at = now()
+                      claims = claims + 1, worker_id = %(worker)s, updated_at = now()
     WHERE id = ANY(%(ids)s::bigint[]) AND status = {PENDING}
       AND next_attempt_at <= now() + %(early_s)s * interval '1 second'
     RETURNING {EMAIL_COLUMNS}
@@ -33,11 +37,14 @@ ORDER BY c.next_attempt_at, c.id
 """
 
 
-def claim(email_ids: list[int], *, lease_s: float, early_s: float = 0.0) -> list[dict[str, Any]]:
+def claim(email_ids: list[int], *, lease_s: float, early_s: float = 0.0, worker: str | None = None
+          ) -> list[dict[str, Any]]:
     """Take the PENDING emails among `email_ids` that are due within `early_s` for sending (SENDING with a
-    lease), soonest first; the others are not ours to send (yet). `wait_s` in each row says how long until
-    it is due: the caller waits that out."""
-    return dicts(database.execute_sql(_CLAIM, {"ids": email_ids, "lease_s": lease_s, "early_s": early_s}))
+    lease held by `worker`), soonest first; the others are not ours to send (yet). `wait_s` in each row
+    says how long until it is due: the caller waits that out; `claims` is the claim's number, which every
+    outcome below must name."""
+    return dicts(database.execute_sql(_CLAIM, {"ids": email_ids, "lease_s": lease_s, "early_s": early_s,
+                                               "worker": worker}))
 
 
 _SECONDS_UNTIL_DUE = ("SELECT id, extract(epoch FROM next_attempt_at - now())::float FROM emails "
@@ -63,11 +70,12 @@ def _change(update: str, kind: str, detail: dict, params: dict) -> bool:
 
 _MARK_SENT = f"""
 WITH input AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(message_ids)s::text[], %(replies)s::text[]) AS t(id, message_id, reply)
+    SELECT * FROM unnest(%(ids)s::bigint[], %(claims)s::int[], %(message_ids)s::text[], %(replies)s::text[])
+        AS t(id, claim, message_id, reply)
 ), u AS (
     UPDATE emails e SET status = {SENT}, sent_at = now(), message_id = input.message_id, attempts = attempts + 1,
                         lease_until = NULL, last_error = NULL, updated_at = now()
-    FROM input WHERE e.id = input.id AND e.status = {SENDING}
+    FROM input WHERE e.id = input.id AND e.status = {SENDING} AND e.claims = input.claim
     RETURNING e.id, input.message_id, input.reply
 ), ev AS (
     INSERT INTO email_events (email_id, kind, detail)
@@ -75,53 +83,58 @@ WITH input AS (
 )
 SELECT id FROM u
 UNION ALL
--- recorded by an earlier try whose answer was lost with its connection (this statement sees the rows as
--- they were before it, so none comes twice)
-SELECT e.id FROM emails e JOIN input USING (id) WHERE e.status = {SENT} AND e.message_id = input.message_id
+-- recorded by an earlier try of the same claim whose answer was lost with its connection (this statement
+-- sees the rows as they were before it, so none comes twice)
+SELECT e.id FROM emails e JOIN input USING (id)
+WHERE e.status = {SENT} AND e.claims = input.claim AND e.message_id = input.message_id
 """
 
 
-def mark_sent(sent: list[tuple[int, str, str]]) -> set[int]:
-    """Record (email id, Message-ID, the relay's reply) sends in one statement; return the ids recorded
-    (one missing had lost its claim: its lease ran out and the sweep took it back). Safe to repeat."""
+def mark_sent(sent: list[tuple[int, int, str, str]]) -> set[int]:
+    """Record (email id, claim number, Message-ID, the relay's reply) sends in one statement; return the ids
+    recorded (one missing had lost its claim: the sweep took it back). Safe to repeat."""
     cursor = database.execute_sql(_MARK_SENT, {
-        "ids": [s[0] for s in sent], "message_ids": [s[1] for s in sent], "replies": [s[2] for s in sent]})
+        "ids": [s[0] for s in sent], "claims": [s[1] for s in sent], "message_ids": [s[2] for s in sent],
+        "replies": [s[3] for s in sent]})
     return {row[0] for row in cursor.fetchall()}
 
 
 _MARK_FAILED = (f"UPDATE emails SET status = {FAILED}, attempts = attempts + 1, lease_until = NULL, "
-                f"last_error = %(error)s, updated_at = now() WHERE id = %(id)s AND status = {SENDING}")
+                f"last_error = %(error)s, updated_at = now() "
+                f"WHERE id = %(id)s AND status = {SENDING} AND claims = %(claim)s")
 
 
-def mark_failed(email_id: int, *, error: str, code: int | None) -> bool:
-    return _change(_MARK_FAILED, "failed", {"code": code, "error": error}, {"id": email_id, "error": error})
+def mark_failed(email_id: int, *, claim: int, error: str, code: int | None) -> bool:
+    return _change(_MARK_FAILED, "failed", {"code": code, "error": error},
+                   {"id": email_id, "claim": claim, "error": error})
 
 
 _RETRY_LATER = (
     f"UPDATE emails SET status = {PENDING}, attempts = attempts + 1, queued_at = NULL, lease_until = NULL, "
     "next_attempt_at = now() + %(delay_s)s * interval '1 second', last_error = %(error)s, updated_at = now() "
-    f"WHERE id = %(id)s AND status = {SENDING}")
+    f"WHERE id = %(id)s AND status = {SENDING} AND claims = %(claim)s")
 
 
-def retry_later(email_id: int, *, delay_s: float, error: str, code: int | None) -> bool:
+def retry_later(email_id: int, *, claim: int, delay_s: float, error: str, code: int | None) -> bool:
     return _change(_RETRY_LATER, "attempt_failed", {"code": code, "error": error, "retryInSeconds": round(delay_s, 3)},
-                   {"id": email_id, "delay_s": delay_s, "error": error})
+                   {"id": email_id, "claim": claim, "delay_s": delay_s, "error": error})
 
 
 _DEFER_FOR_CAP = f"""
 WITH u AS (
     UPDATE emails SET status = {PENDING}, queued_at = NULL, lease_until = NULL, updated_at = now(),
                       next_attempt_at = now() + %(delay_s)s * interval '1 second'
-    WHERE id = %(id)s AND status = {SENDING} RETURNING id, next_attempt_at
+    WHERE id = %(id)s AND status = {SENDING} AND claims = %(claim)s RETURNING id, next_attempt_at
 )
 INSERT INTO email_events (email_id, kind, detail)
 SELECT id, 'rate_limited', jsonb_build_object('nextAttemptAt', next_attempt_at) FROM u RETURNING email_id
 """
 
 
-def defer_for_cap(email_id: int, *, delay_s: float) -> bool:
+def defer_for_cap(email_id: int, *, claim: int, delay_s: float) -> bool:
     """Put a claimed email back for when its sender's cap frees a slot; no attempt is used."""
-    return database.execute_sql(_DEFER_FOR_CAP, {"id": email_id, "delay_s": delay_s}).fetchone() is not None
+    params = {"id": email_id, "claim": claim, "delay_s": delay_s}
+    return database.execute_sql(_DEFER_FOR_CAP, params).fetchone() is not None
 
 
 _HOLD = f"""
@@ -130,7 +143,7 @@ WITH u AS (
         last_error = %(error)s,
         next_attempt_at = now() + least(%(max_s)s, %(base_s)s * power(2, least(30, (
             SELECT count(*) FROM email_events v WHERE v.email_id = e.id AND v.kind = 'held')))) * interval '1 second'
-    WHERE id = %(id)s AND status = {SENDING} RETURNING id, next_attempt_at
+    WHERE id = %(id)s AND status = {SENDING} AND claims = %(claim)s RETURNING id, next_attempt_at
 )
 INSERT INTO email_events (email_id, kind, detail)
 SELECT id, 'held', jsonb_build_object('reason', %(reason)s, 'error', %(error)s, 'nextAttemptAt', next_attempt_at)
@@ -138,13 +151,13 @@ FROM u RETURNING email_id
 """
 
 
-def hold(email_id: int, *, reason: str, error: str, base_s: float, max_s: float) -> bool:
+def hold(email_id: int, *, claim: int, reason: str, error: str, base_s: float, max_s: float) -> bool:
     """Put a claimed email back PENDING, unsent and with no attempt spent, because something it needs is
     missing (its sender's stored secret opens with no configured key): a `held` event says why. It is
     tried again after `base_s`, doubled for each earlier hold of the email, `max_s` at most, and at once
     when the API process starts and finds its sender readable again (`recovery.resume_held`). `error` is shown as
     the email's lastError; it must hold no secret."""
-    cursor = database.execute_sql(_HOLD, {"id": email_id, "reason": reason, "error": error,
+    cursor = database.execute_sql(_HOLD, {"id": email_id, "claim": claim, "reason": reason, "error": error,
                                           "base_s": base_s, "max_s": max_s})
     return cursor.fetchone() is not None
 
@@ -153,13 +166,15 @@ _AFTER_DELAY = "now() + %(delay_s)s * interval '1 second'"
 _RELEASE = _EVENT_FROM_UPDATE.format(update=(
     f"UPDATE emails SET status = {PENDING}, queued_at = NULL, lease_until = NULL, updated_at = now(), "
     f"next_attempt_at = {due_at('next_attempt_at', earliest=_AFTER_DELAY)} "
-    f"WHERE id = ANY(%(ids)s::bigint[]) AND status = {SENDING}"))
+    "WHERE (id, claims) IN (SELECT * FROM unnest(%(ids)s::bigint[], %(claims)s::int[])) "
+    f"AND status = {SENDING}"))
 
 
-def release(email_ids: list[int], *, reason: str, delay_s: float = 0.0) -> int:
-    """Give claimed emails back before their SMTP conversation began (the worker is stopping, Redis
-    failed under the cap check, or the relay failed for the email before them); no attempt is used.
-    They are handed over again in `delay_s`."""
-    cursor = database.execute_sql(_RELEASE, {"ids": email_ids, "delay_s": delay_s, "kind": "released",
-                                             "detail": Json({"reason": reason})})
+def release(held: list[tuple[int, int]], *, reason: str, delay_s: float = 0.0) -> int:
+    """Give claimed (email id, claim number) emails back before their SMTP conversation began (the worker is
+    stopping, Redis failed under the cap check, their relay failed for an email before them or their
+    sender has its sends in flight already); no attempt is used. They are handed over again in `delay_s`."""
+    cursor = database.execute_sql(_RELEASE, {
+        "ids": [h[0] for h in held], "claims": [h[1] for h in held], "delay_s": delay_s, "kind": "released",
+        "detail": Json({"reason": reason})})
     return len(cursor.fetchall())
