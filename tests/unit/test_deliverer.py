@@ -345,13 +345,13 @@ class InFlight:
         self.busy = busy
         self.held: set[tuple[str, int]] = set()
 
-    def wait_for_slot(self, sender_id, email_id, *, stopping):
+    def wait_for_slot(self, account, sender_id, email_id, *, stopping):
         if sender_id in self.busy:
             return False
         self.held.add((sender_id, email_id))
         return True
 
-    def give_back(self, sender_id, email_id):
+    def give_back(self, account, sender_id, email_id):
         self.held.discard((sender_id, email_id))
 
 
