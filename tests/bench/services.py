@@ -114,6 +114,8 @@ class Coldmail:
         self.port = free_port()
         env = dict(os.environ, PYTHONUNBUFFERED="1", DATABASE_URL=self.database_url, REDIS_URL=self.redis_url,
                    SMTP_URL=f"smtp://127.0.0.1:{self.sink.smtp_port}", RATE_LIMIT_PER_HOUR="1000000",
+                   # the harness sends from one sender: neither its cap nor its share of the workers is measured
+                   SENDER_CONCURRENCY="1000",
                    COLDMAIL_API_KEYS=self.api_key, HOST="127.0.0.1", PORT=str(self.port),
                    SHUTDOWN_SECONDS="5", **self.extra_env)
         if self.source != ROOT:
