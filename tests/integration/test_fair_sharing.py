@@ -19,7 +19,7 @@ from tests.support.sink import SmtpSink
 
 
 def sender(sender_id: str, smtp_url: str | None) -> None:
-    sql("INSERT INTO senders (id, smtp_url) VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET smtp_url = %s",
+    sql("INSERT INTO senders (id, smtp_url) VALUES (%s, %s) ON CONFLICT (account, id) DO UPDATE SET smtp_url = %s",
         sender_id, smtp_url, smtp_url)
 
 
