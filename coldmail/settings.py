@@ -96,6 +96,9 @@ def _keys(name: str, raw: str) -> tuple[tuple[str, str], ...]:
             raise ConfigError(f"{name}: entry {number} names an account that is not {ACCOUNT_NAME_RULE}")
         if len(key) < 8:
             raise ConfigError(f"{name}: entry {number} holds a key shorter than 8 characters")
+        if not (key.isascii() and key.isprintable()) or " " in key:
+            raise ConfigError(f"{name}: entry {number} holds a key with characters other than printable ASCII, "
+                              "which no Authorization header can carry")
         keys.append((account, key))
     by_key: dict[str, str] = {}
     for account, key in keys:

@@ -40,7 +40,8 @@ def test_api_keys_are_key_for_the_default_account_or_account_colon_key():
 
 
 @pytest.mark.parametrize("value", ["b@d:a-long-enough-key", ":a-long-enough-key", "acme:tiny",
-                                   "a:same-key-12345,b:same-key-12345"])
+                                   "a:same-key-12345,b:same-key-12345", "acme:schlüssel-key-123",
+                                   "acme:tab\tin-the-key"])
 def test_a_bad_api_key_entry_names_the_variable_and_never_the_key(value):
     with pytest.raises(ConfigError) as e:
         Settings.from_env({"COLDMAIL_API_KEYS": value}, dotenv=None)
