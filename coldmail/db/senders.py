@@ -23,19 +23,19 @@ def get_sender(account: str, sender_id: str) -> dict[str, Any] | None:
 
 
 _PUT = f"""
-WITH before AS (SELECT hourly_limit FROM senders WHERE account = %(account)s AND id = %(id)s)
+WITH before AS (SELECT hourly_limit, dkim_key_enc FROM senders WHERE account = %(account)s AND id = %(id)s)
 INSERT INTO senders AS s (account, id, from_address, hourly_limit, smtp_url, smtp_password_enc, dkim_domain,
                           dkim_selector, dkim_key_enc)
-VALUES (%(account)s, %(id)s, %(from)s, %(limit)s, %(url)s, %(pw)s, %(dkim_domain)s, %(dkim_selector)s, %(dkim_key)s)
+VALUES (%(account)s, %(id)s, %(from)s, %(limit)s, %(url)s, %(pw)s, %(dkim_domain)s, %(dkim_selector)s,
+        -- in VALUES, not in the update: the row proposed for insertion must pass the all-or-none check
+        CASE WHEN %(dkim_domain)s::text IS NOT NULL
+             THEN coalesce(%(dkim_key)s::text, (SELECT dkim_key_enc FROM before)) END)
 ON CONFLICT (account, id) DO UPDATE SET
     from_address = EXCLUDED.from_address, hourly_limit = EXCLUDED.hourly_limit, smtp_url = EXCLUDED.smtp_url,
     smtp_password_enc = CASE
         WHEN EXCLUDED.smtp_password_enc IS NULL AND EXCLUDED.smtp_url = s.smtp_url THEN s.smtp_password_enc
         ELSE EXCLUDED.smtp_password_enc END,
-    dkim_domain = EXCLUDED.dkim_domain, dkim_selector = EXCLUDED.dkim_selector,
-    dkim_key_enc = CASE
-        WHEN EXCLUDED.dkim_domain IS NOT NULL AND EXCLUDED.dkim_key_enc IS NULL THEN s.dkim_key_enc
-        ELSE EXCLUDED.dkim_key_enc END,
+    dkim_domain = EXCLUDED.dkim_domain, dkim_selector = EXCLUDED.dkim_selector, dkim_key_enc = EXCLUDED.dkim_key_enc,
     updated_at = now()
 RETURNING {SENDER_COLUMNS}, (xmax = 0) AS created, (SELECT hourly_limit FROM before) AS previous_limit
 """

@@ -66,6 +66,8 @@ def helo_name(configured: str | None, *, default_from: str, fqdn: str | None = N
 def address_literal(sock: socket.socket) -> str:
     """The local address of a connected socket as an EHLO address literal."""
     address = ipaddress.ip_address(sock.getsockname()[0].partition("%")[0])
-    if address.version == 6 and address.ipv4_mapped is None:
-        return f"[IPv6:{address}]"
-    return f"[{address.ipv4_mapped or address}]"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is None:
+            return f"[IPv6:{address}]"
+        address = address.ipv4_mapped
+    return f"[{address}]"
