@@ -157,3 +157,18 @@ def test_a_stored_key_that_cannot_sign_is_a_configuration_error():
     row = {"dkim_domain": "example.com", "dkim_selector": "s1", "dkim_key_enc": box.seal("garbage")}
     with pytest.raises(ConfigError, match="DKIM key cannot sign"):
         Signer(box).sign(message(), row)
+
+
+def test_the_body_is_canonicalised_as_dkimpy_does_it():
+    import random
+
+    from dkim.canonicalization import Relaxed
+
+    from coldmail.mail.dkim import relaxed_body
+
+    pieces = [b"a", b"b", b" ", b"  ", b"\t", b"\r\n", b"\r\n\r\n", b" \r\n", b"\t\r\n", b"=20", b"\r", b"\n"]
+    rng = random.Random(16)
+    bodies = [b"", b"\r\n", b"a", message().data.partition(b"\r\n\r\n")[2]]
+    bodies += [b"".join(rng.choice(pieces) for _ in range(rng.randrange(1, 40))) for _ in range(3000)]
+    for body in bodies:
+        assert relaxed_body(body) == Relaxed.canonicalize_body(body), body
