@@ -2,9 +2,9 @@
 the cap.
 
 A sender is an account's (two accounts may each have a sender of one id). Its
-SMTP password and DKIM private key are stored encrypted (COLDMAIL_SECRET_KEY); a row read here says
-whether a configured key opens them (`secret_readable`: a changed key holds the sender's emails). The caps plan with
-a sender's limit as they last read it: a new limit is forgotten there at once,
+SMTP password and DKIM private key are stored encrypted (COLDMAIL_SECRET_KEY); a row read here
+says whether a configured key opens them (`secret_readable`: a changed key holds the sender's emails).
+The caps plan with a sender's limit as they last read it: a new limit is forgotten there at once,
 and a raised one gives back their own time to the emails the old cap had moved.
 Every method blocks, for the API's executor.
 """
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Dkim:
-    """A sender's DKIM as the API gives it: d=, s= and the private key's PEM (checked readable by the API's
-    schema; None: keep the stored key)."""
+    """A sender's DKIM as the API gives it: d=, s= and the private key's PEM (the API checked that it signs;
+    None: keep the stored key)."""
 
     domain: str
     selector: str

@@ -150,9 +150,9 @@ class SenderOutSchema(StrictSchema):
                             metadata={"description": "Without its password; null: the server's SMTP_URL"})
     hasPassword = fields.Boolean(required=True, metadata={"description": "An SMTP password is stored"})
     secretReadable = fields.Boolean(required=True, allow_none=True, metadata={
-        "description": "Whether a key of the server's COLDMAIL_SECRET_KEY opens the stored password; false: "
-                       "the key was changed, and the sender's emails are held PENDING until it is back. "
-                       "null: no password is stored"})
+        "description": "Whether a key of the server's COLDMAIL_SECRET_KEY opens the stored password and DKIM "
+                       "key; false: the key was changed, and the sender's emails are held PENDING until it is "
+                       "back. null: neither is stored"})
     dkim = fields.Nested(DkimOutSchema, required=True, allow_none=True,
                          metadata={"description": "null: messages are not signed"})
     usage = fields.Nested(UsageSchema, required=True)
