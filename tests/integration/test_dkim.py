@@ -171,3 +171,25 @@ async def test_without_smtp_helo_name_ehlo_is_never_localhost(make_service, sink
     await async_wait_for(lambda: len(sink.arrivals) == 1, timeout_s=10, what="the send")
     helo = sink.arrivals[0].helo
     assert helo and "localhost" not in helo.lower() and is_literal_or_fqdn(helo), helo
+
+
+async def test_rotate_secrets_reseals_the_dkim_key_and_the_password_and_the_check_sees_both(make_service, auth):
+    from coldmail.crypto import PasswordBox
+    from coldmail.stored_secrets import check_at_start, rotate
+
+    # Given a sender with a password and a DKIM key sealed with K1, and one with a DKIM key only
+    client = (await make_service(COLDMAIL_SECRET_KEY=K1)).client
+    resp = await put(client, auth, sender(smtpUrl="smtp://ann:pw@127.0.0.1:2525?starttls=never"))
+    assert resp.status == 201, await resp.text()
+    await put(client, auth, sender(), sender_id="bea")
+    # Then under K2 alone both are unreadable: a DKIM key no key opens counts as a password does
+    assert set(check_at_start(PasswordBox((K2,))).unreadable) == {("default", "ann"), ("default", "bea")}
+    # When the secrets are rotated to K2 (K1 still configured)
+    rotation = rotate(PasswordBox((K2, K1)))
+    # Then all three are sealed with K2, each still the same secret
+    assert rotation.resealed == 3 and rotation.unreadable == []
+    [(password, ann_key)] = sql("SELECT smtp_password_enc, dkim_key_enc FROM senders WHERE id = 'ann'")
+    [(bea_key,)] = sql("SELECT dkim_key_enc FROM senders WHERE id = 'bea'")
+    assert Fernet(K2).decrypt(password.encode()) == b"pw"
+    assert Fernet(K2).decrypt(ann_key.encode()).decode() == Fernet(K2).decrypt(bea_key.encode()).decode() == rsa_pem()
+    assert check_at_start(PasswordBox((K2,))).unreadable == []
