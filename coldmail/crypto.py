@@ -1,4 +1,4 @@
-"""Sealing and opening stored secrets (senders' SMTP passwords) with COLDMAIL_SECRET_KEY: the one place.
+"""Sealing and opening stored secrets (senders' SMTP passwords and DKIM keys) with COLDMAIL_SECRET_KEY: the one place.
 
 The variable may list several Fernet keys (MultiFernet): the first seals, every
 one opens. That is how a key is rotated: put the new key first and keep the old
@@ -23,19 +23,21 @@ class PasswordBox:
         """`secret_keys`: Settings.secret_keys, newest first (checked there); empty: nothing can be sealed."""
         self._fernet = MultiFernet([Fernet(key) for key in secret_keys]) if secret_keys else None
 
-    def seal(self, password: str) -> str:
+    def seal(self, secret: str, *, what: str = "SMTP password") -> str:
+        """`secret` encrypted with the first key; BadRequest (naming `what`) when no key is configured."""
         if self._fernet is None:
-            raise BadRequest("storing an SMTP password needs COLDMAIL_SECRET_KEY to be set on the server")
-        return self._fernet.encrypt(password.encode()).decode()
+            raise BadRequest(f"storing a sender's {what} needs COLDMAIL_SECRET_KEY to be set on the server")
+        return self._fernet.encrypt(secret.encode()).decode()
 
-    def open(self, sealed: str) -> str:
-        """The secret; SecretUnreadable when no configured key opens it (the message names no secret)."""
+    def open(self, sealed: str, *, what: str = "SMTP password") -> str:
+        """The secret; SecretUnreadable when no configured key opens it (the message names `what`, never the
+        secret)."""
         if self._fernet is None:
-            raise SecretUnreadable("a stored SMTP password cannot be opened: COLDMAIL_SECRET_KEY is not set")
+            raise SecretUnreadable(f"a stored {what} cannot be opened: COLDMAIL_SECRET_KEY is not set")
         try:
             return self._fernet.decrypt(sealed.encode()).decode()
         except InvalidToken:
-            raise SecretUnreadable("no key of COLDMAIL_SECRET_KEY opens the sender's stored SMTP password "
+            raise SecretUnreadable(f"no key of COLDMAIL_SECRET_KEY opens the sender's stored {what} "
                                    "(was the key changed?)") from None
 
     def opens(self, sealed: str) -> bool:
@@ -54,4 +56,4 @@ class PasswordBox:
         try:
             return self._fernet.rotate(sealed.encode()).decode()
         except InvalidToken:
-            raise SecretUnreadable("no key of COLDMAIL_SECRET_KEY opens a stored SMTP password") from None
+            raise SecretUnreadable("no key of COLDMAIL_SECRET_KEY opens a stored secret") from None

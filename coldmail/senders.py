@@ -1,9 +1,10 @@
-"""The senders service the API holds: a sender's From address, cap and own relay, and its use of the cap.
+"""The senders service the API holds: a sender's From address, cap, own relay and DKIM key, and its use of
+the cap.
 
 A sender is an account's (two accounts may each have a sender of one id). Its
-SMTP password is stored encrypted (COLDMAIL_SECRET_KEY); a row read here says whether a configured
-key opens it (`secret_readable`: a changed key holds the sender's emails). The caps plan with
-a sender's limit as they last read it: a new limit is forgotten there at once,
+SMTP password and DKIM private key are stored encrypted (COLDMAIL_SECRET_KEY); a row read here
+says whether a configured key opens them (`secret_readable`: a changed key holds the sender's emails).
+The caps plan with a sender's limit as they last read it: a new limit is forgotten there at once,
 and a raised one gives back their own time to the emails the old cap had moved.
 Every method blocks, for the API's executor.
 """
@@ -11,16 +12,28 @@ Every method blocks, for the API's executor.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from .caps import Caps
 from .crypto import PasswordBox
 from .db import database
-from .db.senders import get_sender, put_sender
+from .db.senders import DkimSetting, get_sender, put_sender
+from .errors import BadRequest
 from .intake.service import Intake
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Dkim:
+    """A sender's DKIM as the API gives it: d=, s= and the private key's PEM (the API checked that it signs;
+    None: keep the stored key)."""
+
+    domain: str
+    selector: str
+    private_key: str | None
 
 
 class Senders:
@@ -31,20 +44,29 @@ class Senders:
         self._passwords = PasswordBox(settings.secret_keys)
 
     def put(self, account: str, sender_id: str, *, from_address: str, hourly_limit: int, smtp_url: str | None,
-            smtp_password: str | None) -> tuple[dict[str, Any], bool]:
-        """Create or replace the account's sender; (row, created). BadRequest for a password without a secret
-        key."""
+            smtp_password: str | None, dkim: Dkim | None) -> tuple[dict[str, Any], bool]:
+        """Create or replace the account's sender; (row, created). BadRequest for a secret without a secret key,
+        and for a `dkim` without a key when none is stored."""
         sealed = self._passwords.seal(smtp_password) if smtp_password else None
-        with database.connection_context():
+        dkim_setting = None
+        if dkim is not None:
+            key_enc = self._passwords.seal(dkim.private_key, what="DKIM key") if dkim.private_key else None
+            dkim_setting = DkimSetting(domain=dkim.domain, selector=dkim.selector, key_enc=key_enc)
+        with database.connection_context(), database.atomic():
+            if dkim_setting is not None and dkim_setting.key_enc is None:
+                stored = get_sender(account, sender_id)
+                if stored is None or stored["dkim_key_enc"] is None:
+                    raise BadRequest("dkim.privateKey is required: no DKIM key is stored for this sender")
             row, created, previous_limit = put_sender(account, sender_id, from_address=from_address,
                                                       hourly_limit=hourly_limit, smtp_url=smtp_url,
-                                                      smtp_password_enc=sealed)
+                                                      smtp_password_enc=sealed, dkim=dkim_setting)
         self.caps.forget_limit(account, sender_id)
         if not created and row["hourly_limit"] > (previous_limit or self.settings.rate_limit_per_hour):
             self.intake.limit_raised(account, sender_id)
-        log.info("sender %r of account %r: %s (limit %d, relay %s, password %s)", sender_id, account,
+        log.info("sender %r of account %r: %s (limit %d, relay %s, password %s, DKIM %s)", sender_id, account,
                  "created" if created else "replaced", row["hourly_limit"], row["smtp_url"] or "the server's",
-                 "stored" if row["smtp_password_enc"] else "none")
+                 "stored" if row["smtp_password_enc"] else "none",
+                 f"d={row['dkim_domain']} s={row['dkim_selector']}" if row["dkim_key_enc"] else "none")
         return self._with_readability(row), created
 
     def get(self, account: str, sender_id: str) -> dict[str, Any] | None:
@@ -54,10 +76,10 @@ class Senders:
         return self._with_readability(row) if row is not None else None
 
     def _with_readability(self, row: dict[str, Any]) -> dict[str, Any]:
-        """The row with `secret_readable`: whether a configured key opens its stored password, found by
-        trying (None: none is stored)."""
-        sealed = row["smtp_password_enc"]
-        return dict(row, secret_readable=self._passwords.opens(sealed) if sealed else None)
+        """The row with `secret_readable`: whether a configured key opens every secret it stores (password,
+        DKIM key), found by trying (None: none is stored)."""
+        sealed = [s for s in (row["smtp_password_enc"], row["dkim_key_enc"]) if s]
+        return dict(row, secret_readable=all(self._passwords.opens(s) for s in sealed) if sealed else None)
 
     def usage(self, account: str, sender_id: str) -> int:
         """Sends (made or under way) in the sender's window, as its cap counts them."""

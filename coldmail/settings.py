@@ -131,6 +131,20 @@ def _fernet_keys(name: str, raw: str) -> tuple[str, ...]:
     return tuple(entries)
 
 
+def _helo_name(name: str, raw: str) -> str | None:
+    """A fully qualified domain name or an address literal, never `localhost`; empty: found at start
+    (coldmail.mail.helo)."""
+    from .mail.helo import is_address_literal, usable
+
+    value = raw.strip()
+    if not value:
+        return None
+    if not (usable(value) or is_address_literal(value)):
+        raise ConfigError(f"{name}={raw!r} must be a fully qualified domain name that resolves to this host "
+                          "(mail.example.com), or an address literal ([192.0.2.10]); never localhost")
+    return value
+
+
 def _optional_dir(name: str, raw: str) -> str | None:
     if not raw.strip():
         return None
@@ -187,6 +201,10 @@ class Settings:
         "COLDMAIL_SECRET_KEY", "", _fernet_keys,
         "Fernet key that encrypts senders' SMTP passwords; a comma-separated list rotates keys: the first "
         "encrypts, all decrypt (`python run.py rotate-secrets` re-encrypts with the first)")
+    smtp_helo_name: str | None = _var(
+        "SMTP_HELO_NAME", "", _helo_name,
+        "the name coldmail gives in EHLO (never localhost); unset: the machine's FQDN, else DEFAULT_FROM's "
+        "domain, else the connection's address as a literal ([192.0.2.10]), with an error logged at start")
     # Tuning; the defaults suit production, tests shrink them.
     handover_horizon_s: float = _var(
         "HANDOVER_HORIZON_SECONDS", "60", _float(1), "emails due within this are handed to Dramatiq")

@@ -1,9 +1,9 @@
 """What the operator does with the secrets stored under COLDMAIL_SECRET_KEY: the start-up check, and
 `python run.py rotate-secrets`.
 
-The check runs when the API process starts: it logs each sender whose stored
-secret no configured key opens (ids only, never the secret) and a summary, and
-lets go at once the emails held for senders whose secret opens again (the
+The check runs when the API process starts: it logs each sender with a stored
+secret (SMTP password, DKIM key) that no configured key opens (ids only, never
+the secret) and a summary, and lets go at once the emails held for senders whose secret opens again (the
 operator put the key back and restarted), rather than at the end of their hold.
 Rotation re-seals every stored secret with the first key, in one transaction,
 so that the other keys can be dropped.
@@ -45,19 +45,21 @@ def check_at_start(box: PasswordBox) -> SecretsCheck:
     held for the ones that do. Blocking."""
     with database.connection_context():
         stored = sealed_secrets()
-        readable = [(account, sender) for account, sender, sealed in stored if box.opens(sealed)]
-        opened = set(readable)
-        unreadable = [(account, sender) for account, sender, _ in stored if (account, sender) not in opened]
+        # a sender may store two secrets (SMTP password, DKIM key): it is readable when every one opens
+        shut = {(account, sender) for account, sender, sealed in stored if not box.opens(sealed)}
+        senders = list(dict.fromkeys((account, sender) for account, sender, _ in stored))
+        readable = [s for s in senders if s not in shut]
+        unreadable = [s for s in senders if s in shut]
         resumed = resume_held(readable, reason="the sender's secret opens again") if readable else 0
     for sender in unreadable:
-        log.error("sender %s: no key of COLDMAIL_SECRET_KEY opens its stored SMTP password; its emails are "
-                  "held until the key that sealed it is configured again", _named(sender))
+        log.error("sender %s: no key of COLDMAIL_SECRET_KEY opens a secret it stores (SMTP password or DKIM "
+                  "key); its emails are held until the key that sealed it is configured again", _named(sender))
     if unreadable:
         log.error("stored secrets: %d of %d open with no configured key (senders %s): put the old key back "
-                  "in COLDMAIL_SECRET_KEY, after the new one, and restart", len(unreadable), len(stored),
+                  "in COLDMAIL_SECRET_KEY, after the new one, and restart", len(unreadable), len(senders),
                   ", ".join(_named(s) for s in unreadable))
     else:
-        log.info("stored secrets: all %d open with the configured keys", len(stored))
+        log.info("stored secrets: all %d open with the configured keys", len(senders))
     if resumed:
         log.info("stored secrets: %d held email(s) due again now", resumed)
     return SecretsCheck(readable=readable, unreadable=unreadable, resumed=resumed)

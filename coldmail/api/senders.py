@@ -1,4 +1,4 @@
-"""`PUT /senders/{senderId}` and `GET /senders/{senderId}`: a sender's From address, cap and own relay.
+"""`PUT /senders/{senderId}` and `GET /senders/{senderId}`: a sender's From address, cap, own relay and DKIM.
 
 A sender id names a sender of the key's account: another account's sender of the
 same id is another sender, never seen nor changed here.
@@ -8,6 +8,10 @@ stored encrypted (COLDMAIL_SECRET_KEY), and never shown or logged; the URL is
 stored and shown without it. The relay's host must resolve to public addresses
 (coldmail.net) unless ALLOW_PRIVATE_NETWORKS=true; the worker checks it again
 at each connection, as DNS may answer otherwise by then.
+
+A DKIM private key travels on PUT only, in `dkim.privateKey`: it is parsed (in
+the executor: a 4096-bit key takes milliseconds), stored encrypted, and never
+shown or logged; GET shows the domain, the selector and `hasKey`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from marshmallow import ValidationError, fields, validate
 
 from .. import net
 from ..errors import BadRequest, NotFound
+from ..mail.dkim import UnusableKey, load_private_key
+from ..senders import Dkim
 from ..settings import Settings
 from .auth import account_of
 from .body import read_json
@@ -81,6 +87,30 @@ class SmtpUrl(fields.String):
         """Checked in _deserialize, on the text; `validate` is there for the OpenAPI description."""
 
 
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+#: d=: a domain name of two labels at least (what DNS publishes the key under, with the selector)
+DKIM_DOMAIN = Pattern(rf"^(?=.{{1,253}}$)(?:{_LABEL}\.)+{_LABEL}$",
+                      error="Not a domain name (example.com).")
+#: s=: one or more DNS labels
+DKIM_SELECTOR = Pattern(rf"^(?=.{{1,63}}$){_LABEL}(?:\.{_LABEL})*$",
+                        error="Not a DKIM selector: DNS labels of letters, digits and hyphens (s1, mail2026).")
+#: a PEM RSA key of 4096 bits is about 3.3 KiB
+MAX_KEY_CHARS = 16_384
+
+
+class DkimSchema(StrictSchema):
+    domain = fields.String(required=True, validate=DKIM_DOMAIN, metadata={
+        "description": "The signing domain (d=), aligned with the From address's domain for DMARC",
+        "example": "example.com"})
+    selector = fields.String(required=True, validate=DKIM_SELECTOR, metadata={
+        "description": "The selector (s=): the public key is published at {selector}._domainkey.{domain}",
+        "example": "s1"})
+    privateKey = fields.String(load_default=None, validate=validate.Length(min=1, max=MAX_KEY_CHARS), metadata={
+        "description": "An RSA private key (1024 to 4096 bits; 2048 is usual) in PEM, not encrypted: "
+                       "-----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----. Stored encrypted "
+                       "(COLDMAIL_SECRET_KEY) and never shown. Omitted: the stored key is kept."})
+
+
 class SenderInSchema(StrictSchema):
     fromAddress = EmailAddress(required=True, metadata={"example": "alice@example.com"})
     hourlyLimit = fields.Integer(
@@ -95,12 +125,21 @@ class SenderInSchema(StrictSchema):
                        "encrypted and never shown. Repeat the URL as GET shows it (without the password) "
                        "to keep the stored one. Omitted or null: the server's SMTP_URL.",
         "example": "smtp://alice@smtp.example.com:587?starttls=require"})
+    dkim = fields.Nested(DkimSchema, load_default=None, allow_none=True, metadata={
+        "description": "Sign every message of the sender with DKIM (rsa-sha256, relaxed/relaxed). Omitted or "
+                       "null: no signature (a stored key is removed)."})
 
 
 class UsageSchema(StrictSchema):
     sentInWindow = fields.Integer(required=True, metadata={
         "description": "Sends (made or under way) in the last windowSeconds, as the cap counts them"})
     windowSeconds = fields.Integer(required=True)
+
+
+class DkimOutSchema(StrictSchema):
+    domain = fields.String(required=True)
+    selector = fields.String(required=True)
+    hasKey = fields.Boolean(required=True, metadata={"description": "A private key is stored (never shown)"})
 
 
 class SenderOutSchema(StrictSchema):
@@ -111,9 +150,11 @@ class SenderOutSchema(StrictSchema):
                             metadata={"description": "Without its password; null: the server's SMTP_URL"})
     hasPassword = fields.Boolean(required=True, metadata={"description": "An SMTP password is stored"})
     secretReadable = fields.Boolean(required=True, allow_none=True, metadata={
-        "description": "Whether a key of the server's COLDMAIL_SECRET_KEY opens the stored password; false: "
-                       "the key was changed, and the sender's emails are held PENDING until it is back. "
-                       "null: no password is stored"})
+        "description": "Whether a key of the server's COLDMAIL_SECRET_KEY opens the stored password and DKIM "
+                       "key; false: the key was changed, and the sender's emails are held PENDING until it is "
+                       "back. null: neither is stored"})
+    dkim = fields.Nested(DkimOutSchema, required=True, allow_none=True,
+                         metadata={"description": "null: messages are not signed"})
     usage = fields.Nested(UsageSchema, required=True)
     createdAt = fields.String(required=True)
     updatedAt = fields.String(required=True)
@@ -131,6 +172,8 @@ def sender_json(row: dict[str, Any], *, sent_in_window: int, settings: Settings)
         "smtpUrl": row["smtp_url"],
         "hasPassword": row["smtp_password_enc"] is not None,
         "secretReadable": row["secret_readable"],
+        "dkim": {"domain": row["dkim_domain"], "selector": row["dkim_selector"], "hasKey": True}
+        if row["dkim_key_enc"] else None,
         "usage": {"sentInWindow": sent_in_window, "windowSeconds": settings.rate_limit_window_s},
         "createdAt": iso(row["created_at"]),
         "updatedAt": iso(row["updated_at"]),
@@ -146,6 +189,14 @@ def _check_public(url: str) -> None:
         raise ValidationError({"smtpUrl": [str(e)]}) from None
 
 
+def _check_key(pem: str) -> None:
+    """The DKIM key must be one coldmail can sign with; the error says why, never repeating the key."""
+    try:
+        load_private_key(pem)
+    except UnusableKey as e:
+        raise ValidationError({"dkim": {"privateKey": [str(e)]}}) from None
+
+
 @routes.put("/senders/{sender_id}")
 async def put(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
@@ -158,10 +209,16 @@ async def put(request: web.Request) -> web.Response:
     endpoint: SmtpEndpoint | None = data["smtpUrl"]
     if endpoint is not None and not ctx.settings.allow_private_networks:
         await ctx.run(_check_public, endpoint.url)
+    dkim = None
+    if data["dkim"] is not None:
+        dkim = Dkim(domain=data["dkim"]["domain"].lower(), selector=data["dkim"]["selector"].lower(),
+                    private_key=data["dkim"]["privateKey"])
+        if dkim.private_key is not None:
+            await ctx.run(_check_key, dkim.private_key)
     account = account_of(request)
     row, created = await ctx.run(ctx.senders.put, account, sender_id, from_address=data["fromAddress"],
                                  hourly_limit=data["hourlyLimit"], smtp_url=endpoint.url if endpoint else None,
-                                 smtp_password=endpoint.password if endpoint else None)
+                                 smtp_password=endpoint.password if endpoint else None, dkim=dkim)
     used = await ctx.run(ctx.senders.usage, account, sender_id)
     return web.json_response(sender_json(row, sent_in_window=used, settings=ctx.settings),
                              status=201 if created else 200)

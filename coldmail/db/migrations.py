@@ -120,6 +120,13 @@ CREATE INDEX emails_sender_status_id ON emails (account, sender_id, status, id D
 -- worker_id: the worker process holding the lease, so the sweep frees it as soon as that process is dead.
 ALTER TABLE emails ADD COLUMN claims integer NOT NULL DEFAULT 0, ADD COLUMN worker_id text;
 """),
+    (5, "senders' DKIM keys", """
+-- A sender's DKIM signing domain (d=), selector (s=) and private key, sealed with COLDMAIL_SECRET_KEY as its
+-- SMTP password is: all three or none.
+ALTER TABLE senders ADD COLUMN dkim_domain text, ADD COLUMN dkim_selector text, ADD COLUMN dkim_key_enc text,
+    ADD CONSTRAINT senders_dkim_whole CHECK (
+        (dkim_domain IS NULL) = (dkim_selector IS NULL) AND (dkim_domain IS NULL) = (dkim_key_enc IS NULL));
+"""),
 ]
 
 

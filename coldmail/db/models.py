@@ -29,6 +29,9 @@ class Sender(BaseModel):
     created_at = DateTimeTZField()
     updated_at = DateTimeTZField()
     account = TextField()
+    dkim_domain = TextField(null=True)
+    dkim_selector = TextField(null=True)
+    dkim_key_enc = TextField(null=True)
 
     class Meta:
         table_name = "senders"

@@ -7,6 +7,7 @@ schedule request is a row of NULLs: "the defaults".
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .connection import database
@@ -22,31 +23,48 @@ def get_sender(account: str, sender_id: str) -> dict[str, Any] | None:
 
 
 _PUT = f"""
-WITH before AS (SELECT hourly_limit FROM senders WHERE account = %(account)s AND id = %(id)s)
-INSERT INTO senders AS s (account, id, from_address, hourly_limit, smtp_url, smtp_password_enc)
-VALUES (%(account)s, %(id)s, %(from)s, %(limit)s, %(url)s, %(pw)s)
+WITH before AS (SELECT hourly_limit, dkim_key_enc FROM senders WHERE account = %(account)s AND id = %(id)s)
+INSERT INTO senders AS s (account, id, from_address, hourly_limit, smtp_url, smtp_password_enc, dkim_domain,
+                          dkim_selector, dkim_key_enc)
+VALUES (%(account)s, %(id)s, %(from)s, %(limit)s, %(url)s, %(pw)s, %(dkim_domain)s, %(dkim_selector)s,
+        -- in VALUES, not in the update: the row proposed for insertion must pass the all-or-none check
+        CASE WHEN %(dkim_domain)s::text IS NOT NULL
+             THEN coalesce(%(dkim_key)s::text, (SELECT dkim_key_enc FROM before)) END)
 ON CONFLICT (account, id) DO UPDATE SET
     from_address = EXCLUDED.from_address, hourly_limit = EXCLUDED.hourly_limit, smtp_url = EXCLUDED.smtp_url,
     smtp_password_enc = CASE
         WHEN EXCLUDED.smtp_password_enc IS NULL AND EXCLUDED.smtp_url = s.smtp_url THEN s.smtp_password_enc
         ELSE EXCLUDED.smtp_password_enc END,
+    dkim_domain = EXCLUDED.dkim_domain, dkim_selector = EXCLUDED.dkim_selector, dkim_key_enc = EXCLUDED.dkim_key_enc,
     updated_at = now()
 RETURNING {SENDER_COLUMNS}, (xmax = 0) AS created, (SELECT hourly_limit FROM before) AS previous_limit
 """
 
 
+@dataclass(frozen=True)
+class DkimSetting:
+    """A sender's DKIM as PUT gives it: d=, s= and the sealed key (None: keep the stored one)."""
+
+    domain: str
+    selector: str
+    key_enc: str | None
+
+
 def put_sender(account: str, sender_id: str, *, from_address: str, hourly_limit: int, smtp_url: str | None,
-               smtp_password_enc: str | None) -> tuple[dict[str, Any], bool, int | None]:
+               smtp_password_enc: str | None, dkim: DkimSetting | None
+               ) -> tuple[dict[str, Any], bool, int | None]:
     """Create or replace an account's sender; return (row, created, the hourly limit it had before: None when
     created or when it had none, the default).
 
     A request that repeats the stored `smtp_url` without a password keeps the
     stored password (GET never shows it, so a GET-edit-PUT round trip must not drop
-    it); any other URL without one drops it.
+    it); any other URL without one drops it. Likewise a `dkim` without a key keeps
+    the stored key; no `dkim` removes it.
     """
     row = one(database.execute_sql(_PUT, {
         "account": account, "id": sender_id, "from": from_address, "limit": hourly_limit, "url": smtp_url,
-        "pw": smtp_password_enc}))
+        "pw": smtp_password_enc, "dkim_domain": dkim.domain if dkim else None,
+        "dkim_selector": dkim.selector if dkim else None, "dkim_key": dkim.key_enc if dkim else None}))
     assert row is not None, "an upsert returns its row"
     created, previous_limit = row.pop("created"), row.pop("previous_limit")
     return row, created, previous_limit
@@ -96,18 +114,23 @@ def sent_in_window(account: str, sender_id: str, *, window_s: float) -> int:
 
 
 def sealed_secrets(*, for_update: bool = False) -> list[tuple[str, str, str]]:
-    """(account, sender id, sealed SMTP password) of every sender that stores one; `for_update` locks those
-    rows (rotate-secrets, inside its transaction: a PUT meanwhile waits rather than being overwritten)."""
+    """(account, sender id, sealed secret) of every secret senders store (SMTP passwords and DKIM keys: a
+    sender may appear twice); `for_update` locks those rows (rotate-secrets, inside its transaction: a PUT
+    meanwhile waits rather than being overwritten)."""
     lock = " FOR UPDATE" if for_update else ""
-    sql = ("SELECT account, id, smtp_password_enc FROM senders WHERE smtp_password_enc IS NOT NULL "
-           f"ORDER BY account, id{lock}")
-    return [(row[0], row[1], row[2]) for row in database.execute_sql(sql).fetchall()]
+    sql = ("SELECT account, id, smtp_password_enc, dkim_key_enc FROM senders "
+           f"WHERE smtp_password_enc IS NOT NULL OR dkim_key_enc IS NOT NULL ORDER BY account, id{lock}")
+    return [(row[0], row[1], sealed) for row in database.execute_sql(sql).fetchall()
+            for sealed in row[2:] if sealed is not None]
 
 
 def replace_sealed(account: str, sender_id: str, *, old: str, new: str) -> bool:
-    """The sender's sealed password, sealed again with another key (same secret); False if it changed
-    meanwhile."""
+    """One of the sender's sealed secrets, sealed again with another key (same secret); False if it changed
+    meanwhile. Fernet tokens never repeat, so `old` names one column's value."""
     cursor = database.execute_sql(
-        "UPDATE senders SET smtp_password_enc = %(new)s WHERE account = %(account)s AND id = %(id)s "
-        "AND smtp_password_enc = %(old)s", {"account": account, "id": sender_id, "old": old, "new": new})
+        "UPDATE senders SET "
+        "smtp_password_enc = CASE WHEN smtp_password_enc = %(old)s THEN %(new)s ELSE smtp_password_enc END, "
+        "dkim_key_enc = CASE WHEN dkim_key_enc = %(old)s THEN %(new)s ELSE dkim_key_enc END "
+        "WHERE account = %(account)s AND id = %(id)s AND %(old)s IN (smtp_password_enc, dkim_key_enc)",
+        {"account": account, "id": sender_id, "old": old, "new": new})
     return cursor.rowcount == 1

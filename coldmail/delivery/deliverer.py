@@ -14,7 +14,7 @@ only the emails of that relay are given back, and when a sender has
 SENDER_CONCURRENCY sends in flight (coldmail.delivery.inflight), only that
 sender's; the others go on, each at its time. What a failure leads to is
 decided by coldmail.delivery.retry; which transport an email takes, by
-coldmail.delivery.routing.
+coldmail.delivery.routing; its DKIM signature, by coldmail.delivery.signing.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from .outcomes import Outcome, Result
 from .recorder import Recorder, Sent
 from .retry import ATTEMPT_FAILURES, GiveBack, Hold, Release, RetryPolicy, Verdict
 from .routing import Router
+from .signing import Signer
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,12 @@ class Deliverer:
     """Sends the emails of one message at a time per calling thread; shared by all the worker's threads.
     Built by coldmail.delivery.wiring.build_deliverer."""
 
-    def __init__(self, settings: Settings, *, caps: Caps, router: Router, recorder: Recorder,
+    def __init__(self, settings: Settings, *, caps: Caps, router: Router, signer: Signer, recorder: Recorder,
                  retry: RetryPolicy, worker: str | None = None, inflight: InFlight | None = None) -> None:
         self.settings = settings
         self.caps = caps
         self.router = router
+        self.signer = signer
         self.recorder = recorder
         self.retry = retry
         #: this worker process's id, on each of its claims (coldmail.delivery.liveness)
@@ -258,6 +260,7 @@ class Deliverer:
             log.exception("email %r: its message could not be built", row["id"], extra=email_fields(row))
             return self._attempt_failed(row, self.retry.unbuildable(e))
         try:
+            message = self.signer.sign(message, row)
             transport, relay = self.router.route(row)
             started = time.monotonic()
             reply = transport.send(message, relay=relay, email_id=row["id"])

@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from .. import net
 from ..errors import BadRequest, ConfigError, PermanentSendError, TransientSendError
 from .deadline import Watch, Watchdog
+from .helo import address_literal
 from .message import Outgoing
 
 log = logging.getLogger(__name__)
@@ -122,9 +123,9 @@ class SmtpTransport:
         self.idle_s = idle_s
         #: ALLOW_PRIVATE_NETWORKS: senders' relays may be on loopback, private and link-local addresses
         self.allow_private = allow_private
-        # Both once, not per connection: smtplib would look the name up for each, and a TLS context
-        # loads the system's CA certificates (tens of ms of CPU).
-        self.local_hostname = local_hostname or socket.getfqdn()
+        #: the EHLO name (coldmail.mail.helo); None: each connection's own address, as a literal
+        self.local_hostname = local_hostname
+        # Once, not per connection: a TLS context loads the system's CA certificates (tens of ms of CPU).
         self.tls = ssl.create_default_context()
         self._watchdog = Watchdog()
         self._local = threading.local()
@@ -141,17 +142,20 @@ class SmtpTransport:
             destination = net.resolve(relay.host, relay.port, allow_private=self.allow_private or relay.trusted)
         except BadRequest as e:  # refused by the guard, or no such host: DNS may answer otherwise later
             raise TransientSendError(f"relay not connected to: {e}") from None
+        # a name given (even empty) keeps smtplib from looking up the machine's own, once per connection
+        name = self.local_hostname or ""
         if relay.implicit_tls:
-            conn: smtplib.SMTP = _SMTP_SSL(local_hostname=self.local_hostname, timeout=self.timeout_s,
-                                           context=self.tls)
+            conn: smtplib.SMTP = _SMTP_SSL(local_hostname=name, timeout=self.timeout_s, context=self.tls)
         else:
-            conn = _SMTP(local_hostname=self.local_hostname, timeout=self.timeout_s)
+            conn = _SMTP(local_hostname=name, timeout=self.timeout_s)
         conn.destination, conn.watch = destination, watch
         try:
             code, reply = conn.connect(relay.host, relay.port)
             if code != 220:
                 raise smtplib.SMTPConnectError(code, reply)
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if not name:
+                conn.local_hostname = address_literal(conn.sock)
             conn.ehlo()
             if not relay.implicit_tls and relay.starttls != "never":
                 if conn.has_extn("starttls"):

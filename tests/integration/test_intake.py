@@ -83,10 +83,10 @@ def test_senders_put_get_and_usage(services):
     _, senders = services
     # Given a new sender, When it is put twice, Then it is created once and replaced once
     row, created = senders.put("default", "s1", from_address="a@example.com", hourly_limit=5, smtp_url=None,
-                               smtp_password=None)
+                               smtp_password=None, dkim=None)
     assert created and row["hourly_limit"] == 5
     row, created = senders.put("default", "s1", from_address="a@example.com", hourly_limit=50, smtp_url=None,
-                               smtp_password=None)
+                               smtp_password=None, dkim=None)
     assert not created and senders.get("default", "s1")["hourly_limit"] == 50
     # And it has sent nothing, And an unknown sender is None
     assert senders.usage("default", "s1") == 0

@@ -32,6 +32,8 @@ class Arrival:
     raw: bytes
     #: the MAIL FROM parameters (SMTPUTF8, BODY=8BITMIME)
     mail_options: list[str] = field(default_factory=list)
+    #: the name the client gave in EHLO (or HELO) on the connection the message came on
+    helo: str | None = None
 
 
 @dataclass
@@ -67,7 +69,7 @@ class RecordingHandler:
             self.arrivals.append(Arrival(
                 at=time.time(), mail_from=envelope.mail_from, rcpt_tos=list(envelope.rcpt_tos),
                 message=message_from_bytes(raw, policy=policy.default), raw=raw,
-                mail_options=list(envelope.mail_options)))
+                mail_options=list(envelope.mail_options), helo=session.host_name))
             delay = self.reply_delay_s
         if delay:
             await asyncio.sleep(delay)

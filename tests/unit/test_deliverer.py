@@ -18,6 +18,7 @@ from coldmail.delivery.deliverer import Deliverer
 from coldmail.delivery.outcomes import Result
 from coldmail.delivery.retry import Release, RetryPolicy
 from coldmail.delivery.routing import Router
+from coldmail.delivery.signing import Signer
 from coldmail.errors import PermanentSendError, TransientSendError
 from coldmail.mail.memory import MemoryTransport
 from coldmail.mail.transports import Relay
@@ -149,7 +150,7 @@ def parts(rows, relay):
     caps, recorder = Caps(), Recorder()
     router = Router(smtp=relay, outbox=MemoryTransport(), default_relay=Relay.from_url(settings.smtp_url),
                     passwords=PasswordBox(()))
-    deliverer = Deliverer(settings, caps=caps, router=router, recorder=recorder,
+    deliverer = Deliverer(settings, caps=caps, router=router, signer=Signer(PasswordBox(())), recorder=recorder,
                           retry=RetryPolicy.from_settings(settings))
     return SimpleNamespace(deliverer=deliverer, caps=caps, recorder=recorder, outbox=router.outbox)
 

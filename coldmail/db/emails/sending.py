@@ -31,7 +31,8 @@ WITH c AS (
     SELECT id, 'claimed', jsonb_build_object('attempt', attempts + 1) FROM c
 )
 SELECT c.*, greatest(0, extract(epoch FROM c.next_attempt_at - now()))::float AS wait_s,
-       s.from_address, s.hourly_limit, s.smtp_url, s.smtp_password_enc
+       s.from_address, s.hourly_limit, s.smtp_url, s.smtp_password_enc, s.dkim_domain, s.dkim_selector,
+       s.dkim_key_enc
 FROM c LEFT JOIN senders s ON s.account = c.account AND s.id = c.sender_id
 ORDER BY c.next_attempt_at, c.id
 """
