@@ -24,7 +24,7 @@ from ..crypto import PasswordBox
 from ..db import webhooks as rows
 from ..errors import BadRequest, NotFound, SecretUnreadable
 from ..webhooks import post, signing
-from ..webhooks.delivery import body_of
+from ..webhooks.delivery import UNREADABLE_SECRET, body_of
 from ..webhooks.events import EVENT_TYPES, TEST_EVENT
 from .auth import account_of
 from .body import read_json
@@ -184,8 +184,7 @@ async def test(request: web.Request) -> web.Response:
     try:
         secret = PasswordBox(ctx.settings.secret_keys).open(row["secret_enc"])
     except SecretUnreadable:
-        answer = post.Answer(code=None, error="the webhook's signing secret cannot be opened: no key of "
-                                              "COLDMAIL_SECRET_KEY opens it")
+        answer = post.Answer(code=None, error=UNREADABLE_SECRET)
     else:
         body = body_of({"type": TEST_EVENT, "timestamp": iso(datetime.now(timezone.utc)),
                         "data": {"webhookId": webhook_id}})

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 #: a claim outlives the longest attempt (post.TIMEOUT_S) with room to record it; a worker killed mid-post
 #: leaves its delivery to be handed over again this long after the claim
 LEASE_S = post.TIMEOUT_S + 10
+#: a delivery's error when its endpoint's secret cannot be opened (COLDMAIL_SECRET_KEY changed): it is retried
+UNREADABLE_SECRET = "the webhook's signing secret cannot be opened: no key of COLDMAIL_SECRET_KEY opens it"
 #: the longest wait between two attempts
 MAX_BACKOFF_S = 3600.0
 
@@ -76,8 +78,7 @@ class WebhookDeliverer:
         try:
             secret = self.box.open(claimed["secret_enc"])
         except SecretUnreadable:
-            return post.Answer(code=None, error="the webhook's signing secret cannot be opened: no key of "
-                                                "COLDMAIL_SECRET_KEY opens it")
+            return post.Answer(code=None, error=UNREADABLE_SECRET)
         body = body_of(claimed["payload"])
         headers = signing.headers(secret, claimed["msg_id"], int(time.time()), body)
         return asyncio.run(post.post(claimed["url"], body, headers,
