@@ -14,6 +14,7 @@ from standardwebhooks.webhooks import Webhook
 
 from coldmail import net
 from tests.support.db import sql
+from tests.support.metrics import parse
 from tests.support.payloads import email
 from tests.support.receiver import Receiver
 from tests.support.waiting import async_wait_for
@@ -214,3 +215,45 @@ async def test_a_public_name_resolving_to_a_private_address_is_refused_at_delive
                          timeout_s=15, what="an attempt")
     assert "loopback" in sql("SELECT last_error FROM webhook_deliveries")[0][0]
     assert receiver.received == []
+
+
+async def test_failed_and_deferred_emails_are_reported(make_service, auth, receiver, sink):
+    client = (await make_service(**FAST_WEBHOOKS)).client
+    hook = await register(client, auth, receiver.url, events=["email.failed", "email.deferred"])
+    sink.fail_next("451 4.3.0 try later", "550 5.1.1 no such user")
+    email_id = await schedule(client, auth)
+    await async_wait_for(lambda: len(receiver.received) == 2, timeout_s=20, what="deferred, then failed")
+    deferred, failed = (verified(hook["secret"], r) for r in receiver.received)
+    assert deferred["type"] == "email.deferred" and deferred["data"]["reason"] == "attempt_failed"
+    assert deferred["data"]["email"]["id"] == email_id and deferred["data"]["code"] == 451
+    assert failed["type"] == "email.failed" and failed["data"]["email"]["status"] == "FAILED"
+    assert failed["data"]["code"] == 550 and "no such user" in failed["data"]["error"]
+    # two events, two webhook-ids
+    assert receiver.received[0].headers["webhook-id"] != receiver.received[1].headers["webhook-id"]
+
+
+async def test_a_delivery_failing_past_its_window_is_failed_and_counted(make_service, auth, receiver):
+    service = await make_service(**FAST_WEBHOOKS, WEBHOOK_RETRY_WINDOW_SECONDS="1")
+    client = service.client
+    hook = await register(client, auth, receiver.url)
+    receiver.answers = [500] * 100
+
+    async def page():
+        return parse((await (await client.get("/metrics")).read()).decode())
+
+    before = await page()  # the counters are this test process's: compared with what they were
+    await schedule(client, auth)
+    await async_wait_for(lambda: len(receiver.received) >= 1, timeout_s=15, what="a first attempt")
+    assert (await page())("coldmail_webhook_oldest_pending_seconds") > 0
+    await async_wait_for(lambda: sql("SELECT status FROM webhook_deliveries") == [("failed",)], timeout_s=15,
+                         what="failed once an attempt fails a second after the event")
+    attempts = sql("SELECT attempts FROM webhook_deliveries")[0][0]
+    assert attempts == len(receiver.received) >= 2
+    samples = await page()
+    for outcome, count in (("failed", 1), ("retry", attempts - 1)):
+        counted = samples("coldmail_webhook_deliveries_total", outcome=outcome)
+        assert counted - before("coldmail_webhook_deliveries_total", outcome=outcome) == count, outcome
+    assert samples("coldmail_webhook_oldest_pending_seconds") == 0
+    rows = (await (await client.get(f"/webhooks/{hook['id']}/deliveries", headers=auth)).json())["deliveries"]
+    assert rows[0] == {**rows[0], "status": "failed", "lastStatusCode": 500, "lastError": "HTTP 500",
+                       "nextAttemptAt": None}
