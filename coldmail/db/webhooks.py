@@ -131,3 +131,16 @@ def oldest_pending_age_s() -> float | None:
         "SELECT extract(epoch FROM now() - created_at)::float FROM webhook_deliveries "
         "WHERE status = 'pending' ORDER BY id LIMIT 1").fetchone()
     return row[0] if row else None
+
+
+def sealed_secrets(*, for_update: bool = False) -> list[tuple[str, int, str]]:
+    """(account, webhook id, sealed secret) of every endpoint: what rotate-secrets re-seals."""
+    sql = "SELECT account, id, secret_enc FROM webhooks ORDER BY account, id" + (" FOR UPDATE" if for_update else "")
+    return database.execute_sql(sql).fetchall()
+
+
+def replace_sealed(account: str, webhook_id: int, *, old: str, new: str) -> bool:
+    """Compare-and-set: only if the secret is still `old`."""
+    return database.execute_sql(
+        "UPDATE webhooks SET secret_enc = %(new)s WHERE account = %(account)s AND id = %(id)s "
+        "AND secret_enc = %(old)s", {"account": account, "id": webhook_id, "old": old, "new": new}).rowcount == 1

@@ -12,7 +12,8 @@ import redis
 from cryptography.fernet import Fernet
 from standardwebhooks.webhooks import Webhook
 
-from coldmail import net
+from coldmail import net, stored_secrets
+from coldmail.crypto import PasswordBox
 from tests.support.db import sql
 from tests.support.metrics import parse
 from tests.support.payloads import email
@@ -257,3 +258,19 @@ async def test_a_delivery_failing_past_its_window_is_failed_and_counted(make_ser
     rows = (await (await client.get(f"/webhooks/{hook['id']}/deliveries", headers=auth)).json())["deliveries"]
     assert rows[0] == {**rows[0], "status": "failed", "lastStatusCode": 500, "lastError": "HTTP 500",
                        "nextAttemptAt": None}
+
+
+async def test_rotate_secrets_reseals_webhook_secrets_so_the_old_key_can_go(make_service, auth, receiver):
+    # Given an endpoint registered under K1
+    k2 = Fernet.generate_key().decode()
+    client = (await make_service(**FAST_WEBHOOKS)).client
+    hook = await register(client, auth, receiver.url)
+    await client.close()
+    # When the secrets are re-sealed with "K2,K1" and the server then runs with K2 alone
+    done = stored_secrets.rotate(PasswordBox((k2, SECRET_KEY)))
+    assert done.resealed == 1 and done.unreadable_webhooks == []
+    client = (await make_service(**{**FAST_WEBHOOKS, "COLDMAIL_SECRET_KEY": k2})).client
+    # Then its deliveries are still signed with the same secret
+    resp = await client.post(f"/webhooks/{hook['id']}/test", headers=auth)
+    assert (await resp.json())["delivered"] is True
+    verified(hook["secret"], receiver.received[-1])
