@@ -60,6 +60,8 @@ MESSAGES = Counter("coldmail_worker_messages", "Emails a worker dealt with, by w
 
 WEBHOOK_DELIVERIES = Counter("coldmail_webhook_deliveries", "Webhook delivery attempts, by what came of each "
                              "(delivered, retry: will be tried again, failed: its retries are used up)", ["outcome"])
+for _outcome in ("delivered", "retry", "failed"):
+    WEBHOOK_DELIVERIES.labels(_outcome)  # every outcome shows, at 0, before it first happens
 
 
 def multiprocess_mode() -> bool:
