@@ -5,6 +5,7 @@ posted to an address the outbound guard refuses."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
@@ -274,3 +275,22 @@ async def test_rotate_secrets_reseals_webhook_secrets_so_the_old_key_can_go(make
     resp = await client.post(f"/webhooks/{hook['id']}/test", headers=auth)
     assert (await resp.json())["delivered"] is True
     verified(hook["secret"], receiver.received[-1])
+
+
+async def test_a_receiver_that_never_answers_does_not_hold_back_email(make_service, auth, receiver):
+    # Given two worker threads, at most one of which may post webhooks, and a receiver that never answers
+    client = (await make_service(**FAST_WEBHOOKS, WORKER_THREADS="2", WEBHOOK_CONCURRENCY="1")).client
+    await register(client, auth, receiver.url)
+    receiver.hang = True
+    for i in range(2):  # two deliveries, each of which would hold a thread for 10 s
+        await schedule(client, auth, f"first {i}")
+    await async_wait_for(lambda: receiver.received, timeout_s=10, what="a post that hangs")
+    await asyncio.sleep(1)  # time for the other delivery to be handed over (and put back: no slot is free)
+    # When twenty more emails are due
+    for i in range(20):
+        await schedule(client, auth, f"more {i}")
+    # Then they are all sent while one thread waits on the receiver (its timeout is 10 s)
+    await async_wait_for(lambda: sql("SELECT count(*) FROM emails WHERE status = 'SENT'")[0][0] == 22,
+                         timeout_s=6, what="every email sent while the receiver hangs")
+    assert len(receiver.received) == 1
+    assert sql("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'") == [(22,)]
