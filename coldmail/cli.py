@@ -87,8 +87,12 @@ def _rotate_secrets(settings: Settings) -> int:
         senders = ", ".join(f"{sender!r} of account {account!r}" for account, sender in done.unreadable)
         print(f"{len(done.unreadable)} stored secret(s) open with no configured key and were left as they are "
               f"(senders {senders}): add the key that sealed them and run rotate-secrets again", file=sys.stderr)
-        return 1
-    return 0
+    if done.unreadable_webhooks:
+        webhooks = ", ".join(f"{webhook_id} of account {account!r}" for account, webhook_id in done.unreadable_webhooks)
+        print(f"{len(done.unreadable_webhooks)} webhook signing secret(s) open with no configured key and were "
+              f"left as they are (webhooks {webhooks}): add the key that sealed them and run rotate-secrets again",
+              file=sys.stderr)
+    return 1 if done.unreadable or done.unreadable_webhooks else 0
 
 
 def _run(command: str, settings: Settings, args) -> int:

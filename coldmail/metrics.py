@@ -22,6 +22,7 @@ from prometheus_client.exposition import choose_encoder
 
 from .db import database
 from .db.emails.reads import count_live
+from .db.webhooks import oldest_pending_age_s
 from .errors import ConfigError
 from .settings import Settings
 from .status import EmailStatus
@@ -56,6 +57,11 @@ LATENESS = Histogram("coldmail_send_lateness_seconds", "Time an email was sent m
 MESSAGES = Counter("coldmail_worker_messages", "Emails a worker dealt with, by what came of each (sent, failed, "
                    "retry, rate_limited, released, held, skipped, not_yet), and messages that raised (error)",
                    ["outcome"])
+
+WEBHOOK_DELIVERIES = Counter("coldmail_webhook_deliveries", "Webhook delivery attempts, by what came of each "
+                             "(delivered, retry: will be tried again, failed: its retries are used up)", ["outcome"])
+for _outcome in ("delivered", "retry", "failed"):
+    WEBHOOK_DELIVERIES.labels(_outcome)  # every outcome shows, at 0, before it first happens
 
 
 def multiprocess_mode() -> bool:
@@ -99,6 +105,21 @@ class LiveEmails:
         yield family
 
 
+class OldestWebhookEvent:
+    """`coldmail_webhook_oldest_pending_seconds`: the age of the oldest event not yet delivered to an endpoint
+    (0 when none waits), from PostgreSQL at scrape time. A receiver down for long shows here."""
+
+    def collect(self):
+        try:
+            with database.connection_context():
+                age = oldest_pending_age_s()
+        except Exception as e:  # as LiveEmails: left out, not shown as 0
+            log.warning("metrics: finding the oldest undelivered webhook event failed: %s", e)
+            return
+        yield GaugeMetricFamily("coldmail_webhook_oldest_pending_seconds", "Age of the oldest webhook event "
+                                "not yet delivered (0: none waits)", value=age or 0.0)
+
+
 def scrape_registry(settings: Settings) -> CollectorRegistry:
     """What /metrics shows: this process's figures, or all processes' in multiprocess mode, and the counts."""
     check_mode(settings)
@@ -108,6 +129,7 @@ def scrape_registry(settings: Settings) -> CollectorRegistry:
     else:
         registry.register(_ThisProcess())
     registry.register(LiveEmails())
+    registry.register(OldestWebhookEvent())
     return registry
 
 

@@ -1,4 +1,5 @@
-"""APScheduler jobs of the API process: hand over emails as they come due, and recover lost ones.
+"""APScheduler jobs of the API process: hand over emails as they come due, and recover lost ones; hand over
+webhook deliveries (coldmail.webhooks.handover).
 
 Several API processes may run these at once: the hand-over takes rows with
 SKIP LOCKED and every sweep is a compare-and-set, so each email is handed
@@ -21,6 +22,7 @@ from .delivery.retry import RetryPolicy
 from .queue.handover import HandOver
 from .queue.recovery import QueueRecovery
 from .settings import Settings
+from .webhooks.handover import WebhookHandOver
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +131,7 @@ def _guarded(job, name: str):
     return run
 
 
-def start_scheduler(settings: Settings, handover: HandOver) -> BackgroundScheduler:
+def start_scheduler(settings: Settings, handover: HandOver, webhooks: WebhookHandOver) -> BackgroundScheduler:
     recovery = QueueRecovery(handover.broker, queue_name=settings.queue_name, dead_worker_s=settings.dead_worker_s)
     liveness = Liveness(handover.broker.client, dead_worker_s=settings.dead_worker_s,
                         forget_after_s=2 * max(settings.lease_s, settings.dead_worker_s))
@@ -141,5 +143,7 @@ def start_scheduler(settings: Settings, handover: HandOver) -> BackgroundSchedul
     scheduler.add_job(_guarded(jobs.hand_over_due, "hand_over_due"), "interval",
                       seconds=settings.handover_interval_s, id="hand_over_due")
     scheduler.add_job(_guarded(jobs.sweep, "sweep"), "interval", seconds=settings.sweep_interval_s, id="sweep")
+    scheduler.add_job(_guarded(webhooks.run, "hand_over_webhooks"), "interval",
+                      seconds=settings.handover_interval_s, id="hand_over_webhooks")
     scheduler.start()
     return scheduler

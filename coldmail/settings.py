@@ -195,11 +195,11 @@ class Settings:
     port: int = _var("PORT", "8080", _int(0, 65535), "where the API listens")
     allow_private_networks: bool = _var(
         "ALLOW_PRIVATE_NETWORKS", "false", _bool,
-        "let API users point senders' relays at loopback, private and link-local addresses (local set-ups and "
-        "tests); the operator's own SMTP_URL is always trusted")
+        "let API users point senders' relays and webhooks at loopback, private and link-local addresses, and "
+        "webhooks at http:// URLs (local set-ups and tests); the operator's own SMTP_URL is always trusted")
     secret_keys: tuple[str, ...] = _var(
         "COLDMAIL_SECRET_KEY", "", _fernet_keys,
-        "Fernet key that encrypts senders' SMTP passwords; a comma-separated list rotates keys: the first "
+        "Fernet key that encrypts senders' SMTP passwords and webhooks' signing secrets; a comma-separated list rotates keys: the first "
         "encrypts, all decrypt (`python run.py rotate-secrets` re-encrypts with the first)")
     smtp_helo_name: str | None = _var(
         "SMTP_HELO_NAME", "", _helo_name,
@@ -250,6 +250,17 @@ class Settings:
     worker_poll_ms: int = _var(
         "WORKER_POLL_MS", "20", _int(1, 10000), "Dramatiq's poll interval; bounds the lateness of delayed messages")
     queue_name: str = _var("QUEUE_NAME", "coldmail", _text, "Dramatiq queue of the send actor")
+    webhook_retry_backoff_s: float = _var(
+        "WEBHOOK_RETRY_BACKOFF_SECONDS", "5", _float(0),
+        "first retry delay of a webhook delivery (non-2xx or no answer); doubles each time with jitter, an hour "
+        "at most")
+    webhook_retry_window_s: float = _var(
+        "WEBHOOK_RETRY_WINDOW_SECONDS", "86400", _float(0),
+        "a webhook delivery is retried until an attempt fails this long after its event, then marked failed")
+    webhook_concurrency: int = _var(
+        "WEBHOOK_CONCURRENCY", "2", _int(1, 256),
+        "worker threads per worker process posting webhooks at once (their queue is QUEUE_NAME.webhooks): a "
+        "slow or dead receiver holds these, never the threads that send email")
     db_pool_size: int = _var("DB_POOL_SIZE", "16", _int(1, 1000), "PostgreSQL connections per process at most")
     log_level: str = _var("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "log level")
     log_format: str = _var("LOG_FORMAT", "text", _choice("text", "json"), "text or json (one object a line)")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from .crypto import PasswordBox
 from .db import database
 from .db.emails.recovery import resume_held
+from .db import webhooks as webhook_rows
 from .db.senders import replace_sealed, sealed_secrets
 from .errors import SecretUnreadable
 
@@ -70,6 +71,8 @@ class Rotation:
     resealed: int
     #: sealed with no configured key: left as they are (their emails stay held)
     unreadable: list[Sender]
+    #: webhooks ((account, webhook id)) whose signing secret no configured key opens: left as they are
+    unreadable_webhooks: list[tuple[str, int]]
 
 
 def rotate(box: PasswordBox) -> Rotation:
@@ -84,4 +87,12 @@ def rotate(box: PasswordBox) -> Rotation:
                 unreadable.append((account, sender))
                 continue
             resealed += replace_sealed(account, sender, old=sealed, new=fresh)
-    return Rotation(resealed=resealed, unreadable=unreadable)
+        unreadable_webhooks = []
+        for account, webhook_id, sealed in webhook_rows.sealed_secrets(for_update=True):
+            try:
+                fresh = box.reseal(sealed)
+            except SecretUnreadable:
+                unreadable_webhooks.append((account, webhook_id))
+                continue
+            resealed += webhook_rows.replace_sealed(account, webhook_id, old=sealed, new=fresh)
+    return Rotation(resealed=resealed, unreadable=unreadable, unreadable_webhooks=unreadable_webhooks)

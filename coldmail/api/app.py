@@ -16,7 +16,8 @@ from ..scheduler import start_scheduler
 from ..senders import Senders
 from ..settings import Settings
 from ..stored_secrets import check_at_start
-from . import senders
+from ..webhooks.handover import WebhookHandOver
+from . import senders, webhooks
 from .auth import KeyChecker, auth_middleware
 from .body import MAX_BODY_BYTES
 from .context import AppContext, ctx_key
@@ -47,6 +48,7 @@ def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True)
     app[metrics_key] = scrape_registry(settings)
     app.add_routes(routes)
     app.add_routes(senders.routes)
+    app.add_routes(webhooks.routes)
 
     async def executor_ctx(app: web.Application):
         yield
@@ -68,7 +70,7 @@ def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True)
 
     if with_scheduler:
         async def scheduler_ctx(app: web.Application):
-            scheduler = start_scheduler(settings, queue.handover)
+            scheduler = start_scheduler(settings, queue.handover, WebhookHandOver(settings, queue.webhook_actor))
             log.info("scheduler started: hand-over every %.2fs, horizon %.0fs",
                      settings.handover_interval_s, settings.handover_horizon_s)
             yield

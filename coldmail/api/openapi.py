@@ -11,6 +11,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from .. import __version__
 from . import schemas as s
 from .senders import SenderInSchema, SenderOutSchema
+from .webhooks import (DeliveriesQuerySchema, DeliveriesSchema, TestResultSchema, WebhookCreatedSchema,
+                       WebhookInSchema, WebhooksSchema)
 
 DESCRIPTION = """Schedule email over HTTP; it is sent at its time, once, never pushing a sender past its cap.
 
@@ -137,6 +139,38 @@ def _sender_paths(spec: APISpec) -> None:
     })
 
 
+def _webhook_paths(spec: APISpec) -> None:
+    webhook_id = {"name": "id", "in": "path", "required": True, "description": "the webhook's id",
+                  "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": s.MAX_ID}}
+    not_found = {"404": {"description": "No webhook with this id in the key's account", **_json("Error")}}
+    for name, schema in (("WebhookIn", WebhookInSchema), ("WebhookCreated", WebhookCreatedSchema),
+                         ("Webhooks", WebhooksSchema), ("Deliveries", DeliveriesSchema),
+                         ("WebhookTestResult", TestResultSchema)):
+        spec.components.schema(name, schema=schema)
+    spec.path(path="/webhooks", operations={
+        "post": {"operationId": "createWebhook", "tags": ["webhooks"],
+                 "summary": "Register an endpoint for events; its signing secret is shown only here",
+                 "requestBody": _body("WebhookIn"),
+                 "responses": {"201": {"description": "Registered", **_json("WebhookCreated")},
+                               **_errors(400, 401, 413, 415, 503)}},
+        "get": {"operationId": "listWebhooks", "summary": "The account's endpoints (never their secrets)",
+                "tags": ["webhooks"],
+                "responses": {"200": {"description": "Oldest first", **_json("Webhooks")}, **_errors(*READ)}},
+    })
+    spec.path(path="/webhooks/{id}", parameters=[webhook_id], operations={"delete": {
+        "operationId": "deleteWebhook", "summary": "Remove an endpoint and its deliveries", "tags": ["webhooks"],
+        "responses": {"204": {"description": "Removed"}, **not_found, **_errors(*READ)}}})
+    spec.path(path="/webhooks/{id}/deliveries", parameters=[webhook_id], operations={"get": {
+        "operationId": "listWebhookDeliveries", "summary": "An endpoint's deliveries, latest first",
+        "tags": ["webhooks"], "parameters": [{"in": "query", "schema": DeliveriesQuerySchema}],
+        "responses": {"200": {"description": "Event, attempts, last status code, next retry",
+                              **_json("Deliveries")}, **not_found, **_errors(400, *READ)}}})
+    spec.path(path="/webhooks/{id}/test", parameters=[webhook_id], operations={"post": {
+        "operationId": "testWebhook", "summary": "Post a signed `webhook.test` event now", "tags": ["webhooks"],
+        "responses": {"200": {"description": "What the endpoint answered", **_json("WebhookTestResult")},
+                      **not_found, **_errors(*READ)}}})
+
+
 def _public_paths(spec: APISpec) -> None:
     spec.path(path="/healthz", operations={"get": {
         "operationId": "healthz", "summary": "Liveness: the process answers", "tags": ["operations"],
@@ -176,5 +210,6 @@ def openapi_spec() -> dict:
         spec.components.response(name, response)
     _email_paths(spec)
     _sender_paths(spec)
+    _webhook_paths(spec)
     _public_paths(spec)
     return spec.to_dict()

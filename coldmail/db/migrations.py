@@ -127,6 +127,50 @@ ALTER TABLE senders ADD COLUMN dkim_domain text, ADD COLUMN dkim_selector text, 
     ADD CONSTRAINT senders_dkim_whole CHECK (
         (dkim_domain IS NULL) = (dkim_selector IS NULL) AND (dkim_domain IS NULL) = (dkim_key_enc IS NULL));
 """),
+    (6, "webhooks and their deliveries (a transactional outbox)", """
+-- An account's endpoints. The secret signs every delivery, so it is kept sealed (COLDMAIL_SECRET_KEY),
+-- never hashed. The statements that change an email's state join this table on (account, event type):
+-- the primary key leads with the account, so with no endpoint that join costs one index probe.
+CREATE TABLE webhooks (
+    account     text NOT NULL,
+    id          bigserial,
+    url         text NOT NULL,
+    events      text[] NOT NULL CHECK (cardinality(events) > 0),
+    secret_enc  text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (account, id)
+);
+
+-- The outbox: one row per (event, subscribed endpoint), written by the statement that changes the email.
+-- msg_id is the Standard Webhooks `webhook-id`: the same on every attempt, for the receiver to dedupe.
+-- queued_until: handed to Dramatiq and not to be handed again before then (a lost message is handed
+-- again after it); lease_until: claimed by a worker thread (fenced by `claims`) until then.
+CREATE TABLE webhook_deliveries (
+    account           text NOT NULL,
+    id                bigserial,
+    webhook_id        bigint NOT NULL,
+    event_type        text NOT NULL,
+    msg_id            text NOT NULL DEFAULT 'msg_' || replace(gen_random_uuid()::text, '-', ''),
+    payload           jsonb NOT NULL,
+    status            text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts          integer NOT NULL DEFAULT 0,
+    claims            integer NOT NULL DEFAULT 0,
+    next_attempt_at   timestamptz NOT NULL DEFAULT now(),
+    queued_until      timestamptz,
+    lease_until       timestamptz,
+    last_status_code  integer,
+    last_error        text,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    delivered_at      timestamptz,
+    PRIMARY KEY (account, id),
+    FOREIGN KEY (account, webhook_id) REFERENCES webhooks (account, id) ON DELETE CASCADE
+);
+-- the hand-over and the oldest-undelivered gauge: the pending ones in creation order, every account at once
+-- (as emails_due serves the scheduler); delivered and failed rows cost it nothing
+CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (id) WHERE status = 'pending';
+-- GET /webhooks/{id}/deliveries: latest first
+CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (account, webhook_id, id DESC);
+"""),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Broker + send actor + worker middleware, built the same way in every process."""
+"""Broker + send and webhook actors + worker middleware, built the same way in every process."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from .broker import build_broker
 from .handover import HandOver
 from .metrics_middleware import MetricsMiddleware
 from .middleware import DeliveryMiddleware
+from .webhook_actor import declare_webhook_actor
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Queue:
     broker: RedisBroker
     actor: dramatiq.Actor
     handover: HandOver
+    webhook_actor: dramatiq.Actor
 
 
 def _back_to_scheduler(email_ids: list[int], later: list[tuple[int, int]]) -> None:
@@ -42,4 +44,4 @@ def build_queue(settings: Settings, *, redis_timeout_s: float = 2.0) -> Queue:
         broker, queue_name=settings.queue_name, horizon_s=settings.handover_horizon_s, time_limit_ms=time_limit_ms)
     handover = HandOver(actor, caps=Caps(settings, broker.client), lead_ms=settings.handover_lead_ms,
                         batch=settings.send_batch, spread_ms=settings.send_batch_spread_ms, back_to_scheduler=_back_to_scheduler)
-    return Queue(broker=broker, actor=actor, handover=handover)
+    return Queue(broker=broker, actor=actor, handover=handover, webhook_actor=declare_webhook_actor(broker, settings))

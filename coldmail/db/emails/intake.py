@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable
 
 from ..connection import database
 from ..models import Email
+from ..outbox import outbox
 from ..rows import column_list, dicts, one
 from .columns import CANCELLED, EMAIL_COLUMNS, PENDING, STORED_COLUMNS, STORED_FIELDS
 from .due import delay_ms, due_at, queued_if_near
@@ -188,6 +189,7 @@ WITH c AS (
     RETURNING {EMAIL_COLUMNS}
 ), ev AS (
     INSERT INTO email_events (email_id, kind, detail) SELECT id, 'cancelled', '{{}}'::jsonb FROM c
+), wh AS ({outbox("c", "email.cancelled")}
 )
 SELECT * FROM c
 """

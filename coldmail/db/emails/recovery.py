@@ -4,6 +4,7 @@ the start-up's: let go at once the emails held for a secret that opens again."""
 from __future__ import annotations
 
 from ..connection import database
+from ..outbox import outbox, returning
 from .columns import FAILED, PENDING, SENDING
 from .due import due_at
 
@@ -14,10 +15,14 @@ WITH u AS (
         last_error = CASE WHEN attempts + 1 >= %(max)s THEN 'lease expired: the worker sending it stopped'
                           ELSE last_error END
     WHERE status = {SENDING} AND (lease_until < now() OR worker_id = ANY(%(dead)s::text[]))
-    RETURNING id, status
+    RETURNING {returning()}
+), ev AS (
+    INSERT INTO email_events (email_id, kind, detail)
+    SELECT id, 'lease_expired', jsonb_build_object('status', status) FROM u
+), wh AS ({outbox("u", "email.failed", detail="jsonb_build_object('error', src.last_error)",
+                  where=f"src.status = {FAILED}")}
 )
-INSERT INTO email_events (email_id, kind, detail)
-SELECT id, 'lease_expired', jsonb_build_object('status', status) FROM u RETURNING email_id, detail->>'status'
+SELECT id, status FROM u
 """
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from psycopg2.extras import Json
 
 from ..connection import database
+from ..outbox import outbox, returning
 from ..rows import dicts
 from .columns import EMAIL_COLUMNS, FAILED, PENDING, SENDING, SENT
 from .due import due_at
@@ -57,14 +58,21 @@ def seconds_until_due(email_ids: list[int]) -> dict[int, float]:
     return dict(database.execute_sql(_SECONDS_UNTIL_DUE, (email_ids,)).fetchall())
 
 
-_EVENT_FROM_UPDATE = """
-WITH u AS ({update} RETURNING id)
-INSERT INTO email_events (email_id, kind, detail) SELECT id, %(kind)s, %(detail)s FROM u RETURNING email_id
+def _event_from_update(update: str, *, webhook: str | None = None, webhook_detail: str = "%(detail)s::jsonb"
+                       ) -> str:
+    """`update` (an UPDATE of emails without RETURNING), its audit event %(kind)s with %(detail)s, and when
+    `webhook` names an event type the deliveries to the endpoints subscribed to it (`webhook_detail` in their
+    data: the audit event's detail unless said otherwise)."""
+    deliveries = f", wh AS ({outbox('u', webhook, detail=webhook_detail)})" if webhook else ""
+    return f"""
+WITH u AS ({update} RETURNING {returning()}), ev AS (
+    INSERT INTO email_events (email_id, kind, detail) SELECT id, %(kind)s, %(detail)s FROM u
+){deliveries}
+SELECT id FROM u
 """
 
 
-def _change(update: str, kind: str, detail: dict, params: dict) -> bool:
-    sql = _EVENT_FROM_UPDATE.format(update=update)
+def _change(sql: str, kind: str, detail: dict, params: dict) -> bool:
     cursor = database.execute_sql(sql, dict(params, kind=kind, detail=Json(detail)))
     return cursor.fetchone() is not None
 
@@ -77,10 +85,11 @@ WITH input AS (
     UPDATE emails e SET status = {SENT}, sent_at = now(), message_id = input.message_id, attempts = attempts + 1,
                         lease_until = NULL, last_error = NULL, updated_at = now()
     FROM input WHERE e.id = input.id AND e.status = {SENDING} AND e.claims = input.claim
-    RETURNING e.id, input.message_id, input.reply
+    RETURNING {returning("e.")}, input.reply
 ), ev AS (
     INSERT INTO email_events (email_id, kind, detail)
     SELECT id, 'sent', jsonb_build_object('reply', reply, 'messageId', message_id) FROM u
+), wh AS ({outbox("u", "email.sent", detail="jsonb_build_object('reply', src.reply)")}
 )
 SELECT id FROM u
 UNION ALL
@@ -100,9 +109,10 @@ def mark_sent(sent: list[tuple[int, int, str, str]]) -> set[int]:
     return {row[0] for row in cursor.fetchall()}
 
 
-_MARK_FAILED = (f"UPDATE emails SET status = {FAILED}, attempts = attempts + 1, lease_until = NULL, "
-                f"last_error = %(error)s, updated_at = now() "
-                f"WHERE id = %(id)s AND status = {SENDING} AND claims = %(claim)s")
+_MARK_FAILED = _event_from_update(
+    f"UPDATE emails SET status = {FAILED}, attempts = attempts + 1, lease_until = NULL, "
+    f"last_error = %(error)s, updated_at = now() "
+    f"WHERE id = %(id)s AND status = {SENDING} AND claims = %(claim)s", webhook="email.failed")
 
 
 def mark_failed(email_id: int, *, claim: int, error: str, code: int | None) -> bool:
@@ -110,10 +120,11 @@ def mark_failed(email_id: int, *, claim: int, error: str, code: int | None) -> b
                    {"id": email_id, "claim": claim, "error": error})
 
 
-_RETRY_LATER = (
+_RETRY_LATER = _event_from_update(
     f"UPDATE emails SET status = {PENDING}, attempts = attempts + 1, queued_at = NULL, lease_until = NULL, "
     "next_attempt_at = now() + %(delay_s)s * interval '1 second', last_error = %(error)s, updated_at = now() "
-    f"WHERE id = %(id)s AND status = {SENDING} AND claims = %(claim)s")
+    f"WHERE id = %(id)s AND status = {SENDING} AND claims = %(claim)s", webhook="email.deferred",
+    webhook_detail="jsonb_build_object('reason', 'attempt_failed') || %(detail)s::jsonb")
 
 
 def retry_later(email_id: int, *, claim: int, delay_s: float, error: str, code: int | None) -> bool:
@@ -121,14 +132,21 @@ def retry_later(email_id: int, *, claim: int, delay_s: float, error: str, code: 
                    {"id": email_id, "claim": claim, "delay_s": delay_s, "error": error})
 
 
+#: email.deferred's detail: why, and when the email is tried next
+_DEFERRED = ("jsonb_build_object('reason', {reason}, 'nextAttemptAt', "
+             """to_char(src.next_attempt_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))""")
+
 _DEFER_FOR_CAP = f"""
 WITH u AS (
     UPDATE emails SET status = {PENDING}, queued_at = NULL, lease_until = NULL, updated_at = now(),
                       next_attempt_at = now() + %(delay_s)s * interval '1 second'
-    WHERE id = %(id)s AND status = {SENDING} AND claims = %(claim)s RETURNING id, next_attempt_at
+    WHERE id = %(id)s AND status = {SENDING} AND claims = %(claim)s RETURNING {returning()}, next_attempt_at
+), ev AS (
+    INSERT INTO email_events (email_id, kind, detail)
+    SELECT id, 'rate_limited', jsonb_build_object('nextAttemptAt', next_attempt_at) FROM u
+), wh AS ({outbox("u", "email.deferred", detail=_DEFERRED.format(reason="'rate_limited'"))}
 )
-INSERT INTO email_events (email_id, kind, detail)
-SELECT id, 'rate_limited', jsonb_build_object('nextAttemptAt', next_attempt_at) FROM u RETURNING email_id
+SELECT id FROM u
 """
 
 
@@ -144,11 +162,14 @@ WITH u AS (
         last_error = %(error)s,
         next_attempt_at = now() + least(%(max_s)s, %(base_s)s * power(2, least(30, (
             SELECT count(*) FROM email_events v WHERE v.email_id = e.id AND v.kind = 'held')))) * interval '1 second'
-    WHERE id = %(id)s AND status = {SENDING} AND claims = %(claim)s RETURNING id, next_attempt_at
+    WHERE id = %(id)s AND status = {SENDING} AND claims = %(claim)s RETURNING {returning()}, next_attempt_at
+), ev AS (
+    INSERT INTO email_events (email_id, kind, detail)
+    SELECT id, 'held', jsonb_build_object('reason', %(reason)s, 'error', %(error)s, 'nextAttemptAt', next_attempt_at)
+    FROM u
+), wh AS ({outbox("u", "email.deferred", detail=_DEFERRED.format(reason="'held'"))}
 )
-INSERT INTO email_events (email_id, kind, detail)
-SELECT id, 'held', jsonb_build_object('reason', %(reason)s, 'error', %(error)s, 'nextAttemptAt', next_attempt_at)
-FROM u RETURNING email_id
+SELECT id FROM u
 """
 
 
@@ -164,7 +185,7 @@ def hold(email_id: int, *, claim: int, reason: str, error: str, base_s: float, m
 
 
 _AFTER_DELAY = "now() + %(delay_s)s * interval '1 second'"
-_RELEASE = _EVENT_FROM_UPDATE.format(update=(
+_RELEASE = _event_from_update((
     f"UPDATE emails SET status = {PENDING}, queued_at = NULL, lease_until = NULL, updated_at = now(), "
     f"next_attempt_at = {due_at('next_attempt_at', earliest=_AFTER_DELAY)} "
     "WHERE (id, claims) IN (SELECT * FROM unnest(%(ids)s::bigint[], %(claims)s::int[])) "

@@ -1,0 +1,37 @@
+"""The webhook actor, on a queue of its own (QUEUE_NAME.webhooks) and below the send actor in priority: a
+worker thread free to take either takes an email first."""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+from ..delivery.retry import DRAMATIQ_MAX_RETRIES
+from ..settings import Settings
+from ..webhooks.delivery import LEASE_S, Outcome, WebhookDeliverer
+
+ACTOR_NAME = "deliver_webhook"
+#: Dramatiq runs the lowest value first; the send actor has 0
+PRIORITY = 100
+#: when every webhook slot of the process is taken, the delivery is put back for this long
+BUSY_DELAY_MS = 1000
+
+
+def webhook_queue_name(settings: Settings) -> str:
+    return f"{settings.queue_name}.webhooks"
+
+
+def declare_webhook_actor(broker: RedisBroker, settings: Settings) -> dramatiq.Actor:
+    """Declare `deliver_webhook(delivery_id)`. A message lost with its worker or its Redis loses nothing: the
+    delivery's row is handed over again (coldmail.webhooks.handover)."""
+    deliverer = WebhookDeliverer(settings)
+
+    def deliver_webhook(delivery_id: int) -> None:
+        if deliverer.deliver(delivery_id) is Outcome.BUSY:
+            actor.send_with_options(args=(delivery_id,), delay=BUSY_DELAY_MS)
+
+    actor = dramatiq.actor(deliver_webhook, broker=broker, actor_name=ACTOR_NAME,
+                           queue_name=webhook_queue_name(settings), priority=PRIORITY,
+                           max_retries=DRAMATIQ_MAX_RETRIES, time_limit=int((LEASE_S + 30) * 1000))
+    return actor
+

@@ -1,0 +1,1 @@
+"""Webhooks: signed HTTP POSTs that tell an account's application what became of its emails (issue 14)."""

@@ -1,0 +1,100 @@
+"""A worker thread's part: claim one delivery, post it signed, record what came of it.
+
+At most WEBHOOK_CONCURRENCY threads of a process post at once: the others are
+there to send email, and a receiver that takes its ten seconds to answer must
+not hold them. A delivery over that limit goes back to the queue for a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import threading
+import time
+from enum import StrEnum
+
+from .. import metrics
+from ..crypto import PasswordBox
+from ..db import database
+from ..db import webhooks as rows
+from ..errors import SecretUnreadable
+from ..settings import Settings
+from . import post, signing
+
+log = logging.getLogger(__name__)
+
+#: a claim outlives the longest attempt (post.TIMEOUT_S) with room to record it; a worker killed mid-post
+#: leaves its delivery to be handed over again this long after the claim
+LEASE_S = post.TIMEOUT_S + 10
+#: a delivery's error when its endpoint's secret cannot be opened (COLDMAIL_SECRET_KEY changed): it is retried
+UNREADABLE_SECRET = "the webhook's signing secret cannot be opened: no key of COLDMAIL_SECRET_KEY opens it"
+#: the longest wait between two attempts
+MAX_BACKOFF_S = 3600.0
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    FAILED = "failed"
+    BUSY = "busy"  # every slot taken: try again in a moment, unclaimed
+    SKIPPED = "skipped"  # not due, done, or claimed elsewhere
+
+
+def backoff_s(attempts_before: int, *, base_s: float) -> float:
+    """The wait after a failed attempt: base doubled for each earlier attempt, an hour at most, less up to a
+    quarter at random so that the retries of many events after one outage do not arrive together."""
+    return min(MAX_BACKOFF_S, base_s * 2 ** min(attempts_before, 30)) * random.uniform(0.75, 1.0)
+
+
+def body_of(payload: dict) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class WebhookDeliverer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.box = PasswordBox(settings.secret_keys)
+        self._slots = threading.BoundedSemaphore(settings.webhook_concurrency)
+
+    def deliver(self, delivery_id: int) -> Outcome:
+        if not self._slots.acquire(blocking=False):
+            return Outcome.BUSY
+        try:
+            with database.connection_context():
+                claimed = rows.claim(delivery_id, lease_s=LEASE_S)
+            if claimed is None:
+                return Outcome.SKIPPED
+            answer = self._post(claimed)
+            with database.connection_context():
+                outcome = self._record(claimed, answer)
+        finally:
+            self._slots.release()
+        metrics.WEBHOOK_DELIVERIES.labels(outcome.value).inc()
+        return outcome
+
+    def _post(self, claimed: dict) -> post.Answer:
+        try:
+            secret = self.box.open(claimed["secret_enc"])
+        except SecretUnreadable:
+            return post.Answer(code=None, error=UNREADABLE_SECRET)
+        body = body_of(claimed["payload"])
+        headers = signing.headers(secret, claimed["msg_id"], int(time.time()), body)
+        return asyncio.run(post.post(claimed["url"], body, headers,
+                                     allow_private=self.settings.allow_private_networks))
+
+    def _record(self, claimed: dict, answer: post.Answer) -> Outcome:
+        if answer.ok:
+            recorded = rows.delivered(claimed["id"], claim=claimed["claims"], code=answer.code)
+            return Outcome.DELIVERED if recorded else Outcome.SKIPPED
+        status = rows.attempt_failed(
+            claimed["id"], claim=claimed["claims"], code=answer.code, error=answer.error,
+            delay_s=backoff_s(claimed["attempts"], base_s=self.settings.webhook_retry_backoff_s),
+            window_s=self.settings.webhook_retry_window_s)
+        if status is None:
+            return Outcome.SKIPPED
+        log.log(logging.ERROR if status == "failed" else logging.INFO,
+                "webhook delivery %d (%s) to endpoint %d: %s; %s", claimed["id"], claimed["event_type"],
+                claimed["webhook_id"], answer.error, "failed for good" if status == "failed" else "will retry")
+        return Outcome.FAILED if status == "failed" else Outcome.RETRY
