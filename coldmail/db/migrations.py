@@ -120,6 +120,21 @@ CREATE INDEX emails_sender_status_id ON emails (account, sender_id, status, id D
 -- worker_id: the worker process holding the lease, so the sweep frees it as soon as that process is dead.
 ALTER TABLE emails ADD COLUMN claims integer NOT NULL DEFAULT 0, ADD COLUMN worker_id text;
 """),
+    (5, "one-click unsubscribe: the email's flag, its event once, the links' signing key", """
+-- unsubscribe: whether the message carries List-Unsubscribe (false: transactional mail); every email stored
+-- before offered none, but a constant default is no table rewrite, and a PENDING one goes out with the headers
+ALTER TABLE emails ADD COLUMN unsubscribe boolean NOT NULL DEFAULT true;
+-- an email's one-click unsubscribe is recorded once, however often the link is posted (ON CONFLICT below it)
+CREATE UNIQUE INDEX email_events_unsubscribed ON email_events (email_id) WHERE kind = 'unsubscribed';
+-- The key that signs unsubscribe links when COLDMAIL_SECRET_KEY is unset: made once by the first process that
+-- needs it, then read by every process, so links stay valid across restarts. One row (id is always true); a
+-- service key, not an account's: a link names its email's account inside its signed part.
+CREATE TABLE unsubscribe_signing_key (
+    id          boolean PRIMARY KEY DEFAULT true CHECK (id),
+    secret      bytea NOT NULL CHECK (length(secret) = 32),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+"""),
 ]
 
 

@@ -1,6 +1,6 @@
 """Peewee models mirroring the tables that coldmail.db.migrations creates."""
 
-from peewee import AutoField, BigAutoField, BigIntegerField, CompositeKey, IntegerField, Model, TextField
+from peewee import AutoField, BigAutoField, BigIntegerField, BooleanField, CompositeKey, IntegerField, Model, TextField
 from playhouse.postgres_ext import BinaryJSONField, DateTimeTZField
 
 from .connection import database
@@ -59,6 +59,8 @@ class Email(BaseModel):
     claims = IntegerField(default=0)
     #: the worker process holding the lease (coldmail.delivery.liveness)
     worker_id = TextField(null=True)
+    #: List-Unsubscribe on its message (false: transactional mail; migration 5)
+    unsubscribe = BooleanField(default=True)
 
     class Meta:
         table_name = "emails"

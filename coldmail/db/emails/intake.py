@@ -32,12 +32,15 @@ class NewEmail:
     scheduled_at: datetime | None
     idempotency_key: str | None
     payload_hash: str
+    #: List-Unsubscribe on its message: false for transactional mail
+    unsubscribe: bool = True
 
 
 # How a column of each type travels in the INSERT's arrays: its PostgreSQL array type, and what turns a value
 # into text (None: it is text already).
 _AS_TEXT: dict[str, tuple[str, Callable[[Any], str] | None]] = {
-    "TEXT": ("text[]", None), "TIMESTAMPTZ": ("timestamptz[]", datetime.isoformat)}
+    "TEXT": ("text[]", None), "TIMESTAMPTZ": ("timestamptz[]", datetime.isoformat),
+    "BOOL": ("boolean[]", lambda flag: "true" if flag else "false")}
 
 
 def _travels_as(name: str) -> tuple[str, Callable[[Any], str] | None]:
