@@ -59,6 +59,8 @@ class Email(BaseModel):
     claims = IntegerField(default=0)
     #: the worker process holding the lease (coldmail.delivery.liveness)
     worker_id = TextField(null=True)
+    #: the recipient normalised as a suppression's address is (coldmail.addresses.normalise; migration 5)
+    recipient_key = TextField(null=True)
 
     class Meta:
         table_name = "emails"
@@ -73,6 +75,19 @@ class EmailEvent(BaseModel):
 
     class Meta:
         table_name = "email_events"
+
+
+class Suppression(BaseModel):
+    account = TextField()
+    address = TextField()
+    reason = TextField()
+    sender_id = TextField(null=True)
+    email_id = BigIntegerField(null=True)
+    created_at = DateTimeTZField()
+
+    class Meta:
+        table_name = "suppressions"
+        primary_key = CompositeKey("account", "address")
 
 
 class ApiKey(BaseModel):
