@@ -120,7 +120,33 @@ CREATE INDEX emails_sender_status_id ON emails (account, sender_id, status, id D
 -- worker_id: the worker process holding the lease, so the sweep frees it as soon as that process is dead.
 ALTER TABLE emails ADD COLUMN claims integer NOT NULL DEFAULT 0, ADD COLUMN worker_id text;
 """),
-    (5, "one-click unsubscribe: the email's flag, its event once, the links' signing key", """
+    (5, "suppressions: addresses never sent to, checked at acceptance and at the claim", """
+-- address: normalised (coldmail.addresses.normalise: local part lower-case, domain IDNA/ASCII lower-case), so
+-- one address is one row however it is written
+CREATE TABLE suppressions (
+    account     text NOT NULL,
+    address     text NOT NULL,
+    reason      text NOT NULL CHECK (reason IN ('manual', 'unsubscribed', 'bounced', 'complained')),
+    sender_id   text,
+    email_id    bigint,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (account, address)
+);
+
+-- SUPPRESSED: never sent because the address is suppressed; BOUNCED: sent, then reported undeliverable
+ALTER TABLE emails DROP CONSTRAINT emails_status_check, ADD CONSTRAINT emails_status_check
+    CHECK (status IN ('PENDING', 'SENDING', 'SENT', 'FAILED', 'CANCELLED', 'SUPPRESSED', 'BOUNCED'));
+
+-- recipient_key: the recipient normalised as suppressions.address is, so acceptance, the claim and a new
+-- suppression match an email to its entry by equality (PostgreSQL has no IDNA). Written at acceptance; the
+-- unsent rows of an earlier release get lower(recipient): exact for an ASCII domain (an internationalised one
+-- was stored in Unicode, so such a row is not matched by an entry).
+ALTER TABLE emails ADD COLUMN recipient_key text;
+UPDATE emails SET recipient_key = lower(recipient) WHERE status IN ('PENDING', 'SENDING');
+-- a new suppression stops the account's PENDING emails to the address in one statement
+CREATE INDEX emails_pending_recipient ON emails (account, recipient_key) WHERE status = 'PENDING';
+"""),
+    (6, "one-click unsubscribe: the email's flag, its event once, the links' signing key", """
 -- unsubscribe: whether the message carries List-Unsubscribe (false: transactional mail); every email stored
 -- before offered none, but a constant default is no table rewrite, and a PENDING one goes out with the headers
 ALTER TABLE emails ADD COLUMN unsubscribe boolean NOT NULL DEFAULT true;

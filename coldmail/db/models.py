@@ -59,7 +59,9 @@ class Email(BaseModel):
     claims = IntegerField(default=0)
     #: the worker process holding the lease (coldmail.delivery.liveness)
     worker_id = TextField(null=True)
-    #: List-Unsubscribe on its message (false: transactional mail; migration 5)
+    #: the recipient normalised as a suppression's address is (coldmail.addresses.normalise; migration 5)
+    recipient_key = TextField(null=True)
+    #: List-Unsubscribe on its message (false: transactional mail; migration 6)
     unsubscribe = BooleanField(default=True)
 
     class Meta:
@@ -75,6 +77,19 @@ class EmailEvent(BaseModel):
 
     class Meta:
         table_name = "email_events"
+
+
+class Suppression(BaseModel):
+    account = TextField()
+    address = TextField()
+    reason = TextField()
+    sender_id = TextField(null=True)
+    email_id = BigIntegerField(null=True)
+    created_at = DateTimeTZField()
+
+    class Meta:
+        table_name = "suppressions"
+        primary_key = CompositeKey("account", "address")
 
 
 class ApiKey(BaseModel):

@@ -9,10 +9,11 @@ asynchronous connections (PREPARE_INSERT_BATCH, insert_batch_async).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Awaitable, Callable
 
+from ...addresses import normalise
 from ..connection import database
 from ..models import Email
 from ..rows import column_list, dicts, one
@@ -34,6 +35,11 @@ class NewEmail:
     payload_hash: str
     #: List-Unsubscribe on its message: false for transactional mail
     unsubscribe: bool = True
+    #: the recipient as suppressions are matched (coldmail.addresses.normalise), always derived from it
+    recipient_key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "recipient_key", normalise(self.recipient))
 
 
 # How a column of each type travels in the INSERT's arrays: its PostgreSQL array type, and what turns a value
