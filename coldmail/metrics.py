@@ -35,6 +35,8 @@ _LATE_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 4 * 
 ACCEPTED = Counter("coldmail_emails_accepted", "Emails stored by the schedule and batch endpoints "
                    "(a replayed idempotency key is not counted again)")
 CANCELLED = Counter("coldmail_emails_cancelled", "Emails cancelled with POST /emails/{id}/cancel")
+UNSUBSCRIBES = Counter("coldmail_unsubscribes", "Emails whose recipient unsubscribed with their one-click "
+                       "link (POST /u/{token}), each counted once")
 RESCHEDULED = Counter("coldmail_emails_rescheduled", "Emails moved with PATCH /emails/{id}")
 HTTP_REQUESTS = Counter("coldmail_http_requests", "HTTP requests answered, by route and status",
                         ["method", "route", "status"])

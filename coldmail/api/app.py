@@ -16,7 +16,8 @@ from ..scheduler import start_scheduler
 from ..senders import Senders
 from ..settings import Settings
 from ..stored_secrets import check_at_start
-from . import senders
+from ..unsubscribe.links import links_for
+from . import senders, unsubscribe
 from .auth import KeyChecker, auth_middleware
 from .body import MAX_BODY_BYTES
 from .context import AppContext, ctx_key
@@ -47,6 +48,8 @@ def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True)
     app[metrics_key] = scrape_registry(settings)
     app.add_routes(routes)
     app.add_routes(senders.routes)
+    app[unsubscribe.links_key] = links_for(settings)
+    app.add_routes(unsubscribe.routes)
 
     async def executor_ctx(app: web.Application):
         yield
