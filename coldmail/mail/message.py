@@ -116,12 +116,10 @@ def on_the_wire(address: str) -> str:
 
 class _Wire(policy.Compat32):
     """compat32 folds every header through email.header.Header, most of the cost of a message; a short
-    printable ASCII value has nothing to fold, and one without spaces (a long List-Unsubscribe link) cannot be
-    folded but only pushed onto a line of its own: it stays on one line, within RFC 5322's 998."""
+    printable ASCII value has nothing to fold."""
 
     def _fold(self, name, value, sanitize):
-        if isinstance(value, str) and value.isascii() and value.isprintable() and (
-                len(name) + len(value) < 76 or (" " not in value and len(name) + len(value) <= 996)):
+        if isinstance(value, str) and len(name) + len(value) < 76 and value.isascii() and value.isprintable():
             return f"{name}: {value}{self.linesep}"
         return super()._fold(name, value, sanitize)
 

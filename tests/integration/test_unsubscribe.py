@@ -62,7 +62,7 @@ async def test_every_message_carries_a_one_click_link_that_suppresses_once_unles
 
     # Then the first carries both RFC 8058 headers, and the same link in its HTML and its text part
     message = by_subject["marketing"]
-    header = message["List-Unsubscribe"]
+    header = message["List-Unsubscribe"].strip()  # folded before the link when the line would pass 78
     assert header.startswith("<") and header.endswith(">")
     link = header[1:-1]
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -195,7 +195,7 @@ async def test_forged_and_altered_links_are_404_and_change_nothing(make_service,
         altered(token, 0), altered(token, len(token) // 2),    # a character of the MAC, of the id
         altered(token, len(token) - 1),                        # the last one (also its spare bits)
         token[:-1], token[:-4], token + "A", token + "=",      # cut short, lengthened, padded
-        token.replace("-", "+").replace("_", "/") if "-" in token or "_" in token else token + "+",
+        token[:5] + "+" + token[6:],                            # base64's other alphabet
         links.url("default", email_id + 1000).rpartition("/")[2],  # ours, but no such email
         links.url("other", email_id).rpartition("/")[2],           # ours, but another account's id
         "x", "A" * 200,

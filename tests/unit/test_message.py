@@ -122,7 +122,8 @@ def test_the_unsubscribe_link_goes_in_both_headers_and_in_each_part_escaped_for_
     msg = message_from_bytes(out.data, policy=policy.default)
     # Then the headers are RFC 8058's, each on one line
     assert msg["List-Unsubscribe"] == f"<{url}>" and msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert f"List-Unsubscribe: <{url}>\r\n".encode() in out.data
+    # (folded before the link, the one place it can be, when the line would pass 78 characters)
+    assert max(len(line) for line in out.data.split(b"\r\n\r\n")[0].split(b"\r\n")) <= 78
     # And the HTML part holds the escaped link twice, the text part the link itself
     html = msg.get_body(("html",)).get_content()
     text = msg.get_body(("plain",)).get_content()
