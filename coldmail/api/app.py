@@ -16,7 +16,7 @@ from ..scheduler import start_scheduler
 from ..senders import Senders
 from ..settings import Settings
 from ..stored_secrets import check_at_start
-from . import senders
+from . import senders, suppressions
 from .auth import KeyChecker, auth_middleware
 from .body import MAX_BODY_BYTES
 from .context import AppContext, ctx_key
@@ -47,6 +47,7 @@ def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True)
     app[metrics_key] = scrape_registry(settings)
     app.add_routes(routes)
     app.add_routes(senders.routes)
+    app.add_routes(suppressions.routes)
 
     async def executor_ctx(app: web.Application):
         yield

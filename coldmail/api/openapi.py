@@ -10,6 +10,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 from .. import __version__
 from . import schemas as s
+from . import suppressions
 from .senders import SenderInSchema, SenderOutSchema
 
 DESCRIPTION = """Schedule email over HTTP; it is sent at its time, once, never pushing a sender past its cap.
@@ -176,5 +177,6 @@ def openapi_spec() -> dict:
         spec.components.response(name, response)
     _email_paths(spec)
     _sender_paths(spec)
+    suppressions.describe(spec, _errors)
     _public_paths(spec)
     return spec.to_dict()
