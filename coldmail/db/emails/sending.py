@@ -134,6 +134,27 @@ def mark_failed(email_id: int, *, claim: int, error: str, code: int | None) -> b
                    {"id": email_id, "claim": claim, "error": error})
 
 
+_MARK_BOUNCED = f"""
+WITH u AS (
+    UPDATE emails SET status = {FAILED}, attempts = attempts + 1, lease_until = NULL, last_error = %(error)s,
+                      bounced_at = now(), updated_at = now()
+    WHERE id = %(id)s AND status = {SENDING} AND claims = %(claim)s RETURNING id
+)
+INSERT INTO email_events (email_id, kind, detail)
+SELECT id, 'failed', %(detail)s::jsonb FROM u UNION ALL SELECT id, 'bounced', %(detail)s::jsonb FROM u
+RETURNING email_id
+"""
+
+
+def mark_bounced(email_id: int, *, claim: int, error: str, code: int | None) -> bool:
+    """FAILED by a hard bounce: the relay refused the recipient as nonexistent (coldmail.delivery.retry), so
+    `bounced_at` counts it toward its sender's bounce rate; a `failed` and a `bounced` event. The caller
+    suppresses the address in the same transaction."""
+    detail = Json({"code": code, "error": error})
+    cursor = database.execute_sql(_MARK_BOUNCED, {"id": email_id, "claim": claim, "error": error, "detail": detail})
+    return bool(cursor.fetchall())
+
+
 _RETRY_LATER = (
     f"UPDATE emails SET status = {PENDING}, attempts = attempts + 1, queued_at = NULL, lease_until = NULL, "
     "next_attempt_at = now() + %(delay_s)s * interval '1 second', last_error = %(error)s, updated_at = now() "
