@@ -114,7 +114,8 @@ def _email_paths(spec: APISpec) -> None:
     spec.path(path="/emails/{id}/events", parameters=[ID], operations={"get": {
         "operationId": "getEmailEvents", "summary": "One email's audit log, oldest first", "tags": ["emails"],
         "responses": {"200": {"description": "created, queued, claimed, rate_limited, attempt_failed, sent, "
-                                             "failed, lease_expired, released, cancelled, rescheduled",
+                                             "failed, lease_expired, released, cancelled, rescheduled, "
+                                             "suppressed, bounced, deferred",
                               **_json("Events")}, **_errors(404, *READ)}}})
 
 

@@ -140,13 +140,14 @@ UPDATE emails e SET next_attempt_at = {due_at("CASE WHEN e.attempts = 0 THEN e.s
                     updated_at = now()
 WHERE e.account = %s AND e.sender_id = %s AND e.status = {PENDING} AND e.queued_at IS NULL
   AND e.next_attempt_at > now()
-  AND (SELECT v.kind FROM email_events v WHERE v.email_id = e.id ORDER BY v.id DESC LIMIT 1) = 'deferred'
+  AND (SELECT v.kind || ':' || coalesce(v.detail->>'reason', '') FROM email_events v
+       WHERE v.email_id = e.id ORDER BY v.id DESC LIMIT 1) = 'deferred:paused'
 RETURNING e.id
 """
 
 
 def resume_paused(account: str, sender_id: str) -> list[int]:
     """The account's sender was resumed: its emails the pause moved out of the way (their last event is the
-    `deferred` that moved them) are due at their own time again, a retry at once, so the scheduler hands
+    `deferred` with reason `paused` that moved them) are due at their own time again, a retry at once, so the scheduler hands
     them over in their order. Returns their ids."""
     return [row[0] for row in database.execute_sql(_RESUME_PAUSED, (account, sender_id)).fetchall()]
