@@ -55,6 +55,15 @@ SEND_SECONDS = Histogram("coldmail_send_duration_seconds", "One SMTP transaction
                          buckets=_SECONDS)
 LATENESS = Histogram("coldmail_send_lateness_seconds", "Time an email was sent minus its scheduledAt",
                      buckets=_LATE_SECONDS)
+BOUNCES = Counter("coldmail_hard_bounces", "Emails failed by a hard bounce (RCPT TO refused: no such mailbox or "
+                  "domain), their address suppressed")
+PAUSES = Counter("coldmail_sender_pauses", "Senders paused because their hard-bounce rate passed maxBounceRate")
+
+# -- the suppression list's figures (any process)
+SUPPRESSIONS = Counter("coldmail_suppressions", "Addresses put on a suppression list, by reason", ["reason"])
+SUPPRESSED = Counter("coldmail_emails_suppressed", "Emails stopped because their address is suppressed, by where "
+                     "(accepted: at acceptance; listed: PENDING when the address was listed; claim: at the claim)",
+                     ["at"])
 MESSAGES = Counter("coldmail_worker_messages", "Emails a worker dealt with, by what came of each (sent, failed, "
                    "retry, rate_limited, released, held, skipped, not_yet), and messages that raised (error)",
                    ["outcome"])

@@ -17,7 +17,7 @@ from ..senders import Senders
 from ..settings import Settings
 from ..stored_secrets import check_at_start
 from ..unsubscribe.links import links_for
-from . import senders, unsubscribe
+from . import senders, suppressions, unsubscribe
 from .auth import KeyChecker, auth_middleware
 from .body import MAX_BODY_BYTES
 from .context import AppContext, ctx_key
@@ -48,6 +48,7 @@ def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True)
     app[metrics_key] = scrape_registry(settings)
     app.add_routes(routes)
     app.add_routes(senders.routes)
+    app.add_routes(suppressions.routes)
     app[unsubscribe.links_key] = links_for(settings)
     app.add_routes(unsubscribe.routes)
 

@@ -10,6 +10,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 from .. import __version__
 from . import schemas as s
+from . import suppressions
 from .senders import SenderInSchema, SenderOutSchema
 
 DESCRIPTION = """Schedule email over HTTP; it is sent at its time, once, never pushing a sender past its cap.
@@ -114,7 +115,8 @@ def _email_paths(spec: APISpec) -> None:
     spec.path(path="/emails/{id}/events", parameters=[ID], operations={"get": {
         "operationId": "getEmailEvents", "summary": "One email's audit log, oldest first", "tags": ["emails"],
         "responses": {"200": {"description": "created, queued, claimed, rate_limited, attempt_failed, sent, "
-                                             "failed, lease_expired, released, cancelled, rescheduled",
+                                             "failed, lease_expired, released, cancelled, rescheduled, "
+                                             "suppressed, bounced, deferred",
                               **_json("Events")}, **_errors(404, *READ)}}})
 
 
@@ -199,6 +201,7 @@ def openapi_spec() -> dict:
         spec.components.response(name, response)
     _email_paths(spec)
     _sender_paths(spec)
+    suppressions.describe(spec, _errors)
     _public_paths(spec)
     _unsubscribe_paths(spec)
     return spec.to_dict()

@@ -20,6 +20,7 @@ from aiohttp import web
 from marshmallow import ValidationError, fields, validate
 
 from .. import net
+from ..db.pauses import MIN_SENDS, RECENT_SENDS
 from ..errors import BadRequest, NotFound
 from ..settings import Settings
 from .auth import account_of
@@ -81,6 +82,15 @@ class SmtpUrl(fields.String):
         """Checked in _deserialize, on the text; `validate` is there for the OpenAPI description."""
 
 
+class JsonBoolean(fields.Boolean):
+    """true or false, as JSON has them: not 1, "yes" or "true", which marshmallow's Boolean also takes."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> bool:
+        if type(value) is not bool:
+            raise self.make_error("invalid")
+        return value
+
+
 class SenderInSchema(StrictSchema):
     fromAddress = EmailAddress(required=True, metadata={"example": "alice@example.com"})
     hourlyLimit = fields.Integer(
@@ -95,6 +105,15 @@ class SenderInSchema(StrictSchema):
                        "encrypted and never shown. Repeat the URL as GET shows it (without the password) "
                        "to keep the stored one. Omitted or null: the server's SMTP_URL.",
         "example": "smtp://alice@smtp.example.com:587?starttls=require"})
+    paused = JsonBoolean(allow_none=True, metadata={
+        "description": "true holds every send of the sender (its emails stay PENDING, nothing is lost); false "
+                       "resumes them in order (null: false). Omitted: unchanged (a sender that paused itself "
+                       "stays paused)."})
+    maxBounceRate = fields.Float(allow_none=True, validate=validate.Range(min=0, max=1, min_inclusive=False),
+                                 metadata={"description": "the sender pauses itself when hard bounces among its "
+                                                          f"last {RECENT_SENDS} sends (at least {MIN_SENDS}) "
+                                                          "exceed this share; null: never. Omitted: unchanged.",
+                                           "example": 0.05})
 
 
 class UsageSchema(StrictSchema):
@@ -115,6 +134,10 @@ class SenderOutSchema(StrictSchema):
                        "the key was changed, and the sender's emails are held PENDING until it is back. "
                        "null: no password is stored"})
     usage = fields.Nested(UsageSchema, required=True)
+    paused = fields.Boolean(required=True, metadata={"description": "its sends are held"})
+    maxBounceRate = fields.Float(required=True, allow_none=True)
+    bounceRate = fields.Float(required=True, allow_none=True, metadata={
+        "description": f"hard bounces among its last {RECENT_SENDS} sends; null before its first send"})
     createdAt = fields.String(required=True)
     updatedAt = fields.String(required=True)
 
@@ -122,8 +145,10 @@ class SenderOutSchema(StrictSchema):
 _in_schema = SenderInSchema()
 
 
-def sender_json(row: dict[str, Any], *, sent_in_window: int, settings: Settings) -> dict[str, Any]:
-    """A row as the API shows it: defaults filled in, the password never."""
+def sender_json(row: dict[str, Any], *, sent_in_window: int, settings: Settings,
+                bounces: tuple[int, int]) -> dict[str, Any]:
+    """A row as the API shows it: defaults filled in, the password never; `bounces`: (hard bounces, sends)."""
+    bounced, sends = bounces
     return {
         "id": row["id"],
         "fromAddress": row["from_address"] or settings.default_from,
@@ -132,6 +157,9 @@ def sender_json(row: dict[str, Any], *, sent_in_window: int, settings: Settings)
         "hasPassword": row["smtp_password_enc"] is not None,
         "secretReadable": row["secret_readable"],
         "usage": {"sentInWindow": sent_in_window, "windowSeconds": settings.rate_limit_window_s},
+        "paused": row["paused"],
+        "maxBounceRate": row["max_bounce_rate"],
+        "bounceRate": round(bounced / sends, 4) if sends else None,
         "createdAt": iso(row["created_at"]),
         "updatedAt": iso(row["updated_at"]),
     }
@@ -162,8 +190,14 @@ async def put(request: web.Request) -> web.Response:
     row, created = await ctx.run(ctx.senders.put, account, sender_id, from_address=data["fromAddress"],
                                  hourly_limit=data["hourlyLimit"], smtp_url=endpoint.url if endpoint else None,
                                  smtp_password=endpoint.password if endpoint else None)
+    if "paused" in data or "maxBounceRate" in data:
+        await ctx.run(ctx.senders.pause, account, sender_id,
+                      paused=bool(data["paused"]) if "paused" in data else None,
+                      max_bounce_rate=data.get("maxBounceRate"), set_rate="maxBounceRate" in data)
+        row = await ctx.run(ctx.senders.get, account, sender_id)
     used = await ctx.run(ctx.senders.usage, account, sender_id)
-    return web.json_response(sender_json(row, sent_in_window=used, settings=ctx.settings),
+    bounces = await ctx.run(ctx.senders.bounce_counts, account, sender_id)
+    return web.json_response(sender_json(row, sent_in_window=used, settings=ctx.settings, bounces=bounces),
                              status=201 if created else 200)
 
 
@@ -176,4 +210,5 @@ async def get(request: web.Request) -> web.Response:
     if row is None:
         raise NotFound(f"no sender with id {sender_id!r}: make one with PUT, or schedule an email with it")
     used = await ctx.run(ctx.senders.usage, account, sender_id)
-    return web.json_response(sender_json(row, sent_in_window=used, settings=ctx.settings))
+    bounces = await ctx.run(ctx.senders.bounce_counts, account, sender_id)
+    return web.json_response(sender_json(row, sent_in_window=used, settings=ctx.settings, bounces=bounces))

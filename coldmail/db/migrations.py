@@ -146,7 +146,17 @@ UPDATE emails SET recipient_key = lower(recipient) WHERE status IN ('PENDING', '
 -- a new suppression stops the account's PENDING emails to the address in one statement
 CREATE INDEX emails_pending_recipient ON emails (account, recipient_key) WHERE status = 'PENDING';
 """),
-    (6, "one-click unsubscribe: the email's flag, its event once, the links' signing key", """
+    (6, "hard bounces and senders that pause themselves", """
+-- paused: the sender's emails wait PENDING, unsent, until it is resumed; max_bounce_rate: the share of hard
+-- bounces among its last 100 sends (at least 20) above which it pauses itself (NULL: never)
+ALTER TABLE senders ADD COLUMN paused boolean NOT NULL DEFAULT false,
+    ADD COLUMN max_bounce_rate double precision CHECK (max_bounce_rate > 0 AND max_bounce_rate <= 1);
+-- bounced_at: when the email hard-bounced (its RCPT TO refused as an unknown mailbox or domain, or later)
+ALTER TABLE emails ADD COLUMN bounced_at timestamptz;
+-- a sender's latest bounces, beside emails_sender_sent: its bounce rate without an index on every send
+CREATE INDEX emails_sender_bounced ON emails (account, sender_id, bounced_at) WHERE bounced_at IS NOT NULL;
+"""),
+    (7, "one-click unsubscribe: the email's flag, its event once, the links' signing key", """
 -- unsubscribe: whether the message carries List-Unsubscribe (false: transactional mail); every email stored
 -- before offered none, but a constant default is no table rewrite, and a PENDING one goes out with the headers
 ALTER TABLE emails ADD COLUMN unsubscribe boolean NOT NULL DEFAULT true;

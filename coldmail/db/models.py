@@ -1,6 +1,7 @@
 """Peewee models mirroring the tables that coldmail.db.migrations creates."""
 
-from peewee import AutoField, BigAutoField, BigIntegerField, BooleanField, CompositeKey, IntegerField, Model, TextField
+from peewee import (AutoField, BigAutoField, BigIntegerField, BooleanField, CompositeKey, DoubleField, IntegerField,
+                    Model, TextField)
 from playhouse.postgres_ext import BinaryJSONField, DateTimeTZField
 
 from .connection import database
@@ -29,6 +30,9 @@ class Sender(BaseModel):
     created_at = DateTimeTZField()
     updated_at = DateTimeTZField()
     account = TextField()
+    #: migration 6: its emails wait while true; it pauses itself above max_bounce_rate
+    paused = BooleanField(default=False)
+    max_bounce_rate = DoubleField(null=True)
 
     class Meta:
         table_name = "senders"
@@ -61,7 +65,9 @@ class Email(BaseModel):
     worker_id = TextField(null=True)
     #: the recipient normalised as a suppression's address is (coldmail.addresses.normalise; migration 5)
     recipient_key = TextField(null=True)
-    #: List-Unsubscribe on its message (false: transactional mail; migration 6)
+    #: when it hard-bounced (migration 6)
+    bounced_at = DateTimeTZField(null=True)
+    #: List-Unsubscribe on its message (false: transactional mail; migration 7)
     unsubscribe = BooleanField(default=True)
 
     class Meta:

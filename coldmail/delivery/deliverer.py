@@ -35,6 +35,7 @@ from ..logs import email_fields
 from ..mail.message import Outgoing, build_message
 from ..settings import Settings
 from ..unsubscribe.links import Links
+from .bounces import record_hard_bounce
 from .inflight import InFlight
 from .outcomes import Outcome, Result
 from .recorder import Recorder, Sent
@@ -283,6 +284,9 @@ class Deliverer:
     def _attempt_failed(self, row: Row, verdict: Verdict) -> Outcome:
         """The attempt was made and failed: its cap slots are free again; the email fails or waits."""
         self._give_back_slots([row])
+        if verdict.hard_bounce:
+            record_hard_bounce(row, verdict)
+            return Outcome(Result.FAILED)
         if verdict.retry_in_s is None:
             with database.connection_context():
                 sending.mark_failed(row["id"], claim=row["claims"], error=verdict.error, code=verdict.code)

@@ -19,7 +19,7 @@ DB = Path(__file__).resolve().parents[2] / "coldmail" / "db"
 #: Email columns a request does not supply: the INSERT fills them, the table's defaults do, or a later
 #: statement does. A new column belongs here or in NewEmail.
 NOT_SUPPLIED = {"id", "next_attempt_at", "queued_at", "status", "lease_until", "claims", "worker_id", "attempts",
-                "last_error", "message_id", "sent_at", "created_at", "updated_at"}
+                "last_error", "message_id", "sent_at", "created_at", "updated_at", "bounced_at"}
 
 
 def snake(name: str) -> str:
