@@ -252,7 +252,8 @@ class FastEmailLoad(FastLoad):
             recipient, subject, body = data.get("recipient"), data.get("subject"), data.get("body")
             sender_id, at, key = data.get("senderId"), data.get("scheduledAt"), data.get("idempotencyKey")
             unsubscribe = data.get("unsubscribe")
-            if type(recipient) is str and (unsubscribe is None or type(unsubscribe) is bool) and type(subject) is str and type(body) is str and type(sender_id) is str \
+            if type(recipient) is str and type(subject) is str and type(body) is str and type(sender_id) is str \
+                    and (unsubscribe is None or type(unsubscribe) is bool) \
                     and (key is None or type(key) is str) and (at is None or type(at) is str) \
                     and len(subject) <= 998 and self.one_line(subject) is not None and _utf8(subject) \
                     and len(body) <= MAX_BODY_CHARS and "\x00" not in body and _utf8(body) \
