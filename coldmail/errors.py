@@ -48,9 +48,11 @@ class PayloadTooLarge(ColdmailError, ValueError):
 class SendError(ColdmailError):
     """Sending one message failed."""
 
-    def __init__(self, message: str, *, code: int | None = None) -> None:
+    def __init__(self, message: str, *, code: int | None = None, at_rcpt: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        #: the relay's reply was to RCPT TO: it is about the recipient (coldmail.delivery.retry.is_hard_bounce)
+        self.at_rcpt = at_rcpt
 
 
 class TransientSendError(SendError):

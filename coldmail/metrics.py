@@ -36,6 +36,8 @@ _LATE_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 4 * 
 ACCEPTED = Counter("coldmail_emails_accepted", "Emails stored by the schedule and batch endpoints "
                    "(a replayed idempotency key is not counted again)")
 CANCELLED = Counter("coldmail_emails_cancelled", "Emails cancelled with POST /emails/{id}/cancel")
+UNSUBSCRIBES = Counter("coldmail_unsubscribes", "Emails whose recipient unsubscribed with their one-click "
+                       "link (POST /u/{token}), each counted once")
 RESCHEDULED = Counter("coldmail_emails_rescheduled", "Emails moved with PATCH /emails/{id}")
 HTTP_REQUESTS = Counter("coldmail_http_requests", "HTTP requests answered, by route and status",
                         ["method", "route", "status"])
@@ -54,6 +56,15 @@ SEND_SECONDS = Histogram("coldmail_send_duration_seconds", "One SMTP transaction
                          buckets=_SECONDS)
 LATENESS = Histogram("coldmail_send_lateness_seconds", "Time an email was sent minus its scheduledAt",
                      buckets=_LATE_SECONDS)
+BOUNCES = Counter("coldmail_hard_bounces", "Emails failed by a hard bounce (RCPT TO refused: no such mailbox or "
+                  "domain), their address suppressed")
+PAUSES = Counter("coldmail_sender_pauses", "Senders paused because their hard-bounce rate passed maxBounceRate")
+
+# -- the suppression list's figures (any process)
+SUPPRESSIONS = Counter("coldmail_suppressions", "Addresses put on a suppression list, by reason", ["reason"])
+SUPPRESSED = Counter("coldmail_emails_suppressed", "Emails stopped because their address is suppressed, by where "
+                     "(accepted: at acceptance; listed: PENDING when the address was listed; claim: at the claim)",
+                     ["at"])
 MESSAGES = Counter("coldmail_worker_messages", "Emails a worker dealt with, by what came of each (sent, failed, "
                    "retry, rate_limited, released, held, skipped, not_yet), and messages that raised (error)",
                    ["outcome"])

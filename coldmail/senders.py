@@ -18,6 +18,7 @@ from typing import Any
 from .caps import Caps
 from .crypto import PasswordBox
 from .db import database
+from .db.pauses import bounce_counts, set_pause
 from .db.senders import DkimSetting, get_sender, put_sender
 from .errors import BadRequest
 from .intake.service import Intake
@@ -68,6 +69,24 @@ class Senders:
                  "stored" if row["smtp_password_enc"] else "none",
                  f"d={row['dkim_domain']} s={row['dkim_selector']}" if row["dkim_key_enc"] else "none")
         return self._with_readability(row), created
+
+    def pause(self, account: str, sender_id: str, *, paused: bool | None, max_bounce_rate: float | None,
+              set_rate: bool) -> None:
+        """Set the account's sender's `paused` (None: leave it) and, when `set_rate`, its max bounce rate (None:
+        off). Pausing holds its emails where they are (the hand-over and the claim see it); resuming makes
+        them due again at their own time."""
+        with database.connection_context():
+            was_paused, now_paused = set_pause(account, sender_id, paused=paused, max_bounce_rate=max_bounce_rate,
+                                               set_rate=set_rate)
+        if now_paused and not was_paused:
+            log.info("sender %r of account %r: paused by PUT; its emails wait", sender_id, account)
+        elif was_paused and not now_paused:
+            self.intake.resume(account, sender_id)
+
+    def bounce_counts(self, account: str, sender_id: str) -> tuple[int, int]:
+        """(hard bounces, sends) among the sender's last sends: its bounce rate."""
+        with database.connection_context():
+            return bounce_counts(account, sender_id)
 
     def get(self, account: str, sender_id: str) -> dict[str, Any] | None:
         """The account's sender, or None (another account's is None too)."""

@@ -145,6 +145,29 @@ def _helo_name(name: str, raw: str) -> str | None:
     return value
 
 
+def _optional_public_url(name: str, raw: str) -> str | None:
+    """The base of links sent to recipients: http(s)://host[:port][/path], with no credentials, query or
+    fragment (a link is built by appending /u/{token}); unset: None (Settings.public_base fills it in)."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name}={_redact(raw)!r} is not a URL of the form https://host[:port][/path]")
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigError(f"{name}={_redact(raw)!r} has a bad port") from None
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{name} must not hold a user or password: it is written into every email")
+    if parts.query or parts.fragment or "?" in raw or "#" in raw:
+        raise ConfigError(f"{name}={raw!r} must have no query (?…) or fragment (#…): links are built by "
+                          "appending /u/{token}")
+    if not raw.isascii() or any(c.isspace() or not c.isprintable() for c in raw):
+        raise ConfigError(f"{name}={raw!r} must be printable ASCII without spaces (percent-encode the rest)")
+    return raw.rstrip("/")
+
+
 def _optional_dir(name: str, raw: str) -> str | None:
     if not raw.strip():
         return None
@@ -193,6 +216,10 @@ class Settings:
         "`default`) or `account:key`")
     host: str = _var("HOST", "127.0.0.1", _text, "where the API listens")
     port: int = _var("PORT", "8080", _int(0, 65535), "where the API listens")
+    public_base_url: str | None = _var(
+        "PUBLIC_BASE_URL", "", _optional_public_url,
+        "the address recipients reach the API at (https://mail.example.com); unsubscribe links are built on it; "
+        "unset: http://HOST:PORT")
     allow_private_networks: bool = _var(
         "ALLOW_PRIVATE_NETWORKS", "false", _bool,
         "let API users point senders' relays and webhooks at loopback, private and link-local addresses, and "
@@ -304,6 +331,14 @@ class Settings:
         the work queue's) and a little, so that it reaches a worker thread in time; the thread claims it and
         waits out the rest, so nothing goes out early."""
         return 2 * self.worker_poll_ms + 10
+
+    @property
+    def public_base(self) -> str:
+        """Where recipients reach the API, without a trailing slash: PUBLIC_BASE_URL, else http://HOST:PORT."""
+        if self.public_base_url is not None:
+            return self.public_base_url
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def replace(self, **changes) -> Settings:
         values = {f.name: getattr(self, f.name) for f in fields(self)}

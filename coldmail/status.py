@@ -9,6 +9,10 @@ class EmailStatus(str, Enum):
     SENT = "SENT"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    #: never sent: the address is on the account's suppression list (coldmail.db.suppressions)
+    SUPPRESSED = "SUPPRESSED"
+    #: sent, then reported undeliverable by the recipient's server
+    BOUNCED = "BOUNCED"
 
     def __str__(self) -> str:
         return self.value

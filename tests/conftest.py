@@ -110,7 +110,8 @@ def clean_state(redis_url: str) -> None:
     from coldmail.db import database
 
     with database.connection_context():
-        database.execute_sql("TRUNCATE email_events, emails, senders, api_keys, webhooks, webhook_deliveries RESTART IDENTITY CASCADE")
+        database.execute_sql("TRUNCATE email_events, emails, senders, api_keys, webhooks, webhook_deliveries, "
+                             "suppressions RESTART IDENTITY CASCADE")
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     client.set(MARKER, "1")

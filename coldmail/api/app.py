@@ -16,8 +16,9 @@ from ..scheduler import start_scheduler
 from ..senders import Senders
 from ..settings import Settings
 from ..stored_secrets import check_at_start
+from ..unsubscribe.links import links_for
 from ..webhooks.handover import WebhookHandOver
-from . import senders, webhooks
+from . import senders, suppressions, unsubscribe, webhooks
 from .auth import KeyChecker, auth_middleware
 from .body import MAX_BODY_BYTES
 from .context import AppContext, ctx_key
@@ -49,6 +50,9 @@ def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True)
     app.add_routes(routes)
     app.add_routes(senders.routes)
     app.add_routes(webhooks.routes)
+    app.add_routes(suppressions.routes)
+    app[unsubscribe.links_key] = links_for(settings)
+    app.add_routes(unsubscribe.routes)
 
     async def executor_ctx(app: web.Application):
         yield

@@ -19,6 +19,8 @@ from ..db.apikeys import account_of_key, hash_key
 from .errors import error_response
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+#: paths under these need no key: /u/{token}'s token is its own credential (one-click unsubscribe)
+PUBLIC_PREFIXES = ("/u/",)
 #: how long a key found in the database is trusted without asking again
 CACHE_S = 30.0
 
@@ -66,7 +68,7 @@ class KeyChecker:
 def auth_middleware(checker: KeyChecker):
     @web.middleware
     async def middleware(request: web.Request, handler):
-        if request.path in PUBLIC_PATHS:
+        if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, key = header.partition(" ")

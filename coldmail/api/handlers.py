@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from .. import metrics
 from ..db.emails import reads
 from ..errors import BadRequest, NotFound
+from ..status import EmailStatus
 from .auth import account_of
 from .body import MAX_BATCH_BYTES, read_json
 from .context import AppContext, ctx_key
@@ -72,6 +73,8 @@ async def schedule_email(request: web.Request) -> web.Response:
     row, created = await ctx.intake.accept(account_of(request), payload, _idempotency_key(request, payload))
     if created:
         metrics.ACCEPTED.inc()
+        if row["status"] == EmailStatus.SUPPRESSED:
+            metrics.SUPPRESSED.labels("accepted").inc()
     return web.json_response(scheduled_json(row), status=201 if created else 200)
 
 
@@ -89,6 +92,8 @@ async def schedule_batch(request: web.Request) -> web.Response:
     stored = await ctx.run(check_and_store)
     created = sum(1 for _, was_created in stored if was_created)
     metrics.ACCEPTED.inc(created)
+    metrics.SUPPRESSED.labels("accepted").inc(
+        sum(1 for row, was_created in stored if was_created and row["status"] == EmailStatus.SUPPRESSED))
     return web.json_response({"jobIds": [row["id"] for row, _ in stored]}, status=201 if created else 200)
 
 

@@ -10,13 +10,15 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 from .. import __version__
 from . import schemas as s
+from . import suppressions
 from .senders import SenderInSchema, SenderOutSchema
 from .webhooks import (DeliveriesQuerySchema, DeliveriesSchema, TestResultSchema, WebhookCreatedSchema,
                        WebhookInSchema, WebhooksSchema)
 
 DESCRIPTION = """Schedule email over HTTP; it is sent at its time, once, never pushing a sender past its cap.
 
-Every endpoint but /healthz, /readyz, /metrics and /openapi.json needs `Authorization: Bearer <key>`.
+Every endpoint but /healthz, /readyz, /metrics, /openapi.json and the unsubscribe links (/u/{token}, whose
+token is their credential) needs `Authorization: Bearer <key>`.
 Every key belongs to an account: it sees and changes that account's emails and senders only (another
 account's are `404`, as if absent), and sender ids and idempotency keys are the account's own.
 Every error is JSON: `{"error": "<code>", "message": "<human text>", "fields": {...}}`
@@ -115,7 +117,8 @@ def _email_paths(spec: APISpec) -> None:
     spec.path(path="/emails/{id}/events", parameters=[ID], operations={"get": {
         "operationId": "getEmailEvents", "summary": "One email's audit log, oldest first", "tags": ["emails"],
         "responses": {"200": {"description": "created, queued, claimed, rate_limited, attempt_failed, sent, "
-                                             "failed, lease_expired, released, cancelled, rescheduled",
+                                             "failed, lease_expired, released, cancelled, rescheduled, "
+                                             "suppressed, bounced, deferred",
                               **_json("Events")}, **_errors(404, *READ)}}})
 
 
@@ -190,6 +193,28 @@ def _public_paths(spec: APISpec) -> None:
         "responses": {"200": {"description": "OpenAPI 3", **_json({"type": "object"})}}}})
 
 
+
+def _unsubscribe_paths(spec: APISpec) -> None:
+    token = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": "from the email's List-Unsubscribe link"}
+    html = {"text/html": {"schema": {"type": "string"}}}
+    spec.path(path="/u/{token}", parameters=[token], operations={
+        "get": {"operationId": "unsubscribePage", "tags": ["unsubscribe"], "security": PUBLIC,
+                "summary": "A page whose button unsubscribes (a GET alone changes nothing)",
+                "responses": {"200": {"description": "The page", "content": html},
+                              "404": {"description": "Not a link of ours (forged, altered)", "content": html},
+                              **_errors(503)}},
+        "post": {"operationId": "unsubscribe", "tags": ["unsubscribe"], "security": PUBLIC,
+                 "summary": "One-click unsubscribe (RFC 8058): the recipient is suppressed for the email's account",
+                 "description": "Any body is accepted (providers send `List-Unsubscribe=One-Click`); answered "
+                                "with a page when Accept asks for text/html. Idempotent.",
+                 "responses": {
+                     "200": {"description": "Unsubscribed (now or before)", "content": {
+                         "application/json": {"schema": {"type": "object", "required": ["status"], "properties": {
+                             "status": {"type": "string", "enum": ["unsubscribed"]}}}}, **html}},
+                     **_errors(404, 503)}}})
+
+
 @functools.cache
 def openapi_spec() -> dict:
     spec = APISpec(title="coldmail", version=__version__, openapi_version="3.0.3", plugins=[MarshmallowPlugin()],
@@ -211,5 +236,7 @@ def openapi_spec() -> dict:
     _email_paths(spec)
     _sender_paths(spec)
     _webhook_paths(spec)
+    suppressions.describe(spec, _errors)
     _public_paths(spec)
+    _unsubscribe_paths(spec)
     return spec.to_dict()

@@ -129,6 +129,15 @@ class EmailAddress(Text):
             raise self.make_error("invalid_email", reason=str(e)) from None
 
 
+class StrictBoolean(fields.Boolean):
+    """JSON true or false, nothing else: marshmallow's Boolean also takes "yes", 1 and "off"."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if type(value) is not bool:
+            raise self.make_error("invalid")
+        return value
+
+
 class Instant(fields.AwareDateTime):
     """An ISO-8601 time with an offset or Z, that PostgreSQL and Python can both hold in UTC."""
 
@@ -168,6 +177,8 @@ class ScheduleEmailSchema(StrictSchema):
         "description": "ISO-8601 with an offset or Z; omitted or past: now", "example": "2030-10-27T10:00:00Z"})
     idempotencyKey = Text(load_default=None, validate=IDEMPOTENCY_KEY, metadata={
         "description": "Same key and payload again: the same email (200). Same key, other payload: 409."})
+    unsubscribe = StrictBoolean(load_default=None, metadata={
+        "description": "false: no List-Unsubscribe headers (transactional mail); omitted: true"})
 
 
 class ScheduleBatchSchema(StrictSchema):
@@ -240,7 +251,9 @@ class FastEmailLoad(FastLoad):
         if type(data) is dict and self.names.issuperset(data):
             recipient, subject, body = data.get("recipient"), data.get("subject"), data.get("body")
             sender_id, at, key = data.get("senderId"), data.get("scheduledAt"), data.get("idempotencyKey")
+            unsubscribe = data.get("unsubscribe")
             if type(recipient) is str and type(subject) is str and type(body) is str and type(sender_id) is str \
+                    and (unsubscribe is None or type(unsubscribe) is bool) \
                     and (key is None or type(key) is str) and (at is None or type(at) is str) \
                     and len(subject) <= 998 and self.one_line(subject) is not None and _utf8(subject) \
                     and len(body) <= MAX_BODY_CHARS and "\x00" not in body and _utf8(body) \
@@ -257,7 +270,7 @@ class FastEmailLoad(FastLoad):
                             self.instants.clear()
                         self.instants[at] = when
                     return {"recipient": address, "subject": subject, "body": body, "senderId": sender_id,
-                            "scheduledAt": when, "idempotencyKey": key}
+                            "scheduledAt": when, "idempotencyKey": key, "unsubscribe": unsubscribe}
         return super().fast(data)
 
 
@@ -325,6 +338,8 @@ class EmailSchema(Schema):
     messageId = fields.String(required=True, allow_none=True)
     createdAt = fields.DateTime(required=True)
     updatedAt = fields.DateTime(required=True)
+    unsubscribe = fields.Boolean(required=True, metadata={
+        "description": "whether its message carries List-Unsubscribe (false: scheduled as transactional)"})
 
 
 class EmailPageSchema(Schema):

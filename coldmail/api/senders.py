@@ -24,6 +24,7 @@ from aiohttp import web
 from marshmallow import ValidationError, fields, validate
 
 from .. import net
+from ..db.pauses import MIN_SENDS, RECENT_SENDS
 from ..errors import BadRequest, NotFound
 from ..mail.dkim import UnusableKey, load_private_key
 from ..senders import Dkim
@@ -111,6 +112,15 @@ class DkimSchema(StrictSchema):
                        "(COLDMAIL_SECRET_KEY) and never shown. Omitted: the stored key is kept."})
 
 
+class JsonBoolean(fields.Boolean):
+    """true or false, as JSON has them: not 1, "yes" or "true", which marshmallow's Boolean also takes."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> bool:
+        if type(value) is not bool:
+            raise self.make_error("invalid")
+        return value
+
+
 class SenderInSchema(StrictSchema):
     fromAddress = EmailAddress(required=True, metadata={"example": "alice@example.com"})
     hourlyLimit = fields.Integer(
@@ -128,6 +138,15 @@ class SenderInSchema(StrictSchema):
     dkim = fields.Nested(DkimSchema, load_default=None, allow_none=True, metadata={
         "description": "Sign every message of the sender with DKIM (rsa-sha256, relaxed/relaxed). Omitted or "
                        "null: no signature (a stored key is removed)."})
+    paused = JsonBoolean(allow_none=True, metadata={
+        "description": "true holds every send of the sender (its emails stay PENDING, nothing is lost); false "
+                       "resumes them in order (null: false). Omitted: unchanged (a sender that paused itself "
+                       "stays paused)."})
+    maxBounceRate = fields.Float(allow_none=True, validate=validate.Range(min=0, max=1, min_inclusive=False),
+                                 metadata={"description": "the sender pauses itself when hard bounces among its "
+                                                          f"last {RECENT_SENDS} sends (at least {MIN_SENDS}) "
+                                                          "exceed this share; null: never. Omitted: unchanged.",
+                                           "example": 0.05})
 
 
 class UsageSchema(StrictSchema):
@@ -156,6 +175,10 @@ class SenderOutSchema(StrictSchema):
     dkim = fields.Nested(DkimOutSchema, required=True, allow_none=True,
                          metadata={"description": "null: messages are not signed"})
     usage = fields.Nested(UsageSchema, required=True)
+    paused = fields.Boolean(required=True, metadata={"description": "its sends are held"})
+    maxBounceRate = fields.Float(required=True, allow_none=True)
+    bounceRate = fields.Float(required=True, allow_none=True, metadata={
+        "description": f"hard bounces among its last {RECENT_SENDS} sends; null before its first send"})
     createdAt = fields.String(required=True)
     updatedAt = fields.String(required=True)
 
@@ -163,8 +186,10 @@ class SenderOutSchema(StrictSchema):
 _in_schema = SenderInSchema()
 
 
-def sender_json(row: dict[str, Any], *, sent_in_window: int, settings: Settings) -> dict[str, Any]:
-    """A row as the API shows it: defaults filled in, the password never."""
+def sender_json(row: dict[str, Any], *, sent_in_window: int, settings: Settings,
+                bounces: tuple[int, int]) -> dict[str, Any]:
+    """A row as the API shows it: defaults filled in, the password never; `bounces`: (hard bounces, sends)."""
+    bounced, sends = bounces
     return {
         "id": row["id"],
         "fromAddress": row["from_address"] or settings.default_from,
@@ -175,6 +200,9 @@ def sender_json(row: dict[str, Any], *, sent_in_window: int, settings: Settings)
         "dkim": {"domain": row["dkim_domain"], "selector": row["dkim_selector"], "hasKey": True}
         if row["dkim_key_enc"] else None,
         "usage": {"sentInWindow": sent_in_window, "windowSeconds": settings.rate_limit_window_s},
+        "paused": row["paused"],
+        "maxBounceRate": row["max_bounce_rate"],
+        "bounceRate": round(bounced / sends, 4) if sends else None,
         "createdAt": iso(row["created_at"]),
         "updatedAt": iso(row["updated_at"]),
     }
@@ -219,8 +247,14 @@ async def put(request: web.Request) -> web.Response:
     row, created = await ctx.run(ctx.senders.put, account, sender_id, from_address=data["fromAddress"],
                                  hourly_limit=data["hourlyLimit"], smtp_url=endpoint.url if endpoint else None,
                                  smtp_password=endpoint.password if endpoint else None, dkim=dkim)
+    if "paused" in data or "maxBounceRate" in data:
+        await ctx.run(ctx.senders.pause, account, sender_id,
+                      paused=bool(data["paused"]) if "paused" in data else None,
+                      max_bounce_rate=data.get("maxBounceRate"), set_rate="maxBounceRate" in data)
+        row = await ctx.run(ctx.senders.get, account, sender_id)
     used = await ctx.run(ctx.senders.usage, account, sender_id)
-    return web.json_response(sender_json(row, sent_in_window=used, settings=ctx.settings),
+    bounces = await ctx.run(ctx.senders.bounce_counts, account, sender_id)
+    return web.json_response(sender_json(row, sent_in_window=used, settings=ctx.settings, bounces=bounces),
                              status=201 if created else 200)
 
 
@@ -233,4 +267,5 @@ async def get(request: web.Request) -> web.Response:
     if row is None:
         raise NotFound(f"no sender with id {sender_id!r}: make one with PUT, or schedule an email with it")
     used = await ctx.run(ctx.senders.usage, account, sender_id)
-    return web.json_response(sender_json(row, sent_in_window=used, settings=ctx.settings))
+    bounces = await ctx.run(ctx.senders.bounce_counts, account, sender_id)
+    return web.json_response(sender_json(row, sent_in_window=used, settings=ctx.settings, bounces=bounces))

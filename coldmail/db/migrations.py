@@ -171,6 +171,57 @@ CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (id) WHERE status 
 -- GET /webhooks/{id}/deliveries: latest first
 CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (account, webhook_id, id DESC);
 """),
+    (7, "suppressions: addresses never sent to, checked at acceptance and at the claim", """
+-- address: normalised (coldmail.addresses.normalise: local part lower-case, domain IDNA/ASCII lower-case), so
+-- one address is one row however it is written
+CREATE TABLE suppressions (
+    account     text NOT NULL,
+    address     text NOT NULL,
+    reason      text NOT NULL CHECK (reason IN ('manual', 'unsubscribed', 'bounced', 'complained')),
+    sender_id   text,
+    email_id    bigint,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (account, address)
+);
+
+-- SUPPRESSED: never sent because the address is suppressed; BOUNCED: sent, then reported undeliverable
+ALTER TABLE emails DROP CONSTRAINT emails_status_check, ADD CONSTRAINT emails_status_check
+    CHECK (status IN ('PENDING', 'SENDING', 'SENT', 'FAILED', 'CANCELLED', 'SUPPRESSED', 'BOUNCED'));
+
+-- recipient_key: the recipient normalised as suppressions.address is, so acceptance, the claim and a new
+-- suppression match an email to its entry by equality (PostgreSQL has no IDNA). Written at acceptance; the
+-- unsent rows of an earlier release get lower(recipient): exact for an ASCII domain (an internationalised one
+-- was stored in Unicode, so such a row is not matched by an entry).
+ALTER TABLE emails ADD COLUMN recipient_key text;
+UPDATE emails SET recipient_key = lower(recipient) WHERE status IN ('PENDING', 'SENDING');
+-- a new suppression stops the account's PENDING emails to the address in one statement
+CREATE INDEX emails_pending_recipient ON emails (account, recipient_key) WHERE status = 'PENDING';
+"""),
+    (8, "hard bounces and senders that pause themselves", """
+-- paused: the sender's emails wait PENDING, unsent, until it is resumed; max_bounce_rate: the share of hard
+-- bounces among its last 100 sends (at least 20) above which it pauses itself (NULL: never)
+ALTER TABLE senders ADD COLUMN paused boolean NOT NULL DEFAULT false,
+    ADD COLUMN max_bounce_rate double precision CHECK (max_bounce_rate > 0 AND max_bounce_rate <= 1);
+-- bounced_at: when the email hard-bounced (its RCPT TO refused as an unknown mailbox or domain, or later)
+ALTER TABLE emails ADD COLUMN bounced_at timestamptz;
+-- a sender's latest bounces, beside emails_sender_sent: its bounce rate without an index on every send
+CREATE INDEX emails_sender_bounced ON emails (account, sender_id, bounced_at) WHERE bounced_at IS NOT NULL;
+"""),
+    (9, "one-click unsubscribe: the email's flag, its event once, the links' signing key", """
+-- unsubscribe: whether the message carries List-Unsubscribe (false: transactional mail); every email stored
+-- before offered none, but a constant default is no table rewrite, and a PENDING one goes out with the headers
+ALTER TABLE emails ADD COLUMN unsubscribe boolean NOT NULL DEFAULT true;
+-- an email's one-click unsubscribe is recorded once, however often the link is posted (ON CONFLICT below it)
+CREATE UNIQUE INDEX email_events_unsubscribed ON email_events (email_id) WHERE kind = 'unsubscribed';
+-- The key that signs unsubscribe links when COLDMAIL_SECRET_KEY is unset: made once by the first process that
+-- needs it, then read by every process, so links stay valid across restarts. One row (id is always true); a
+-- service key, not an account's: a link names its email's account inside its signed part.
+CREATE TABLE unsubscribe_signing_key (
+    id          boolean PRIMARY KEY DEFAULT true CHECK (id),
+    secret      bytea NOT NULL CHECK (length(secret) = 32),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+"""),
 ]
 
 

@@ -1,6 +1,7 @@
 """Peewee models mirroring the tables that coldmail.db.migrations creates."""
 
-from peewee import AutoField, BigAutoField, BigIntegerField, CompositeKey, IntegerField, Model, TextField
+from peewee import (AutoField, BigAutoField, BigIntegerField, BooleanField, CompositeKey, DoubleField, IntegerField,
+                    Model, TextField)
 from playhouse.postgres_ext import BinaryJSONField, DateTimeTZField
 
 from .connection import database
@@ -32,6 +33,9 @@ class Sender(BaseModel):
     dkim_domain = TextField(null=True)
     dkim_selector = TextField(null=True)
     dkim_key_enc = TextField(null=True)
+    #: migration 8: its emails wait while true; it pauses itself above max_bounce_rate
+    paused = BooleanField(default=False)
+    max_bounce_rate = DoubleField(null=True)
 
     class Meta:
         table_name = "senders"
@@ -62,6 +66,12 @@ class Email(BaseModel):
     claims = IntegerField(default=0)
     #: the worker process holding the lease (coldmail.delivery.liveness)
     worker_id = TextField(null=True)
+    #: the recipient normalised as a suppression's address is (coldmail.addresses.normalise; migration 7)
+    recipient_key = TextField(null=True)
+    #: when it hard-bounced (migration 8)
+    bounced_at = DateTimeTZField(null=True)
+    #: List-Unsubscribe on its message (false: transactional mail; migration 9)
+    unsubscribe = BooleanField(default=True)
 
     class Meta:
         table_name = "emails"
@@ -76,6 +86,19 @@ class EmailEvent(BaseModel):
 
     class Meta:
         table_name = "email_events"
+
+
+class Suppression(BaseModel):
+    account = TextField()
+    address = TextField()
+    reason = TextField()
+    sender_id = TextField(null=True)
+    email_id = BigIntegerField(null=True)
+    created_at = DateTimeTZField()
+
+    class Meta:
+        table_name = "suppressions"
+        primary_key = CompositeKey("account", "address")
 
 
 class ApiKey(BaseModel):

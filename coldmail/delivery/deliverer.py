@@ -34,6 +34,8 @@ from ..errors import SecretUnreadable
 from ..logs import email_fields
 from ..mail.message import Outgoing, build_message
 from ..settings import Settings
+from ..unsubscribe.links import Links
+from .bounces import record_hard_bounce
 from .inflight import InFlight
 from .outcomes import Outcome, Result
 from .recorder import Recorder, Sent
@@ -54,8 +56,11 @@ class Deliverer:
     Built by coldmail.delivery.wiring.build_deliverer."""
 
     def __init__(self, settings: Settings, *, caps: Caps, router: Router, signer: Signer, recorder: Recorder,
-                 retry: RetryPolicy, worker: str | None = None, inflight: InFlight | None = None) -> None:
+                 retry: RetryPolicy, links: Links, worker: str | None = None,
+                 inflight: InFlight | None = None) -> None:
         self.settings = settings
+        #: each message's unsubscribe link
+        self.links = links
         self.caps = caps
         self.router = router
         self.signer = signer
@@ -75,6 +80,7 @@ class Deliverer:
         """Send what is ours among `email_ids`, appending (id, outcome) to `outcomes` as each is known
         (so that what was done before an exception is still counted)."""
         with database.connection_context():
+            self.links.ready()  # the first time, before anything is claimed: it may read the database
             rows = sending.claim(email_ids, lease_s=self.settings.lease_s, early_s=self.early_s, worker=self.worker)
             claimed = {row["id"] for row in rows}
             unclaimed = [i for i in email_ids if i not in claimed]
@@ -275,11 +281,15 @@ class Deliverer:
         return build_message(
             email_id=row["id"], created_at=row["created_at"],
             from_address=row.get("from_address") or self.settings.default_from,
-            recipient=row["recipient"], subject=row["subject"], body=row["body"])
+            recipient=row["recipient"], subject=row["subject"], body=row["body"],
+            unsubscribe_url=self.links.url(row["account"], row["id"]) if row["unsubscribe"] else None)
 
     def _attempt_failed(self, row: Row, verdict: Verdict) -> Outcome:
         """The attempt was made and failed: its cap slots are free again; the email fails or waits."""
         self._give_back_slots([row])
+        if verdict.hard_bounce:
+            record_hard_bounce(row, verdict)
+            return Outcome(Result.FAILED)
         if verdict.retry_in_s is None:
             with database.connection_context():
                 sending.mark_failed(row["id"], claim=row["claims"], error=verdict.error, code=verdict.code)

@@ -21,11 +21,17 @@ of the email:
   when the API process starts and finds the secret readable (the operator put
   the key back and restarted).
 - Dramatiq never retries (`DRAMATIQ_MAX_RETRIES`).
+- A hard bounce (`is_hard_bounce`: RCPT TO refused because the mailbox or
+  domain does not exist) fails the email and suppresses its address (reason
+  `bounced`); it counts toward its sender's bounce rate, which may pause the
+  sender (coldmail.delivery.bounces). A policy refusal (5.7.x), any other 5xx
+  and every 4xx suppress nothing.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -83,13 +89,36 @@ class GiveBack:
     delay_s: float = 0.0
 
 
+#: an enhanced status code (RFC 3463) opening a reply's text: class, subject, detail
+_ENHANCED = re.compile(r"^\d{3}[ -]([245])\.(\d{1,3})\.(\d{1,3})(?!\S)")
+#: without an enhanced code: "mailbox unavailable", "user not local", "mailbox name not allowed" (RFC 5321)
+_NO_SUCH_MAILBOX = frozenset({550, 551, 553})
+
+
+def is_hard_bounce(error: Exception) -> bool:
+    """Whether `error` says the recipient does not exist, so that no send to it will ever succeed: a 5xx
+    reply to RCPT TO with an enhanced status 5.1.x (bad mailbox, domain, syntax, moved), or without one 550,
+    551 or 553. 5.7.x (policy: spam, blocked sender, relaying denied) is about the sender, not the address;
+    4xx is temporary; a refusal of MAIL FROM or DATA is not about the recipient."""
+    if not isinstance(error, PermanentSendError) or not error.at_rcpt or error.code is None:
+        return False
+    if not 500 <= error.code < 600:
+        return False
+    enhanced = _ENHANCED.match(str(error))
+    if enhanced is not None:
+        return enhanced.group(1) == "5" and enhanced.group(2) == "1"
+    return error.code in _NO_SUCH_MAILBOX
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """What a failed attempt comes to: FAILED when `retry_in_s` is None, else another attempt then."""
+    """What a failed attempt comes to: FAILED when `retry_in_s` is None, else another attempt then.
+    `hard_bounce`: FAILED, and the address is suppressed."""
 
     error: str
     code: int | None = None
     retry_in_s: float | None = None
+    hard_bounce: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,7 +142,7 @@ class RetryPolicy:
             return Verdict(str(error), error.code,
                            retry_in_s=backoff_s(attempt, base_s=self.backoff_base_s, max_s=self.backoff_max_s))
         if isinstance(error, PermanentSendError):
-            return Verdict(str(error), error.code)
+            return Verdict(str(error), error.code, hard_bounce=is_hard_bounce(error))
         return Verdict(str(error))  # ConfigError: the sender's relay URL
 
     @staticmethod

@@ -9,6 +9,7 @@ from ..crypto import PasswordBox
 from ..mail.helo import helo_name
 from ..mail.transports import OutboxTransport, Relay, SmtpTransport
 from ..settings import Settings
+from ..unsubscribe.links import links_for
 from .deliverer import Deliverer
 from .inflight import InFlight
 from .liveness import worker_id
@@ -34,4 +35,5 @@ def build_deliverer(settings: Settings, *, redis_client: redis.Redis, worker: st
     inflight = InFlight(redis_client, worker=worker, limit=settings.sender_concurrency, lifetime_s=settings.lease_s,
                         dead_worker_s=settings.dead_worker_s)
     return Deliverer(settings, caps=caps, router=router, signer=Signer(box), recorder=Recorder(caps.mark_done),
-                     retry=RetryPolicy.from_settings(settings), worker=worker, inflight=inflight)
+                     retry=RetryPolicy.from_settings(settings), links=links_for(settings), worker=worker,
+                     inflight=inflight)

@@ -22,17 +22,23 @@ def payload_hash(payload: dict[str, Any]) -> str:
     canonical = _canonical_schedule(payload)
     if canonical is None:
         canonical = json.dumps({k: (v.isoformat() if hasattr(v, "isoformat") else v)
-                                for k, v in sorted(payload.items()) if k != "idempotencyKey"}, sort_keys=True)
+                                for k, v in sorted(payload.items())
+                                if k != "idempotencyKey" and (v is not None or k not in _NEWER)}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-_SCHEDULE_KEYS = frozenset({"recipient", "subject", "body", "senderId", "scheduledAt", "idempotencyKey"})
+#: fields added after hashes were first stored: left out of the hash while None (not given), so a request
+#: without them hashes as it always did and a stored idempotency key still matches it
+_NEWER = frozenset({"unsubscribe"})
+_SCHEDULE_KEYS = frozenset({"recipient", "subject", "body", "senderId", "scheduledAt", "idempotencyKey",
+                            "unsubscribe"})
 _quote = json.encoder.encode_basestring_ascii  # what json.dumps writes a str as (ensure_ascii)
 
 
 def _canonical_schedule(payload: dict[str, Any]) -> str | None:
-    """json.dumps(canonical, sort_keys=True) of a loaded schedule payload, or None for any other shape."""
-    if payload.keys() != _SCHEDULE_KEYS:
+    """json.dumps(canonical, sort_keys=True) of a loaded schedule payload without `unsubscribe`, or None for
+    any other shape."""
+    if payload.keys() != _SCHEDULE_KEYS or payload["unsubscribe"] is not None:
         return None
     recipient, subject, body, sender = payload["recipient"], payload["subject"], payload["body"], payload["senderId"]
     at = payload["scheduledAt"]
@@ -53,5 +59,6 @@ def new_email(account: str, payload: dict[str, Any], idempotency_key: str | None
     return NewEmail(
         account=account, recipient=payload["recipient"], subject=payload["subject"], body=payload["body"],
         sender_id=payload["senderId"], scheduled_at=payload.get("scheduledAt"),
-        idempotency_key=idempotency_key, payload_hash=payload_hash(payload))
+        idempotency_key=idempotency_key, payload_hash=payload_hash(payload),
+        unsubscribe=payload.get("unsubscribe") is not False)
 

@@ -129,6 +129,17 @@ class Intake:
             self._unplan(account, sender_id, ids)
         return len(ids)
 
+    def resume(self, account: str, sender_id: str) -> int:
+        """The account's sender was resumed: the emails its pause moved out of the way are due at their own
+        time again (a retry at once), for the scheduler to hand over in order under its cap. Returns how many."""
+        with database.connection_context():
+            ids = handover_rows.resume_paused(account, sender_id)
+        log.info("sender %r of account %r: resumed; %d email(s) its pause held are due again", sender_id, account,
+                 len(ids))
+        if ids:
+            self._unplan(account, sender_id, ids)
+        return len(ids)
+
     def close(self) -> None:
         self.committer.close()
 

@@ -18,6 +18,7 @@ from email.charset import QP, Charset
 from email.header import Header
 from email.message import EmailMessage, Message
 from email.utils import format_datetime, formatdate
+from html import escape
 from html.parser import HTMLParser
 
 from email_validator import EmailNotValidError, validate_email
@@ -138,8 +139,22 @@ def _text_part(text: str, subtype: str) -> Message:
     return part
 
 
+#: in a body, replaced by the email's unsubscribe link
+UNSUBSCRIBE_PLACEHOLDER = "{{unsubscribe_url}}"
+
+
+def _with_link(body: str, html: bool, url: str) -> str:
+    """`body` with the placeholder replaced by `url`, escaped in HTML (an attribute's quotes included)."""
+    if UNSUBSCRIBE_PLACEHOLDER not in body:
+        return body
+    return body.replace(UNSUBSCRIBE_PLACEHOLDER, escape(url, quote=True) if html else url)
+
+
 def build_message(*, email_id: int, created_at: datetime, from_address: str, recipient: str,
-                  subject: str, body: str, date: datetime | None = None) -> Outgoing:
+                  subject: str, body: str, date: datetime | None = None,
+                  unsubscribe_url: str | None = None) -> Outgoing:
+    """The message; with `unsubscribe_url`, it carries RFC 8058's one-click List-Unsubscribe headers and the
+    body's {{unsubscribe_url}} becomes that link (without it, the placeholder stays as written)."""
     from_address, recipient = on_the_wire(from_address), on_the_wire(recipient)
     message_id = message_id_for(email_id, created_at, from_address)
     headers = {
@@ -151,6 +166,10 @@ def build_message(*, email_id: int, created_at: datetime, from_address: str, rec
         "X-Coldmail-Id": str(email_id),
     }
     html = looks_like_html(body)
+    if unsubscribe_url is not None:
+        headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        body = _with_link(body, html, unsubscribe_url)
     if (from_address + recipient).isascii():
         msg = _text_part(html_to_text(body) if html else body, "plain")
         if html:

@@ -96,7 +96,9 @@ class Transport(Protocol):
         ...
 
 
-def _classify(error: smtplib.SMTPResponseException | tuple[int, bytes]) -> Exception:
+def _classify(error: smtplib.SMTPResponseException | tuple[int, bytes], *, at_rcpt: bool = False) -> Exception:
+    """The relay's reply as a send error by its class; `at_rcpt`: it answered RCPT TO (the retry rules tell
+    a hard bounce by it)."""
     if isinstance(error, tuple):
         code, text = error
     else:
@@ -105,8 +107,8 @@ def _classify(error: smtplib.SMTPResponseException | tuple[int, bytes]) -> Excep
         text = text.decode("utf-8", "replace")
     message = f"{code} {text}".strip()
     if 500 <= code < 600:
-        return PermanentSendError(message, code=code)
-    return TransientSendError(message, code=code)
+        return PermanentSendError(message, code=code, at_rcpt=at_rcpt)
+    return TransientSendError(message, code=code, at_rcpt=at_rcpt)
 
 
 #: open connections a worker thread keeps, to as many relays (senders may each have their own)
@@ -210,7 +212,7 @@ class SmtpTransport:
                 options = ("SMTPUTF8", "BODY=8BITMIME")
             refused = conn.sendmail(message.sender, [message.recipient], message.data, mail_options=options)
             if refused:
-                raise _classify(next(iter(refused.values())))
+                raise _classify(next(iter(refused.values())), at_rcpt=True)
             code, text = conn.last_reply
             if self.idle_s <= 0:
                 _quietly_close(conn)
@@ -249,7 +251,7 @@ def _send_error(e: Exception) -> Exception:
     if isinstance(e, (PermanentSendError, TransientSendError)):
         return e
     if isinstance(e, smtplib.SMTPRecipientsRefused):
-        return _classify(next(iter(e.recipients.values())))
+        return _classify(next(iter(e.recipients.values())), at_rcpt=True)
     if isinstance(e, smtplib.SMTPResponseException):
         return _classify(e)
     if isinstance(e, smtplib.SMTPNotSupportedError):

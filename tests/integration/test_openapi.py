@@ -18,7 +18,7 @@ from coldmail.api.schemas import ScheduleEmailSchema
 from tests.conftest import API_KEY
 from tests.support import payloads
 
-PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/u/{token}"}  # /u/: the token is the credential
 FAR = "2099-01-01T00:00:00Z"
 
 

@@ -2,7 +2,7 @@
 
 It can be told to answer DATA with an error for the next N messages (451 twice,
 then 250) or for every message (550), and be stopped and started again on the
-same port (SMTP down for a few seconds). It can take AUTH (any password) and
+same port (SMTP down for a few seconds), and refuse RCPT TO for given addresses. It can take AUTH (any password) and
 offer STARTTLS with a certificate, and records each AUTH it saw and whether it
 came over TLS.
 """
@@ -46,6 +46,8 @@ class RecordingHandler:
     connections: int = 0
     #: (login, over TLS) of each AUTH the sink was sent
     auths: list[tuple[str, bool]] = field(default_factory=list)
+    #: how RCPT TO is answered for these addresses (lower-case): a refusal, as a mailbox provider's
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
@@ -58,6 +60,14 @@ class RecordingHandler:
             self.connections += 1
         session.host_name = hostname
         return responses
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with self.lock:
+            reply = self.rcpt_replies.get(address.lower())
+        if reply is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         with self.lock:
@@ -127,6 +137,12 @@ class SmtpSink:
     def fail_always(self, reply: str | None) -> None:
         with self.handler.lock:
             self.handler.fail_all = reply
+
+    def refuse_rcpt(self, address: str, reply: str) -> None:
+        """Answer RCPT TO for `address` with `reply` ("550 5.1.1 no such user"), as a recipient's server
+        does for a mailbox it does not have."""
+        with self.handler.lock:
+            self.handler.rcpt_replies[address.lower()] = reply
 
     def slow(self, reply_delay_s: float) -> None:
         """Answer each accepted message this much later (it is recorded as arrived at once)."""

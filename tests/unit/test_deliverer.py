@@ -23,6 +23,9 @@ from coldmail.errors import PermanentSendError, TransientSendError
 from coldmail.mail.memory import MemoryTransport
 from coldmail.mail.transports import Relay
 from coldmail.settings import Settings
+from coldmail.unsubscribe.links import Links
+
+LINKS_BASE = "https://mail.example.com"
 
 
 class Rows:
@@ -38,7 +41,7 @@ class Rows:
         self.rows[email_id] = {
             "id": email_id, "account": "default", "sender_id": sender, "attempts": attempts, "status": "PENDING", "created_at": now,
             "scheduled_at": now, "recipient": f"u{email_id}@example.com", "subject": f"email {email_id}",
-            "body": "hello", "wait_s": 0.0, "claims": 0, **extra}
+            "body": "hello", "wait_s": 0.0, "claims": 0, "unsubscribe": True, **extra}
 
     def status(self, email_id: int) -> str:
         return self.rows[email_id]["status"]
@@ -151,7 +154,7 @@ def parts(rows, relay):
     router = Router(smtp=relay, outbox=MemoryTransport(), default_relay=Relay.from_url(settings.smtp_url),
                     passwords=PasswordBox(()))
     deliverer = Deliverer(settings, caps=caps, router=router, signer=Signer(PasswordBox(())), recorder=recorder,
-                          retry=RetryPolicy.from_settings(settings))
+                          retry=RetryPolicy.from_settings(settings), links=Links(LINKS_BASE, lambda: [b"k" * 32]))
     return SimpleNamespace(deliverer=deliverer, caps=caps, recorder=recorder, outbox=router.outbox)
 
 
@@ -386,3 +389,23 @@ def test_a_failed_relay_holds_back_only_its_own_emails(parts, rows, relay):
     assert sorted(results) == [(1, Result.RETRY), (2, Result.SENT), (3, Result.RELEASED)]
     assert [r[:2] for r in released(rows)] == [(3, Release.RELAY_FAILED)]
     assert relay.subjects() == ["email 2"]
+
+
+def test_each_message_carries_its_own_signed_unsubscribe_link_unless_the_email_offers_none(parts, rows, relay):
+    from email import message_from_bytes
+
+    # Given an email with the default flag and a transactional one
+    rows.add(1, body="bye: {{unsubscribe_url}}")
+    rows.add(2, unsubscribe=False, body="bye: {{unsubscribe_url}}")
+    # When both are sent
+    deliver(parts, [1, 2])
+    first, second = (message_from_bytes(d.message.data) for d in relay.delivered)
+    # Then the first carries RFC 8058's headers, its link names email 1 of its account, and is its body's link
+    link = first["List-Unsubscribe"].strip().strip("<>")  # (folded before the link: compat32 keeps the fold)
+    assert first["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert link.startswith(LINKS_BASE + "/u/")
+    assert parts.deliverer.links.email_of(link.rpartition("/")[2]) == ("default", 1)
+    assert first.get_payload(decode=True).decode() == f"bye: {link}"
+    # And the transactional one carries neither header, and its body is as written
+    assert second["List-Unsubscribe"] is None and second["List-Unsubscribe-Post"] is None
+    assert second.get_payload(decode=True).decode() == "bye: {{unsubscribe_url}}"

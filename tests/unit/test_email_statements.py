@@ -19,7 +19,7 @@ DB = Path(__file__).resolve().parents[2] / "coldmail" / "db"
 #: Email columns a request does not supply: the INSERT fills them, the table's defaults do, or a later
 #: statement does. A new column belongs here or in NewEmail.
 NOT_SUPPLIED = {"id", "next_attempt_at", "queued_at", "status", "lease_until", "claims", "worker_id", "attempts",
-                "last_error", "message_id", "sent_at", "created_at", "updated_at"}
+                "last_error", "message_id", "sent_at", "created_at", "updated_at", "bounced_at"}
 
 
 def snake(name: str) -> str:
@@ -47,7 +47,7 @@ def test_the_prepared_insert_takes_and_stores_every_supplied_column_with_the_mod
     assert set(intake.SUPPLIED_COLUMNS) <= set(inserted)
     assert "next_attempt_at" in inserted and "queued_at" in inserted
     # And each travels as one array of its model type, numbered in order, the horizon last
-    types = {"TEXT": "text[]", "TIMESTAMPTZ": "timestamptz[]"}
+    types = {"TEXT": "text[]", "TIMESTAMPTZ": "timestamptz[]", "BOOL": "boolean[]"}
     expected = [types[Email._meta.fields[name].field_type] for name in intake.SUPPLIED_COLUMNS] + ["float8"]
     assert statement.startswith(f"PREPARE coldmail_insert_batch ({', '.join(expected)}) AS")
     for number, name in enumerate(intake.SUPPLIED_COLUMNS, 1):
@@ -58,8 +58,9 @@ def test_the_prepared_insert_takes_and_stores_every_supplied_column_with_the_mod
 def test_every_field_a_schedule_request_has_reaches_the_insert():
     # Given the request schema's fields (and the payload hash computed from them)
     requested = {snake(name) for name in ScheduleEmailSchema().fields}
-    # Then each is a column the INSERT stores, beside the hash and the account (the key's, not the request's)
-    assert requested | {"payload_hash", "account"} == set(intake.SUPPLIED_COLUMNS)
+    # Then each is a column the INSERT stores, beside the hash, the account (the key's, not the request's) and
+    # the recipient's suppression key (derived from the recipient)
+    assert requested | {"payload_hash", "account", "recipient_key"} == set(intake.SUPPLIED_COLUMNS)
 
 
 def test_column_lists_follow_the_model():
@@ -72,7 +73,8 @@ def test_column_lists_follow_the_model():
 
 
 def test_statuses_in_sql_come_from_email_status():
-    assert [columns.PENDING, columns.SENDING, columns.SENT, columns.FAILED, columns.CANCELLED] == [
+    assert [columns.PENDING, columns.SENDING, columns.SENT, columns.FAILED, columns.CANCELLED, columns.SUPPRESSED,
+            columns.BOUNCED] == [
         f"'{s.value}'" for s in EmailStatus]
     # no statement spells a status out (the first migration's CHECK is history, never edited)
     spelled = re.compile("|".join(f"'{s.value}'" for s in EmailStatus))

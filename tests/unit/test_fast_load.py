@@ -123,3 +123,14 @@ def test_fast_batch_load_gives_what_the_schema_gives(bad, size, where):
                                   {"emails": "x"}, {"emails": [BASE, [1]]}])
 def test_fast_batch_load_refuses_what_the_schema_refuses(data):
     assert outcome(FAST_BATCH.load, data) == outcome(BATCH.load, data)
+
+
+@pytest.mark.parametrize("flag", [True, False, None, 1, 0, "true", "false", [], {}])
+def test_the_unsubscribe_flag_is_a_json_boolean_on_both_paths(flag):
+    data = dict(BASE, unsubscribe=flag)
+    fast, reference = outcome(FAST.load, data), outcome(SCHEMA.load, data)
+    assert fast == reference
+    # only true, false and null (not given) load; 1 and "true" are refused, never taken for true
+    assert (fast[0] == "ok") == (flag is None or type(flag) is bool)
+    if fast[0] == "ok":
+        assert fast[1]["unsubscribe"] is flag

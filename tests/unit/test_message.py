@@ -110,3 +110,29 @@ def test_an_idn_domain_goes_as_a_labels_without_smtputf8(recipient, wire):
 def test_a_non_ascii_local_part_still_asks_for_smtputf8_whatever_its_domain():
     out, msg = on_the_wire(recipient="jörg@bücher.de", subject="Hi", body="x")
     assert out.smtputf8 and out.recipient == "jörg@bücher.de" and msg["To"] == "jörg@bücher.de"
+
+
+def test_the_unsubscribe_link_goes_in_both_headers_and_in_each_part_escaped_for_html():
+    from email import message_from_bytes, policy
+
+    url = "https://mail.example.com/base/u/tok?a=1&b=\"2\""  # not what PUBLIC_BASE_URL allows: escaping shows
+    body = '<p>Bye: <a href="{{unsubscribe_url}}">unsubscribe</a> {{unsubscribe_url}}</p>'
+    out = build_message(email_id=1, created_at=CREATED, from_address="a@example.org", recipient="b@example.org",
+                        subject="s", body=body, unsubscribe_url=url)
+    msg = message_from_bytes(out.data, policy=policy.default)
+    # Then the headers are RFC 8058's, each on one line
+    assert msg["List-Unsubscribe"] == f"<{url}>" and msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    # (folded before the link, the one place it can be, when the line would pass 78 characters)
+    assert max(len(line) for line in out.data.split(b"\r\n\r\n")[0].split(b"\r\n")) <= 78
+    # And the HTML part holds the escaped link twice, the text part the link itself
+    html = msg.get_body(("html",)).get_content()
+    text = msg.get_body(("plain",)).get_content()
+    escaped = "https://mail.example.com/base/u/tok?a=1&amp;b=&quot;2&quot;"
+    assert html.count(escaped) == 2 and "{{unsubscribe_url}}" not in html
+    assert url in text and "{{unsubscribe_url}}" not in text
+
+
+def test_without_a_link_there_are_no_unsubscribe_headers_and_the_placeholder_stays():
+    out = build_message(email_id=1, created_at=CREATED, from_address="a@example.org", recipient="b@example.org",
+                        subject="s", body="x {{unsubscribe_url}}")
+    assert b"List-Unsubscribe" not in out.data and b"{{unsubscribe_url}}" in out.data

@@ -2,7 +2,7 @@
 
 import pytest
 
-from coldmail.delivery.retry import GiveBack, Release, RetryPolicy, backoff_s
+from coldmail.delivery.retry import GiveBack, Release, RetryPolicy, backoff_s, is_hard_bounce
 from coldmail.errors import ConfigError, PermanentSendError, TransientSendError
 
 POLICY = RetryPolicy(max_attempts=3, backoff_base_s=10, backoff_max_s=1000)
@@ -43,3 +43,33 @@ def test_claims_given_back_go_again_at_once_after_the_failed_email_or_after_a_pa
     assert POLICY.give_back(Release.RELAY_FAILED, relay_retry_in_s=12.5) == GiveBack(Release.RELAY_FAILED, 12.5)
     assert POLICY.give_back(Release.ERROR) == GiveBack(Release.ERROR, 10)
     assert str(Release.STOPPING) == "worker stopping"
+
+
+@pytest.mark.parametrize("error,hard", [
+    # RCPT TO refused as a mailbox or domain that does not exist: a hard bounce
+    (PermanentSendError("550 5.1.1 <x@example.com>: Recipient address rejected: User unknown", code=550,
+                        at_rcpt=True), True),
+    (PermanentSendError("550-5.1.1 The email account that you tried to reach does not exist.", code=550,
+                        at_rcpt=True), True),
+    (PermanentSendError("554 5.1.2 bad destination domain", code=554, at_rcpt=True), True),
+    (PermanentSendError("550 no such user here", code=550, at_rcpt=True), True),
+    (PermanentSendError("551 user not local", code=551, at_rcpt=True), True),
+    (PermanentSendError("553 mailbox name not allowed", code=553, at_rcpt=True), True),
+    # policy (the sender, not the address), other 5xx without a code, temporary: not
+    (PermanentSendError("550 5.7.1 Message rejected as spam", code=550, at_rcpt=True), False),
+    (PermanentSendError("554 5.7.1 Relay access denied", code=554, at_rcpt=True), False),
+    (PermanentSendError("552 mailbox full", code=552, at_rcpt=True), False),
+    (PermanentSendError("554 transaction failed", code=554, at_rcpt=True), False),
+    (PermanentSendError("550 4.1.1 odd, but a temporary enhanced code", code=550, at_rcpt=True), False),
+    (TransientSendError("450 4.2.0 mailbox busy", code=450, at_rcpt=True), False),
+    (TransientSendError("451 4.1.1 try later", code=451, at_rcpt=True), False),
+    # not an answer to RCPT TO (MAIL FROM, DATA): not about the recipient
+    (PermanentSendError("550 5.1.1 user unknown", code=550), False),
+    (ConfigError("not an SMTP URL"), False),
+])
+def test_only_a_recipient_that_does_not_exist_is_a_hard_bounce(error, hard):
+    assert is_hard_bounce(error) is hard
+    verdict = POLICY.after_failure(error, attempt=1)
+    assert verdict.hard_bounce is hard
+    if hard:
+        assert verdict.retry_in_s is None

@@ -108,3 +108,21 @@ def test_a_bad_key_in_the_list_is_named_by_its_position_and_not_echoed(keys, pos
     message = str(e.value)
     assert "COLDMAIL_SECRET_KEY" in message and position in message
     assert good not in message and "not-a-fernet-key" not in message and "tooshort" not in message
+
+
+def test_public_base_url_defaults_to_host_and_port_and_loses_a_trailing_slash():
+    assert Settings.from_env({}, dotenv=None).public_base == "http://127.0.0.1:8080"
+    assert Settings.from_env({"HOST": "::1", "PORT": "9000"}, dotenv=None).public_base == "http://[::1]:9000"
+    given = Settings.from_env({"PUBLIC_BASE_URL": "https://mail.example.com/coldmail/"}, dotenv=None)
+    assert given.public_base == "https://mail.example.com/coldmail"
+
+
+@pytest.mark.parametrize("value", [
+    "mail.example.com", "ftp://mail.example.com", "https://", "https://mail.example.com/?x=1",
+    "https://mail.example.com/#top", "https://mail.example.com:99999", "https://user:pw@mail.example.com",
+    "https://mail.example.com/a b",
+])
+def test_a_bad_public_base_url_is_refused_by_name_and_a_password_in_it_is_not_echoed(value):
+    with pytest.raises(ConfigError) as e:
+        Settings.from_env({"PUBLIC_BASE_URL": value}, dotenv=None)
+    assert "PUBLIC_BASE_URL" in str(e.value) and "pw" not in str(e.value)

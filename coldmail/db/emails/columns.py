@@ -17,7 +17,8 @@ STORED_COLUMNS = column_list(STORED_FIELDS)
 #: what a listing shows: never the body, which may be a megabyte per row, nor the hand-over's and the claim's
 #: bookkeeping, nor the account (the caller's own)
 LIST_COLUMNS = column_list(fields_but(Email, Email.account, Email.body, Email.queued_at, Email.lease_until,
-                                      Email.claims, Email.worker_id, Email.idempotency_key, Email.payload_hash))
+                                      Email.claims, Email.worker_id, Email.recipient_key, Email.bounced_at,
+                                      Email.idempotency_key, Email.payload_hash))
 
 
 def _literal(status: EmailStatus) -> str:
@@ -31,3 +32,5 @@ SENDING = _literal(EmailStatus.SENDING)
 SENT = _literal(EmailStatus.SENT)
 FAILED = _literal(EmailStatus.FAILED)
 CANCELLED = _literal(EmailStatus.CANCELLED)
+SUPPRESSED = _literal(EmailStatus.SUPPRESSED)
+BOUNCED = _literal(EmailStatus.BOUNCED)

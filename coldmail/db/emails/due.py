@@ -24,3 +24,9 @@ def queued_if_near(due: str) -> str:
 def delay_ms(due: str) -> str:
     """Milliseconds from now until `due`, 0 once it has passed: the Dramatiq delay of its hand-over."""
     return f"greatest(0, (extract(epoch FROM {due} - now()) * 1000))::bigint"
+
+
+#: when a paused sender's email, moved out of the way, is looked at again if nothing resumes it first (resuming
+#: the sender brings its emails back at once: coldmail.db.emails.handover.resume_paused); a safety net, not a
+#: schedule
+PAUSED_UNTIL = "now() + interval '1 day'"

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from ..connection import database
 from ..rows import dicts
 from .columns import PENDING
-from .due import delay_ms, due_at
+from .due import PAUSED_UNTIL, delay_ms, due_at
 
 _LOCK_DUE = f"""
 WITH due AS (
@@ -24,7 +24,8 @@ WITH due AS (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-SELECT due.id, due.account, due.sender_id, s.hourly_limit, {delay_ms("due.next_attempt_at")} AS delay_ms
+SELECT due.id, due.account, due.sender_id, s.hourly_limit, coalesce(s.paused, false) AS paused,
+       {delay_ms("due.next_attempt_at")} AS delay_ms
 FROM due LEFT JOIN senders s ON s.account = due.account AND s.id = due.sender_id
 ORDER BY due.next_attempt_at, due.id
 """
@@ -42,11 +43,17 @@ WITH go AS (
     UPDATE emails e SET next_attempt_at = now() + later.delay_ms * interval '1 millisecond', updated_at = now()
     FROM later WHERE e.id = later.id AND e.status = {PENDING} AND e.queued_at IS NULL
     RETURNING e.id, e.next_attempt_at
+), p AS (
+    UPDATE emails e SET next_attempt_at = {PAUSED_UNTIL}, updated_at = now()
+    WHERE e.id = ANY(%(paused_ids)s::bigint[]) AND e.status = {PENDING} AND e.queued_at IS NULL
+    RETURNING e.id, e.next_attempt_at
 ), ev AS (
     INSERT INTO email_events (email_id, kind, detail)
     SELECT id, 'queued', jsonb_build_object('dueAt', now() + delay_ms * interval '1 millisecond') FROM q
     UNION ALL
     SELECT id, 'rate_limited', jsonb_build_object('nextAttemptAt', next_attempt_at) FROM m
+    UNION ALL
+    SELECT id, 'deferred', jsonb_build_object('reason', 'paused', 'nextAttemptAt', next_attempt_at) FROM p
 )
 SELECT id, delay_ms FROM q ORDER BY delay_ms, id
 """
@@ -62,7 +69,9 @@ def take_due(*, horizon_s: float, limit: int, plan: Planner) -> tuple[int, list[
     In one transaction: take the due rows (SKIP LOCKED lets several API processes
     run this at once without taking the same row twice), let `plan` split them by
     their senders' caps, then mark the ones that may go as queued and move the
-    others to when their cap allows, each with its event. Returns how many rows
+    others to when their cap allows, each with its event. A paused sender's rows
+    are not planned: they are moved out of the way (PAUSED_UNTIL, a `deferred`
+    event with reason `paused`) until the sender resumes (`resume_paused`). Returns how many rows
     were queued or moved (fewer than `limit`: nothing else is due for now), and
     (id, delay_ms) of the queued ones, soonest first.
     """
@@ -70,11 +79,16 @@ def take_due(*, horizon_s: float, limit: int, plan: Planner) -> tuple[int, list[
         due = dicts(database.execute_sql(_LOCK_DUE, {"horizon_s": horizon_s, "limit": limit}))
         if not due:
             return 0, []
-        decided = plan(due)
+        paused = [row["id"] for row in due if row["paused"]]
+        active = [row for row in due if not row["paused"]]
+        go, later = [], []
+        if active:
+            decided = plan(active)
+            go, later = decided.go, decided.later
         cursor = database.execute_sql(_HAND_OVER, {
-            "go_ids": [i for i, _ in decided.go], "go_ms": [ms for _, ms in decided.go],
-            "later_ids": [i for i, _ in decided.later], "later_ms": [ms for _, ms in decided.later]})
-        return len(decided.go) + len(decided.later), [(row[0], row[1]) for row in cursor.fetchall()]
+            "go_ids": [i for i, _ in go], "go_ms": [ms for _, ms in go],
+            "later_ids": [i for i, _ in later], "later_ms": [ms for _, ms in later], "paused_ids": paused})
+        return len(go) + len(later) + len(paused), [(row[0], row[1]) for row in cursor.fetchall()]
 
 
 _UNQUEUE = f"UPDATE emails SET queued_at = NULL WHERE id = ANY(%s) AND status = {PENDING}"
@@ -119,3 +133,21 @@ def pull_forward(account: str, sender_id: str) -> list[int]:
     """The account's sender's emails its cap moved later (never attempted, PENDING, not handed over): due at their own
     time again, for the scheduler to plan under the sender's new limit. Returns their ids."""
     return [row[0] for row in database.execute_sql(_PULL_FORWARD, (account, sender_id)).fetchall()]
+
+
+_RESUME_PAUSED = f"""
+UPDATE emails e SET next_attempt_at = {due_at("CASE WHEN e.attempts = 0 THEN e.scheduled_at ELSE now() END")},
+                    updated_at = now()
+WHERE e.account = %s AND e.sender_id = %s AND e.status = {PENDING} AND e.queued_at IS NULL
+  AND e.next_attempt_at > now()
+  AND (SELECT v.kind || ':' || coalesce(v.detail->>'reason', '') FROM email_events v
+       WHERE v.email_id = e.id ORDER BY v.id DESC LIMIT 1) = 'deferred:paused'
+RETURNING e.id
+"""
+
+
+def resume_paused(account: str, sender_id: str) -> list[int]:
+    """The account's sender was resumed: its emails the pause moved out of the way (their last event is the
+    `deferred` with reason `paused` that moved them) are due at their own time again, a retry at once, so the scheduler hands
+    them over in their order. Returns their ids."""
+    return [row[0] for row in database.execute_sql(_RESUME_PAUSED, (account, sender_id)).fetchall()]

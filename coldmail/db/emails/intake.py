@@ -2,22 +2,24 @@
 
 New emails go in through one INSERT whatever their number: each column a request
 supplies travels as one array, and the statement also creates unknown senders,
-skips idempotency keys stored before, marks what is due within the hand-over
-horizon and writes every event. The group commit runs it prepared, on its own
+skips idempotency keys stored before, stores an email to a suppressed address
+SUPPRESSED (never handed over), marks what is due within the hand-over horizon
+and writes every event. The group commit runs it prepared, on its own
 asynchronous connections (PREPARE_INSERT_BATCH, insert_batch_async).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Awaitable, Callable
 
+from ...addresses import normalise
 from ..connection import database
 from ..models import Email
 from ..outbox import outbox
 from ..rows import column_list, dicts, one
-from .columns import CANCELLED, EMAIL_COLUMNS, PENDING, STORED_COLUMNS, STORED_FIELDS
+from .columns import CANCELLED, EMAIL_COLUMNS, PENDING, STORED_COLUMNS, STORED_FIELDS, SUPPRESSED
 from .due import delay_ms, due_at, queued_if_near
 
 
@@ -33,12 +35,20 @@ class NewEmail:
     scheduled_at: datetime | None
     idempotency_key: str | None
     payload_hash: str
+    #: List-Unsubscribe on its message: false for transactional mail
+    unsubscribe: bool = True
+    #: the recipient as suppressions are matched (coldmail.addresses.normalise), always derived from it
+    recipient_key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "recipient_key", normalise(self.recipient))
 
 
 # How a column of each type travels in the INSERT's arrays: its PostgreSQL array type, and what turns a value
 # into text (None: it is text already).
 _AS_TEXT: dict[str, tuple[str, Callable[[Any], str] | None]] = {
-    "TEXT": ("text[]", None), "TIMESTAMPTZ": ("timestamptz[]", datetime.isoformat)}
+    "TEXT": ("text[]", None), "TIMESTAMPTZ": ("timestamptz[]", datetime.isoformat),
+    "BOOL": ("boolean[]", lambda flag: "true" if flag else "false")}
 
 
 def _travels_as(name: str) -> tuple[str, Callable[[Any], str] | None]:
@@ -66,9 +76,12 @@ WITH input AS (
     INSERT INTO senders (account, id) SELECT DISTINCT account, sender_id FROM input ORDER BY account, sender_id
     ON CONFLICT DO NOTHING
 ), e AS (
-    INSERT INTO emails (id, {_INPUT}, next_attempt_at, queued_at)
-    SELECT ids.id, {_STORED_FROM_INPUT}, i.at, {queued_if_near("i.at")}
+    INSERT INTO emails (id, {_INPUT}, next_attempt_at, status, queued_at)
+    SELECT ids.id, {_STORED_FROM_INPUT}, i.at,
+           CASE WHEN x.reason IS NULL THEN {PENDING} ELSE {SUPPRESSED} END,
+           CASE WHEN x.reason IS NULL THEN {queued_if_near("i.at")} END
     FROM (SELECT *, {due_at("scheduled_at")} AS at FROM input) i JOIN ids USING (ord)
+    LEFT JOIN suppressions x ON x.account = i.account AND x.address = i.recipient_key
     ORDER BY i.account, i.idempotency_key, i.ord  -- one lock order for every batch: two cannot deadlock
     ON CONFLICT (account, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {STORED_COLUMNS}
@@ -77,6 +90,11 @@ WITH input AS (
     SELECT id, 'created', jsonb_build_object('scheduledAt', scheduled_at) FROM e
     UNION ALL
     SELECT id, 'queued', jsonb_build_object('dueAt', next_attempt_at) FROM e WHERE queued_at IS NOT NULL
+    UNION ALL
+    SELECT e.id, 'suppressed', jsonb_build_object('reason', x.reason)
+    FROM e JOIN ids USING (id) JOIN input USING (ord)
+    JOIN suppressions x ON x.account = input.account AND x.address = input.recipient_key
+    WHERE e.status = {SUPPRESSED}
 )
 SELECT ids.ord, e.*, {delay_ms("e.next_attempt_at")} AS delay_ms
 FROM e JOIN ids USING (id)

@@ -17,19 +17,38 @@ from psycopg2.extras import Json
 from ..connection import database
 from ..outbox import outbox, returning
 from ..rows import dicts
-from .columns import EMAIL_COLUMNS, FAILED, PENDING, SENDING, SENT
-from .due import due_at
+from .columns import EMAIL_COLUMNS, FAILED, PENDING, SENDING, SENT, SUPPRESSED
+from .due import PAUSED_UNTIL, due_at
 
 _CLAIM = f"""
-WITH c AS (
+WITH asked AS (
+    SELECT e.id, x.reason AS suppressed_for, coalesce(s.paused, false) AS paused
+    FROM emails e
+    LEFT JOIN suppressions x ON x.account = e.account AND x.address = e.recipient_key
+    LEFT JOIN senders s ON s.account = e.account AND s.id = e.sender_id
+    WHERE e.id = ANY(%(ids)s::bigint[]) AND e.status = {PENDING}
+      AND e.next_attempt_at <= now() + %(early_s)s * interval '1 second'
+), c AS (
     UPDATE emails SET status = {SENDING}, lease_until = now() + %(lease_s)s * interval '1 second',
                       claims = claims + 1, worker_id = %(worker)s, updated_at = now()
-    WHERE id = ANY(%(ids)s::bigint[]) AND status = {PENDING}
+    WHERE id IN (SELECT id FROM asked WHERE suppressed_for IS NULL AND NOT paused) AND status = {PENDING}
       AND next_attempt_at <= now() + %(early_s)s * interval '1 second'
     RETURNING {EMAIL_COLUMNS}
+), suppressed AS (
+    UPDATE emails e SET status = {SUPPRESSED}, queued_at = NULL, lease_until = NULL, updated_at = now()
+    FROM asked WHERE e.id = asked.id AND asked.suppressed_for IS NOT NULL AND e.status = {PENDING}
+    RETURNING e.id, asked.suppressed_for
+), paused AS (
+    UPDATE emails e SET queued_at = NULL, next_attempt_at = {PAUSED_UNTIL}, updated_at = now()
+    FROM asked WHERE e.id = asked.id AND asked.suppressed_for IS NULL AND asked.paused AND e.status = {PENDING}
+    RETURNING e.id, e.next_attempt_at
 ), ev AS (
     INSERT INTO email_events (email_id, kind, detail)
     SELECT id, 'claimed', jsonb_build_object('attempt', attempts + 1) FROM c
+    UNION ALL
+    SELECT id, 'suppressed', jsonb_build_object('reason', suppressed_for) FROM suppressed
+    UNION ALL
+    SELECT id, 'deferred', jsonb_build_object('reason', 'paused', 'nextAttemptAt', next_attempt_at) FROM paused
 )
 SELECT c.*, greatest(0, extract(epoch FROM c.next_attempt_at - now()))::float AS wait_s,
        s.from_address, s.hourly_limit, s.smtp_url, s.smtp_password_enc, s.dkim_domain, s.dkim_selector,
@@ -42,7 +61,13 @@ ORDER BY c.next_attempt_at, c.id
 def claim(email_ids: list[int], *, lease_s: float, early_s: float = 0.0, worker: str | None = None
           ) -> list[dict[str, Any]]:
     """Take the PENDING emails among `email_ids` that are due within `early_s` for sending (SENDING with a
-    lease held by `worker`), soonest first; the others are not ours to send (yet). `wait_s` in each row
+    lease held by `worker`), soonest first; the others are not ours to send (yet).
+
+    The suppression list is checked here again, in the same statement: an email whose address was
+    suppressed at any time before it becomes SUPPRESSED (its `suppressed` event names the reason) instead of
+    being claimed, however it got past acceptance. An email of a paused sender is not claimed either: it
+    stays PENDING, out of the hand-over's way until the sender resumes (`deferred`, reason `paused`; no
+    attempt spent). `wait_s` in each row
     says how long until it is due: the caller waits that out; `claims` is the claim's number, which every
     outcome below must name."""
     return dicts(database.execute_sql(_CLAIM, {"ids": email_ids, "lease_s": lease_s, "early_s": early_s,
@@ -118,6 +143,30 @@ _MARK_FAILED = _event_from_update(
 def mark_failed(email_id: int, *, claim: int, error: str, code: int | None) -> bool:
     return _change(_MARK_FAILED, "failed", {"code": code, "error": error},
                    {"id": email_id, "claim": claim, "error": error})
+
+
+_MARK_BOUNCED = f"""
+WITH u AS (
+    UPDATE emails SET status = {FAILED}, attempts = attempts + 1, lease_until = NULL, last_error = %(error)s,
+                      bounced_at = now(), updated_at = now()
+    WHERE id = %(id)s AND status = {SENDING} AND claims = %(claim)s RETURNING {returning()}
+), ev AS (
+    INSERT INTO email_events (email_id, kind, detail)
+    SELECT id, 'failed', %(detail)s::jsonb FROM u UNION ALL SELECT id, 'bounced', %(detail)s::jsonb FROM u
+), wf AS ({outbox("u", "email.failed")}
+), wb AS ({outbox("u", "email.bounced", detail="%(detail)s::jsonb")}
+)
+SELECT id FROM u
+"""
+
+
+def mark_bounced(email_id: int, *, claim: int, error: str, code: int | None) -> bool:
+    """FAILED by a hard bounce: the relay refused the recipient as nonexistent (coldmail.delivery.retry), so
+    `bounced_at` counts it toward its sender's bounce rate; a `failed` and a `bounced` event. The caller
+    suppresses the address in the same transaction."""
+    detail = Json({"code": code, "error": error})
+    cursor = database.execute_sql(_MARK_BOUNCED, {"id": email_id, "claim": claim, "error": error, "detail": detail})
+    return bool(cursor.fetchall())
 
 
 _RETRY_LATER = _event_from_update(
