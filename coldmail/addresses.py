@@ -19,8 +19,10 @@ def normalise(address: str) -> str:
     if not at or not local or not domain:
         raise ValueError(f"not an address: {address!r}")
     if not domain.isascii():
+        # as email-validator makes a recipient's ascii_domain, so that every address it accepts normalises
         try:
-            domain = idna.encode(domain, uts46=True).decode("ascii")
-        except idna.IDNAError as e:
+            mapped = idna.uts46_remap(domain, std3_rules=False, transitional=False)
+            domain = ".".join(idna.alabel(label).decode("ascii") for label in mapped.split("."))
+        except (idna.IDNAError, UnicodeError) as e:
             raise ValueError(f"not a valid domain: {e}") from None
     return f"{local.lower()}@{domain.lower()}"

@@ -92,7 +92,11 @@ def suppression_json(entry: dict[str, Any]) -> dict[str, Any]:
 async def add(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     data = _in_schema.load(await read_json(request))
-    entry, created = await ctx.run_db(suppress, account_of(request), data["email"], reason=data["reason"])
+    try:
+        address = normalise(data["email"])
+    except ValueError as e:
+        raise ValidationError({"email": [str(e)]}) from None
+    entry, created = await ctx.run_db(suppress, account_of(request), address, reason=data["reason"])
     return web.json_response(suppression_json(entry), status=201 if created else 200)
 
 
