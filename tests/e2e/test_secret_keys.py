@@ -65,7 +65,9 @@ def test_the_worker_holds_what_no_key_opens_and_sends_it_once_the_key_is_back(ba
         # Then the email goes now (its hold had nearly a minute to run), once
         wait_for(lambda: sink.arrivals, timeout_s=15, what="the held email's send")
         assert sink.subjects() == ["held until K1 is back"]
-        assert sql("SELECT status, attempts FROM emails WHERE id = %s", email_id) == [("SENT", 1)]
+        # (the worker records a send just after the relay took it)
+        wait_for(lambda: sql("SELECT status, attempts FROM emails WHERE id = %s", email_id) == [("SENT", 1)],
+                 timeout_s=5, what="the send recorded")
     finally:
         proc.terminate()
     assert PASSWORD not in proc.output()
