@@ -7,7 +7,6 @@ not hold them. A delivery over that limit goes back to the queue for a second.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import random
@@ -57,6 +56,11 @@ class WebhookDeliverer:
         self.settings = settings
         self.box = PasswordBox(settings.secret_keys)
         self._slots = threading.BoundedSemaphore(settings.webhook_concurrency)
+        self._resolved = post.CheckedCache()
+        self._thread = threading.local()  # each worker thread's post.Poster (its event loop and session)
+        #: opened secrets by sealed value: Fernet's decryption once per endpoint secret, not per delivery
+        #: (a changed key or a re-sealed secret is a different sealed value)
+        self._secrets: dict[str, str] = {}
 
     def deliver(self, delivery_id: int) -> Outcome:
         if not self._slots.acquire(blocking=False):
@@ -76,13 +80,28 @@ class WebhookDeliverer:
 
     def _post(self, claimed: dict) -> post.Answer:
         try:
-            secret = self.box.open(claimed["secret_enc"])
+            secret = self._secret(claimed["secret_enc"])
         except SecretUnreadable:
             return post.Answer(code=None, error=UNREADABLE_SECRET)
         body = body_of(claimed["payload"])
         headers = signing.headers(secret, claimed["msg_id"], int(time.time()), body)
-        return asyncio.run(post.post(claimed["url"], body, headers,
-                                     allow_private=self.settings.allow_private_networks))
+        return self._poster().post(claimed["url"], body, headers)
+
+    def _secret(self, sealed: str) -> str:
+        secret = self._secrets.get(sealed)
+        if secret is None:
+            secret = self.box.open(sealed)  # SecretUnreadable: not kept, tried again next time
+            if len(self._secrets) > 10_000:
+                self._secrets.clear()
+            self._secrets[sealed] = secret
+        return secret
+
+    def _poster(self) -> post.Poster:
+        poster = getattr(self._thread, "poster", None)
+        if poster is None:
+            poster = self._thread.poster = post.Poster(allow_private=self.settings.allow_private_networks,
+                                                       cache=self._resolved)
+        return poster
 
     def _record(self, claimed: dict, answer: post.Answer) -> Outcome:
         if answer.ok:
