@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 LEASE_S = post.TIMEOUT_S + 10
 #: a delivery's error when its endpoint's secret cannot be opened (COLDMAIL_SECRET_KEY changed): it is retried
 UNREADABLE_SECRET = "the webhook's signing secret cannot be opened: no key of COLDMAIL_SECRET_KEY opens it"
+#: what a batch keeps of its lease for recording: no post starts later than LEASE_S - TIMEOUT_S - this
+RECORD_ROOM_S = 5.0
 #: the longest wait between two attempts
 MAX_BACKOFF_S = 3600.0
 
@@ -63,20 +65,42 @@ class WebhookDeliverer:
         self._secrets: dict[str, str] = {}
 
     def deliver(self, delivery_id: int) -> Outcome:
+        return self.deliver_many([delivery_id]).get(delivery_id, Outcome.SKIPPED)
+
+    def deliver_many(self, delivery_ids: list[int]) -> dict[int, Outcome]:
+        """Claim `delivery_ids` in one statement, post them one after the other, record the delivered ones
+        in one statement (a failed attempt in one of its own). All BUSY when every slot is taken; those not
+        due, done or claimed elsewhere are SKIPPED (absent). Once a post could no longer end within the
+        claims' lease (a slow receiver), the rest are given back unclaimed, to be handed over again."""
         if not self._slots.acquire(blocking=False):
-            return Outcome.BUSY
+            return dict.fromkeys(delivery_ids, Outcome.BUSY)
+        outcomes: dict[int, Outcome] = {}
         try:
             with database.connection_context():
-                claimed = rows.claim(delivery_id, lease_s=LEASE_S)
-            if claimed is None:
-                return Outcome.SKIPPED
-            answer = self._post(claimed)
+                claimed = rows.claim_many(delivery_ids, lease_s=LEASE_S)
+            claimed_at = time.monotonic()
+            answers: list[tuple[dict, post.Answer]] = []
+            left: list[dict] = []
+            for i, one in enumerate(claimed):
+                if time.monotonic() - claimed_at > LEASE_S - post.TIMEOUT_S - RECORD_ROOM_S:
+                    left = claimed[i:]
+                    break
+                answers.append((one, self._post(one)))
             with database.connection_context():
-                outcome = self._record(claimed, answer)
+                if left:
+                    rows.release([(one["id"], one["claims"]) for one in left])
+                done = rows.delivered_many([(one["id"], one["claims"], answer.code)
+                                            for one, answer in answers if answer.ok])
+                for one, answer in answers:
+                    if answer.ok:
+                        outcomes[one["id"]] = Outcome.DELIVERED if one["id"] in done else Outcome.SKIPPED
+                    else:
+                        outcomes[one["id"]] = self._record(one, answer)
         finally:
             self._slots.release()
-        metrics.WEBHOOK_DELIVERIES.labels(outcome.value).inc()
-        return outcome
+        for outcome in outcomes.values():
+            metrics.WEBHOOK_DELIVERIES.labels(outcome.value).inc()
+        return outcomes
 
     def _post(self, claimed: dict) -> post.Answer:
         try:
