@@ -1,4 +1,5 @@
-"""A worker thread's part: claim one delivery, post it signed, record what came of it.
+"""A worker thread's part: claim a message's deliveries (one statement), post each signed, record what came
+of them (the delivered in one statement).
 
 At most WEBHOOK_CONCURRENCY threads of a process post at once: the others are
 there to send email, and a receiver that takes its ten seconds to answer must
