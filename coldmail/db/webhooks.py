@@ -96,6 +96,46 @@ def claim(delivery_id: int, *, lease_s: float) -> dict[str, Any] | None:
     return one(database.execute_sql(_CLAIM, {"id": delivery_id, "lease_s": lease_s}))
 
 
+_CLAIM_MANY = _CLAIM.replace("d.id = %(id)s", "d.id = ANY(%(ids)s::bigint[])")
+
+
+def claim_many(delivery_ids: list[int], *, lease_s: float) -> list[dict[str, Any]]:
+    """`claim` for many in one statement: those of `delivery_ids` that are due and not claimed, oldest
+    first."""
+    rows = dicts(database.execute_sql(_CLAIM_MANY, {"ids": list(delivery_ids), "lease_s": lease_s}))
+    return sorted(rows, key=lambda row: row["id"])
+
+
+_DELIVERED_MANY = """
+UPDATE webhook_deliveries d SET status = 'delivered', attempts = d.attempts + 1, delivered_at = now(),
+    last_status_code = done.code, last_error = NULL, lease_until = NULL
+FROM unnest(%(ids)s::bigint[], %(claims)s::int[], %(codes)s::int[]) AS done(id, claim, code)
+WHERE d.id = done.id AND d.status = 'pending' AND d.claims = done.claim
+RETURNING d.id
+"""
+
+
+def delivered_many(done: list[tuple[int, int, int]]) -> set[int]:
+    """`delivered` for many (id, claim, code) in one statement: the ids recorded (a claim taken back
+    meanwhile is not)."""
+    if not done:
+        return set()
+    ids, claims, codes = (list(column) for column in zip(*done))
+    rows = database.execute_sql(_DELIVERED_MANY, {"ids": ids, "claims": claims, "codes": codes}).fetchall()
+    return {delivery_id for (delivery_id,) in rows}
+
+
+def release(claimed: list[tuple[int, int]]) -> int:
+    """Give back (id, claim) claims not attempted: unclaimed, handed over again by the next run."""
+    if not claimed:
+        return 0
+    ids, claims = (list(column) for column in zip(*claimed))
+    return database.execute_sql(
+        "UPDATE webhook_deliveries SET lease_until = NULL "
+        "WHERE (id, claims) IN (SELECT * FROM unnest(%(ids)s::bigint[], %(claims)s::int[])) "
+        "AND status = 'pending'", {"ids": ids, "claims": claims}).rowcount
+
+
 _DELIVERED = """
 UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = now(),
     last_status_code = %(code)s, last_error = NULL, lease_until = NULL

@@ -22,13 +22,16 @@ def webhook_queue_name(settings: Settings) -> str:
 
 
 def declare_webhook_actor(broker: RedisBroker, settings: Settings) -> dramatiq.Actor:
-    """Declare `deliver_webhook(delivery_id)`. A message lost with its worker or its Redis loses nothing: the
+    """Declare `deliver_webhook(delivery_ids)`: a list of ids, posted by one thread one after the other. A message lost with its worker or its Redis loses nothing: the
     delivery's row is handed over again (coldmail.webhooks.handover)."""
     deliverer = WebhookDeliverer(settings)
 
-    def deliver_webhook(delivery_id: int) -> None:
-        if deliverer.deliver(delivery_id) is Outcome.BUSY:
-            actor.send_with_options(args=(delivery_id,), delay=BUSY_DELAY_MS)
+    def deliver_webhook(delivery_ids: int | list[int]) -> None:
+        ids = [delivery_ids] if isinstance(delivery_ids, int) else list(delivery_ids)  # one id: an older message
+        outcomes = deliverer.deliver_many(ids)
+        busy = [i for i in ids if outcomes.get(i) is Outcome.BUSY]
+        if busy:
+            actor.send_with_options(args=(busy,), delay=BUSY_DELAY_MS)
 
     actor = dramatiq.actor(deliver_webhook, broker=broker, actor_name=ACTOR_NAME,
                            queue_name=webhook_queue_name(settings), priority=PRIORITY,

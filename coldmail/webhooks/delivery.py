@@ -1,4 +1,5 @@
-"""A worker thread's part: claim one delivery, post it signed, record what came of it.
+"""A worker thread's part: claim a message's deliveries (one statement), post each signed, record what came
+of them (the delivered in one statement).
 
 At most WEBHOOK_CONCURRENCY threads of a process post at once: the others are
 there to send email, and a receiver that takes its ten seconds to answer must
@@ -7,7 +8,6 @@ not hold them. A delivery over that limit goes back to the queue for a second.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import random
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 LEASE_S = post.TIMEOUT_S + 10
 #: a delivery's error when its endpoint's secret cannot be opened (COLDMAIL_SECRET_KEY changed): it is retried
 UNREADABLE_SECRET = "the webhook's signing secret cannot be opened: no key of COLDMAIL_SECRET_KEY opens it"
+#: what a batch keeps of its lease for recording: no post starts later than LEASE_S - TIMEOUT_S - this
+RECORD_ROOM_S = 5.0
 #: the longest wait between two attempts
 MAX_BACKOFF_S = 3600.0
 
@@ -57,32 +59,74 @@ class WebhookDeliverer:
         self.settings = settings
         self.box = PasswordBox(settings.secret_keys)
         self._slots = threading.BoundedSemaphore(settings.webhook_concurrency)
+        self._resolved = post.CheckedCache()
+        self._thread = threading.local()  # each worker thread's post.Poster (its event loop and session)
+        #: opened secrets by sealed value: Fernet's decryption once per endpoint secret, not per delivery
+        #: (a changed key or a re-sealed secret is a different sealed value)
+        self._secrets: dict[str, str] = {}
 
     def deliver(self, delivery_id: int) -> Outcome:
+        return self.deliver_many([delivery_id]).get(delivery_id, Outcome.SKIPPED)
+
+    def deliver_many(self, delivery_ids: list[int]) -> dict[int, Outcome]:
+        """Claim `delivery_ids` in one statement, post them one after the other, record the delivered ones
+        in one statement (a failed attempt in one of its own). All BUSY when every slot is taken; those not
+        due, done or claimed elsewhere are SKIPPED (absent). Once a post could no longer end within the
+        claims' lease (a slow receiver), the rest are given back unclaimed, to be handed over again."""
         if not self._slots.acquire(blocking=False):
-            return Outcome.BUSY
+            return dict.fromkeys(delivery_ids, Outcome.BUSY)
+        outcomes: dict[int, Outcome] = {}
         try:
             with database.connection_context():
-                claimed = rows.claim(delivery_id, lease_s=LEASE_S)
-            if claimed is None:
-                return Outcome.SKIPPED
-            answer = self._post(claimed)
+                claimed = rows.claim_many(delivery_ids, lease_s=LEASE_S)
+            claimed_at = time.monotonic()
+            answers: list[tuple[dict, post.Answer]] = []
+            left: list[dict] = []
+            for i, one in enumerate(claimed):
+                if time.monotonic() - claimed_at > LEASE_S - post.TIMEOUT_S - RECORD_ROOM_S:
+                    left = claimed[i:]
+                    break
+                answers.append((one, self._post(one)))
             with database.connection_context():
-                outcome = self._record(claimed, answer)
+                if left:
+                    rows.release([(one["id"], one["claims"]) for one in left])
+                done = rows.delivered_many([(one["id"], one["claims"], answer.code)
+                                            for one, answer in answers if answer.ok])
+                for one, answer in answers:
+                    if answer.ok:
+                        outcomes[one["id"]] = Outcome.DELIVERED if one["id"] in done else Outcome.SKIPPED
+                    else:
+                        outcomes[one["id"]] = self._record(one, answer)
         finally:
             self._slots.release()
-        metrics.WEBHOOK_DELIVERIES.labels(outcome.value).inc()
-        return outcome
+        for outcome in outcomes.values():
+            metrics.WEBHOOK_DELIVERIES.labels(outcome.value).inc()
+        return outcomes
 
     def _post(self, claimed: dict) -> post.Answer:
         try:
-            secret = self.box.open(claimed["secret_enc"])
+            secret = self._secret(claimed["secret_enc"])
         except SecretUnreadable:
             return post.Answer(code=None, error=UNREADABLE_SECRET)
         body = body_of(claimed["payload"])
         headers = signing.headers(secret, claimed["msg_id"], int(time.time()), body)
-        return asyncio.run(post.post(claimed["url"], body, headers,
-                                     allow_private=self.settings.allow_private_networks))
+        return self._poster().post(claimed["url"], body, headers)
+
+    def _secret(self, sealed: str) -> str:
+        secret = self._secrets.get(sealed)
+        if secret is None:
+            secret = self.box.open(sealed)  # SecretUnreadable: not kept, tried again next time
+            if len(self._secrets) > 10_000:
+                self._secrets.clear()
+            self._secrets[sealed] = secret
+        return secret
+
+    def _poster(self) -> post.Poster:
+        poster = getattr(self._thread, "poster", None)
+        if poster is None:
+            poster = self._thread.poster = post.Poster(allow_private=self.settings.allow_private_networks,
+                                                       cache=self._resolved)
+        return poster
 
     def _record(self, claimed: dict, answer: post.Answer) -> Outcome:
         if answer.ok:

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 #: deliveries one run hands over at most
 BATCH = 500
+#: deliveries in one Dramatiq message at most (one claim statement, one record statement): small enough that
+#: a batch's posts end well within its lease when the receiver answers promptly, and spread over threads
+PER_MESSAGE = 20
 
 
 class WebhookHandOver:
@@ -33,9 +36,10 @@ class WebhookHandOver:
             due = rows.take_due(limit=BATCH, requeue_s=self.settings.requeue_after_s)
         handed = 0
         try:
-            for delivery_id in due:
-                self.actor.send(delivery_id)
-                handed += 1
+            for start in range(0, len(due), PER_MESSAGE):
+                chunk = due[start:start + PER_MESSAGE]
+                self.actor.send(chunk)
+                handed += len(chunk)
         except redis.RedisError as e:
             # the rest is handed over again once their mark runs out
             log.warning("Redis unreachable (%s); %d webhook deliveries wait", e, len(due) - handed)

@@ -3,8 +3,13 @@
 aiohttp's client with a resolver that is coldmail.net.resolve: every address a
 name resolves to must be public (unless ALLOW_PRIVATE_NETWORKS=true), and the
 connection goes to an address that was checked, resolved anew for every attempt
-(DNS may have changed since the endpoint was registered: no cache). aiohttp
-does not ask its resolver about an IP literal, so those are checked here first.
+(DNS may have changed since the endpoint was registered). A worker thread's
+Poster keeps one event loop and one ClientSession for all its posts, and keeps a
+checked resolution for RESOLVED_TTL_S per host: the connection still goes only
+to the addresses that were checked, and the host is resolved and checked anew
+once that runs out (a refusal is never kept). POST /webhooks/{id}/test resolves
+anew every time. aiohttp does not ask its resolver about an IP literal, so those
+are checked here first.
 No redirect is followed (a 3xx is a failed attempt), nothing is read from the
 answer but its status, and the whole exchange has TIMEOUT_S.
 """
@@ -15,6 +20,8 @@ import asyncio
 import functools
 import ipaddress
 import socket
+import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -25,6 +32,8 @@ from .. import net
 from ..errors import BadRequest
 
 TIMEOUT_S = 10.0
+#: how long a worker keeps a host's checked addresses before resolving and checking it again
+RESOLVED_TTL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -39,15 +48,52 @@ class Answer:
         return self.error is None
 
 
+class CheckedCache:
+    """Checked resolutions (net.Destination) per host and port, each kept RESOLVED_TTL_S; refusals are not
+    kept. Shared by a process's threads."""
+
+    def __init__(self, ttl_s: float = RESOLVED_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._kept: dict[tuple[str, int, bool], tuple[float, net.Destination]] = {}
+
+    def get(self, host: str, port: int, allow_private: bool) -> net.Destination | None:
+        with self._lock:
+            kept = self._kept.get((host, port, allow_private))
+        if kept is None or kept[0] <= time.monotonic():
+            return None
+        return kept[1]
+
+    def put(self, destination: net.Destination, allow_private: bool) -> None:
+        with self._lock:
+            if len(self._kept) > 1000:
+                self._kept.clear()
+            self._kept[(destination.host, destination.port, allow_private)] = (
+                time.monotonic() + self.ttl_s, destination)
+
+    def resolve(self, host: str, port: int, *, allow_private: bool) -> net.Destination:
+        """net.resolve, or what it answered less than ttl_s ago for the same host and port."""
+        destination = self.get(host, port, allow_private)
+        if destination is None:
+            destination = net.resolve(host, port, allow_private=allow_private)  # BadRequest if refused
+            self.put(destination, allow_private)
+        return destination
+
+
 class GuardedResolver(AbstractResolver):
-    def __init__(self, *, allow_private: bool) -> None:
+    def __init__(self, *, allow_private: bool, cache: CheckedCache | None = None) -> None:
         self.allow_private = allow_private
+        self.cache = cache
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
                       ) -> list[ResolveResult]:
-        loop = asyncio.get_running_loop()
-        destination = await loop.run_in_executor(
-            None, functools.partial(net.resolve, host, port, allow_private=self.allow_private))
+        destination = self.cache.get(host, port, self.allow_private) if self.cache else None
+        if destination is None:
+            loop = asyncio.get_running_loop()
+            destination = await loop.run_in_executor(
+                None, functools.partial(net.resolve, host, port, allow_private=self.allow_private))
+            if self.cache:
+                self.cache.put(destination, self.allow_private)
         return [ResolveResult(hostname=host, host=str(ip), port=port,
                               family=socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
                               proto=0, flags=socket.AI_NUMERICHOST)
@@ -73,20 +119,32 @@ def _is_literal(host: str) -> bool:
     return True
 
 
-async def post(url: str, body: bytes, headers: dict[str, str], *, allow_private: bool) -> Answer:
-    """POST `body`; an Answer, never an exception for what the endpoint or the network does."""
+def _session(resolver: GuardedResolver) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, force_close=True)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
+                                 trust_env=False, cookie_jar=aiohttp.DummyCookieJar())
+
+
+async def post(url: str, body: bytes, headers: dict[str, str], *, allow_private: bool,
+               session: aiohttp.ClientSession | None = None, cache: CheckedCache | None = None) -> Answer:
+    """POST `body`; an Answer, never an exception for what the endpoint or the network does. Without
+    `session`, one is opened for this post alone (its resolver keeps nothing); with one, it must have been
+    made by _session with a resolver of the same allow_private, and `cache` is that resolver's."""
     try:
         check_url(url, allow_private=allow_private)
         parts = urlsplit(url)
         if _is_literal(parts.hostname):
-            await asyncio.get_running_loop().run_in_executor(None, functools.partial(
-                net.resolve, parts.hostname, parts.port or 443, allow_private=allow_private))
-        connector = aiohttp.TCPConnector(resolver=GuardedResolver(allow_private=allow_private),
-                                         use_dns_cache=False, force_close=True)
-        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
-                                         trust_env=False, cookie_jar=aiohttp.DummyCookieJar()) as session:
-            async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
-                code = response.status
+            port = parts.port or 443
+            if cache is None or cache.get(parts.hostname, port, allow_private) is None:
+                destination = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
+                    net.resolve, parts.hostname, port, allow_private=allow_private))
+                if cache is not None:
+                    cache.put(destination, allow_private)
+        if session is not None:
+            code = await _post_with(session, url, body, headers)
+        else:
+            async with _session(GuardedResolver(allow_private=allow_private)) as own:
+                code = await _post_with(own, url, body, headers)
     except BadRequest as e:  # the guard refused the address (its message names no address)
         return Answer(code=None, error=str(e))
     except asyncio.TimeoutError:
@@ -99,3 +157,28 @@ async def post(url: str, body: bytes, headers: dict[str, str], *, allow_private:
     if 200 <= code < 300:
         return Answer(code=code, error=None)
     return Answer(code=code, error=f"HTTP {code}")
+
+
+async def _post_with(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]) -> int:
+    async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+        return response.status
+
+
+class Poster:
+    """A worker thread's way to post: one event loop and one ClientSession for all its posts (not one per
+    post), whose resolver keeps checked addresses in `cache` (shared by the process's Posters)."""
+
+    def __init__(self, *, allow_private: bool, cache: CheckedCache) -> None:
+        self.allow_private = allow_private
+        self.cache = cache
+        self.loop = asyncio.new_event_loop()
+        self.session: aiohttp.ClientSession | None = None
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        return self.loop.run_until_complete(self._post(url, body, headers))
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        if self.session is None or self.session.closed:
+            self.session = _session(GuardedResolver(allow_private=self.allow_private, cache=self.cache))
+        return await post(url, body, headers, allow_private=self.allow_private, session=self.session,
+                          cache=self.cache)
