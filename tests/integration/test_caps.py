@@ -375,19 +375,7 @@ async def test_a_send_waiting_too_long_for_the_global_cap_gives_its_claim_back_u
 @pytest.fixture
 def auth_sink():
     """A relay that wants a login, and records the ones it got."""
-    sink = SmtpSink()
-    logins: list[tuple[str, str]] = []
-
-    def authenticator(server, session, envelope, mechanism, auth_data):
-        from aiosmtpd.smtp import AuthResult
-        logins.append((auth_data.login.decode(), auth_data.password.decode()))
-        return AuthResult(success=auth_data.password == b"s3cr:t/pw")
-
-    from aiosmtpd.controller import Controller
-    sink._controller = Controller(sink.handler, hostname="127.0.0.1", port=sink.port, authenticator=authenticator,
-                                  auth_required=True, auth_require_tls=False)
-    sink._controller.start()
-    sink.logins = logins
+    sink = SmtpSink(password="s3cr:t/pw").start()
     yield sink
     sink.stop()
 

@@ -33,20 +33,7 @@ LONG_HOLD = {"RETRY_BACKOFF_SECONDS": "60", "RETRY_BACKOFF_MAX_SECONDS": "120"}
 @pytest.fixture
 def login_sink():
     """A relay that takes a message only after a login with PASSWORD, and records the logins."""
-    from aiosmtpd.controller import Controller
-    from aiosmtpd.smtp import AuthResult
-
-    sink = SmtpSink()
-    logins: list[tuple[str, str]] = []
-
-    def authenticator(server, session, envelope, mechanism, auth_data):
-        logins.append((auth_data.login.decode(), auth_data.password.decode()))
-        return AuthResult(success=auth_data.password == PASSWORD.encode())
-
-    sink._controller = Controller(sink.handler, hostname="127.0.0.1", port=sink.port, authenticator=authenticator,
-                                  auth_required=True, auth_require_tls=False)
-    sink._controller.start()
-    sink.logins = logins
+    sink = SmtpSink(password=PASSWORD).start()
     yield sink
     sink.stop()
 

@@ -46,6 +46,9 @@ class RecordingHandler:
     connections: int = 0
     #: (login, over TLS) of each AUTH the sink was sent
     auths: list[tuple[str, bool]] = field(default_factory=list)
+    #: (login, password) of each AUTH, and the one password taken (None: any)
+    logins: list[tuple[str, str]] = field(default_factory=list)
+    password: str | None = None
     #: how RCPT TO is answered for these addresses (lower-case): a refusal, as a mailbox provider's
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -53,7 +56,8 @@ class RecordingHandler:
     def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
         with self.lock:
             self.auths.append((auth_data.login.decode(), session.ssl is not None))
-        return AuthResult(success=True)
+            self.logins.append((auth_data.login.decode(), auth_data.password.decode()))
+        return AuthResult(success=self.password is None or auth_data.password == self.password.encode())
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         with self.lock:
@@ -87,21 +91,26 @@ class RecordingHandler:
 
 
 class SmtpSink:
-    def __init__(self, *, auth: bool = False, tls_context: ssl.SSLContext | None = None,
-                 smtputf8: bool = False) -> None:
+    def __init__(self, *, auth: bool = False, password: str | None = None,
+                 tls_context: ssl.SSLContext | None = None, smtputf8: bool = False) -> None:
         """`auth`: offer AUTH, over plain connections too (a relay that would take a password in clear);
-        `tls_context`: offer STARTTLS with its certificate; `smtputf8`: offer SMTPUTF8 in EHLO (aiosmtpd's
-        default: not)."""
+        `password`: require a login with this password before taking a message; `tls_context`: offer
+        STARTTLS with its certificate; `smtputf8`: offer SMTPUTF8 in EHLO (aiosmtpd's default: not)."""
         self.port = free_port()
-        self.handler = RecordingHandler()
+        self.handler = RecordingHandler(password=password)
         #: whether EHLO offers SMTPUTF8
         self.smtputf8 = smtputf8
         self._options: dict = {"enable_SMTPUTF8": smtputf8}
-        if auth:
-            self._options.update(authenticator=self.handler.authenticate, auth_require_tls=False)
+        if auth or password is not None:
+            self._options.update(authenticator=self.handler.authenticate, auth_require_tls=False,
+                                 auth_required=password is not None)
         if tls_context is not None:
             self._options.update(tls_context=tls_context)
         self._controller: Controller | None = None
+
+    @property
+    def logins(self) -> list[tuple[str, str]]:
+        return self.handler.logins
 
     @property
     def url(self) -> str:
