@@ -36,7 +36,11 @@ _AWAY_SUBJECT = re.compile(r"^\s*(out of (the )?office|automatic reply|auto(mati
 
 
 class NotAMessage(ValueError):
-    """The bytes are not an RFC 5322 message (no header fields at all)."""
+    """The bytes are not an RFC 5322 message: none of the header fields every message has."""
+
+
+#: a message has at least one of these (RFC 5322 requires From and Date; a bare relay hand-over has Received)
+_MESSAGE_HEADERS = ("From", "Date", "Message-ID", "Received", "Return-Path", "To", "Subject")
 
 
 @dataclass(frozen=True)
@@ -64,12 +68,13 @@ class Classified:
 
 
 def parse(raw: bytes) -> Message:
-    """The message, or NotAMessage when the bytes have no header field (the email package accepts anything)."""
+    """The message, or NotAMessage (the email package reads any bytes as some message)."""
     if not raw.strip():
-        raise NotAMessage("the body is empty")
+        raise NotAMessage("the body is empty: send one RFC 5322 message")
     message = message_from_bytes(raw, policy=policy.compat32)
-    if not message.keys() or message.defects and not any(message.get(h) for h in ("From", "Message-ID", "Date")):
-        raise NotAMessage("the body is not an RFC 5322 message: no From, Message-ID or Date header")
+    if not any(message.get(name) is not None for name in _MESSAGE_HEADERS):
+        raise NotAMessage("the body is not an RFC 5322 message: it has no From, Date, Message-ID, Received, "
+                          "Return-Path, To or Subject header")
     return message
 
 
@@ -198,7 +203,7 @@ def _plain_bounce(message: Message, raw: bytes, key: str, subject: str) -> Class
     failures = tuple(Failure(address.decode("ascii", "replace"), status.group(0) if status else None, None)
                      for address in sorted(permanent))
     # the returned copy follows the report; the outer headers come first, so a returned header is a later one
-    body = text.split("\n\n", 1)[-1].replace("\r\n", "\n")
+    body = text.replace("\r\n", "\n").split("\n\n", 1)[-1]
     ids = tuple(dict.fromkeys(_RETURNED_MSGID.findall(body)))
     coldmail = tuple(int(n) for n in dict.fromkeys(_COLDMAIL_ID.findall(body)))
     if failures and (status is None or status.group(1) == "5"):

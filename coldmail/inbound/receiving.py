@@ -47,6 +47,9 @@ def _nothing() -> None:
 
 def _act(account: str, found: Classified, sender_id: str | None):
     """Apply the effect inside the caller's transaction; return (what it was, what to log after the commit)."""
+    if found.kind == UNMATCHED:  # no report of a failure, no reply: nothing to look up (a delay notice, say)
+        return Received(UNMATCHED, None), lambda: log.info(
+            "inbound message for account %r is no reply, bounce, complaint or auto-reply: nothing changed", account)
     email = inbound.find_sent(account, message_ids=found.message_ids, email_ids=found.coldmail_ids,
                               sender_id=sender_id)
     if email is None:
