@@ -2,7 +2,7 @@
 
 Every effect is one statement that changes the email and writes its audit event and webhook outbox rows
 together. A reply's statement also cancels the recipient's PENDING emails of the same sequence and sender:
-an UPDATE ... WHERE status = 'PENDING' racing the worker's claim (also a compare-and-set on PENDING) on the
+an UPDATE ... WHERE status = PENDING racing the worker's claim (also a compare-and-set on PENDING) on the
 row's lock, so each follow-up is either claimed first (SENDING: it may still go) or cancelled, never both.
 """
 
