@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import Message
 from email.parser import HeaderParser
@@ -64,7 +64,6 @@ class Classified:
     #: a complaint's feedback type (abuse, fraud, ...)
     feedback_type: str | None = None
     subject: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def parse(raw: bytes) -> Message:
