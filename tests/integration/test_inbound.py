@@ -280,6 +280,18 @@ async def test_another_accounts_message_matches_nothing(client, auth):
     assert (await post_inbound(client, auth, fixture("reply-first.eml", **about(first))))["kind"] == "reply"
 
 
+async def test_a_message_read_from_a_senders_mailbox_matches_that_senders_emails_only(client, auth):
+    # Given Jane's reply to an email of sender ann
+    await put_sender(client, auth)
+    first = await sent(client, auth, sequence="intro")
+    raw = fixture("reply-first.eml", **about(first))
+    # When the mailbox poller of sender bob hands it over, it matches nothing; ann's poller matches it
+    from coldmail.inbound import receive
+    assert (receive("default", raw, sender_id="bob").kind, receive("other", raw).kind) == ("unmatched", "unmatched")
+    received = receive("default", raw.replace(b"Message-ID: <CAJx", b"Message-ID: <again-CAJx"), sender_id="ann")
+    assert (received.kind, received.email_id) == ("reply", first["id"])
+
+
 # -- bad input -------------------------------------------------------------------------------------------------
 
 async def test_inbound_refuses_what_is_not_one_message(client, auth):
