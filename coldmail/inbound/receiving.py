@@ -41,10 +41,6 @@ def receive(account: str, raw: bytes, *, sender_id: str | None = None) -> Receiv
     return received
 
 
-def _nothing() -> None:
-    pass
-
-
 def _act(account: str, found: Classified, sender_id: str | None):
     """Apply the effect inside the caller's transaction; return (what it was, what to log after the commit)."""
     if found.kind == UNMATCHED:  # no report of a failure, no reply: nothing to look up (a delay notice, say)
