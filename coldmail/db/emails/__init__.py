@@ -6,6 +6,7 @@
 - `sending`: a worker's: claim, then record the outcome (sent, failed, retried, deferred, released).
 - `recovery`: the sweep's: take back what a dead worker, Redis or a lost message left behind.
 - `reads`: one email and its events, pages of emails, the live backlog.
+- `threads`: the earlier email a follow-up continues, and the Message-IDs of its thread.
 
 They share `columns` (column lists from the model, statuses from EmailStatus) and
 `due` (when an email is due). State changes are compare-and-set (`UPDATE … WHERE
