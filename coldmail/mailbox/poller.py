@@ -69,7 +69,8 @@ class LeaseLost(Exception):
 
 
 class HandlerFailed(Exception):
-    """The classifier raised on a message: the poll stops there, and the message is read again next time."""
+    """The classifier raised on a message (other than ValueError, which says the message is none it can take:
+    that one is skipped): the poll stops there, and the message is read again next time."""
 
 
 def default_handler(account: str, raw: bytes, *, sender_id: str | None = None) -> Any:
@@ -82,11 +83,11 @@ def default_handler(account: str, raw: bytes, *, sender_id: str | None = None) -
 class MailboxPoller:
     """What the scheduler's `poll_mailboxes` job runs (tick), and the polls it starts on threads of its own."""
 
-    def __init__(self, settings: Settings, *, handler: Handler = default_handler, threads: int = THREADS,
+    def __init__(self, settings: Settings, *, handler: Handler | None = None, threads: int = THREADS,
                  batch: int = BATCH, timeout_s: float = TIMEOUT_S, deadline_s: float = DEADLINE_S,
                  context: ssl.SSLContext | None = None) -> None:
         self.settings = settings
-        self.handler = handler
+        self.handler = handler or default_handler
         self.threads = threads
         self.batch = batch
         self.timeout_s = timeout_s
@@ -203,12 +204,15 @@ class MailboxPoller:
                 if raw is not None:  # None: expunged since the search; nothing to hand over
                     try:
                         self.handler(mailbox.account, raw, sender_id=mailbox.sender_id)
+                    except ValueError as e:  # coldmail.inbound.NotAMessage: never takeable; reading again won't help
+                        log.warning("%s: message UID %d skipped, the classifier does not take it: %s", who, uid, e)
                     except Exception as e:
                         log.exception("%s: the classifier failed on UID %d", who, uid)
                         raise HandlerFailed(f"the classifier failed on message UID {uid}: "
                                             f"{type(e).__name__}") from None
-                    handed += 1
-                    metrics.MAILBOX_MESSAGES.inc()
+                    else:
+                        handed += 1
+                        metrics.MAILBOX_MESSAGES.inc()
                 with database.connection_context():
                     if not mailbox_rows.advance(mailbox, token=self.token, uidvalidity=uidvalidity, uid=uid):
                         raise LeaseLost()
