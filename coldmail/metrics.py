@@ -66,6 +66,11 @@ SUPPRESSIONS = Counter("coldmail_suppressions", "Addresses put on a suppression 
 SUPPRESSED = Counter("coldmail_emails_suppressed", "Emails stopped because their address is suppressed, by where "
                      "(accepted: at acceptance; listed: PENDING when the address was listed; claim: at the claim)",
                      ["at"])
+INBOUND = Counter("coldmail_inbound_messages", "Inbound messages read (POST /inbound, mailbox polling), by kind "
+                  "(bounce, complaint, auto_reply, reply, unmatched; duplicate: seen before, nothing changed)",
+                  ["kind"])
+REPLY_CANCELLED = Counter("coldmail_emails_cancelled_by_reply", "PENDING emails of a sequence cancelled because "
+                          "their recipient replied")
 MESSAGES = Counter("coldmail_worker_messages", "Emails a worker dealt with, by what came of each (sent, failed, "
                    "retry, rate_limited, released, held, skipped, not_yet), and messages that raised (error)",
                    ["outcome"])

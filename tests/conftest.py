@@ -111,7 +111,7 @@ def clean_state(redis_url: str) -> None:
 
     with database.connection_context():
         database.execute_sql("TRUNCATE email_events, emails, senders, api_keys, webhooks, webhook_deliveries, "
-                             "suppressions RESTART IDENTITY CASCADE")
+                             "suppressions, inbound_messages RESTART IDENTITY CASCADE")
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     client.set(MARKER, "1")

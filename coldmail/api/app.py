@@ -20,7 +20,7 @@ from ..settings import Settings
 from ..stored_secrets import check_at_start
 from ..unsubscribe.links import links_for
 from ..webhooks.handover import WebhookHandOver
-from . import senders, suppressions, unsubscribe, webhooks
+from . import inbound, senders, suppressions, unsubscribe, webhooks
 from .auth import KeyChecker, auth_middleware
 from .body import MAX_BODY_BYTES
 from .context import AppContext, ctx_key
@@ -53,6 +53,7 @@ def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True)
     app.add_routes(senders.routes)
     app.add_routes(webhooks.routes)
     app.add_routes(suppressions.routes)
+    app.add_routes(inbound.routes)
     app[unsubscribe.links_key] = links_for(settings)
     app.add_routes(unsubscribe.routes)
 

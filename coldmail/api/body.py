@@ -35,6 +35,10 @@ def too_large(max_bytes: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"the request body is larger than {max_bytes // 2**20} MiB")
 
 
+#: what POST /inbound takes: a DSN or a reply returns the message it is about, attachments and all
+MAX_INBOUND_BYTES = 10 * 1024 * 1024
+
+
 async def read_json(request: web.Request, *, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
     """The body as a JSON object; 415 if it is not sent as JSON (or in an encoding not taken), 413 past
     `max_bytes` (sent or decoded), 400 if it does not decode, is not JSON, is nested too deep or is not an
@@ -53,6 +57,22 @@ async def read_json(request: web.Request, *, max_bytes: int = MAX_BODY_BYTES) ->
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     return data
+
+
+async def read_bytes(request: web.Request, *, content_type: str, max_bytes: int) -> bytes:
+    """The body as bytes, for a route that takes one `content_type` other than JSON: 415 for another type (or
+    an encoding not taken), 413 past `max_bytes` (sent or decoded), 400 if it does not decode."""
+    if request.content_type != content_type:
+        raise UnsupportedMediaType(f"send the body as Content-Type: {content_type}")
+    encoding = _content_encoding(request)
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large(max_bytes)
+    raw = bytearray()
+    while chunk := await request.content.readany():
+        raw += chunk
+        if len(raw) > max_bytes:
+            raise too_large(max_bytes)
+    return decode(bytes(raw), encoding, max_bytes=max_bytes) if encoding else bytes(raw)
 
 
 def _content_encoding(request: web.Request) -> str | None:

@@ -70,7 +70,10 @@ def _idempotency_key(request: web.Request, payload: dict) -> str | None:
 async def schedule_email(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     payload = _load_schedule(await read_json(request))
-    row, created = await ctx.intake.accept(account_of(request), payload, _idempotency_key(request, payload))
+    account = account_of(request)
+    if payload["inReplyTo"] is not None or payload["stopOnReply"] is not None:
+        await ctx.run(ctx.intake.check_threads, account, [payload])
+    row, created = await ctx.intake.accept(account, payload, _idempotency_key(request, payload))
     if created:
         metrics.ACCEPTED.inc()
         if row["status"] == EmailStatus.SUPPRESSED:
@@ -104,7 +107,8 @@ async def get_emails(request: web.Request) -> web.Response:
     ctx: AppContext = request.app[ctx_key]
     query = _query(request, _list_schema)
     rows, cursor = await ctx.run_db(reads.list_emails, account_of(request), status=query.get("status"),
-                                    sender_id=query.get("senderId"), after=query.get("after"), limit=query["limit"])
+                                    sender_id=query.get("senderId"), after=query.get("after"), limit=query["limit"],
+                                    sequence=query.get("sequence"))
     return web.json_response({"items": [email_json(row) for row in rows], "next": cursor})
 
 

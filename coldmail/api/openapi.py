@@ -10,7 +10,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 from .. import __version__
 from . import schemas as s
-from . import suppressions
+from . import inbound, suppressions
 from .senders import SenderInSchema, SenderOutSchema
 from .webhooks import (DeliveriesQuerySchema, DeliveriesSchema, TestResultSchema, WebhookCreatedSchema,
                        WebhookInSchema, WebhooksSchema)
@@ -32,7 +32,8 @@ ERRORS = {
     404: ("NotFound", "No email with this id in the key's account"),
     409: ("Conflict", "The email is not PENDING, or the idempotency key was used for a different email"),
     413: ("PayloadTooLarge", "The body is larger than the endpoint takes"),
-    415: ("UnsupportedMediaType", "The body is not sent as application/json"),
+    415: ("UnsupportedMediaType", "The body is not sent as the endpoint's type (application/json; "
+                                  "message/rfc822 for /inbound)"),
     503: ("Unavailable", "PostgreSQL or Redis is unreachable; try again shortly"),
 }
 READ = (401, 503)
@@ -237,6 +238,7 @@ def openapi_spec() -> dict:
     _sender_paths(spec)
     _webhook_paths(spec)
     suppressions.describe(spec, _errors)
+    inbound.describe(spec, _errors)
     _public_paths(spec)
     _unsubscribe_paths(spec)
     return spec.to_dict()

@@ -179,6 +179,15 @@ class ScheduleEmailSchema(StrictSchema):
         "description": "Same key and payload again: the same email (200). Same key, other payload: 409."})
     unsubscribe = StrictBoolean(load_default=None, metadata={
         "description": "false: no List-Unsubscribe headers (transactional mail); omitted: true"})
+    sequence = Text(load_default=None, validate=[validate.Length(min=1, max=128), ONE_LINE], metadata={
+        "description": "names a chain of emails to one recipient (a first email and its follow-ups)",
+        "example": "q4-intro"})
+    stopOnReply = StrictBoolean(load_default=None, metadata={
+        "description": "a reply to any email of the sequence cancels this one while PENDING; needs `sequence`; "
+                       "omitted: true with a sequence"})
+    inReplyTo = fields.Integer(load_default=None, strict=True, validate=validate.Range(min=1, max=MAX_ID),
+                               metadata={"description": "an earlier email's id (same recipient): this one is sent "
+                                                        "in its thread (In-Reply-To, References)"})
 
 
 class ScheduleBatchSchema(StrictSchema):
@@ -229,6 +238,10 @@ def _utf8(text: str) -> bool:
     return True
 
 
+#: the fields of sequences and threads: a request with any of them takes FastLoad's general path
+_THREAD_FIELDS = frozenset({"sequence", "stopOnReply", "inReplyTo"})
+
+
 class FastEmailLoad(FastLoad):
     """ScheduleEmailSchema's load, its common case checked inline: a request that passes these checks
     passes every validator of the schema, with the same result; any other goes through FastLoad.
@@ -252,6 +265,8 @@ class FastEmailLoad(FastLoad):
             recipient, subject, body = data.get("recipient"), data.get("subject"), data.get("body")
             sender_id, at, key = data.get("senderId"), data.get("scheduledAt"), data.get("idempotencyKey")
             unsubscribe = data.get("unsubscribe")
+            if not _THREAD_FIELDS.isdisjoint(data):
+                return super().fast(data)
             if type(recipient) is str and type(subject) is str and type(body) is str and type(sender_id) is str \
                     and (unsubscribe is None or type(unsubscribe) is bool) \
                     and (key is None or type(key) is str) and (at is None or type(at) is str) \
@@ -270,7 +285,8 @@ class FastEmailLoad(FastLoad):
                             self.instants.clear()
                         self.instants[at] = when
                     return {"recipient": address, "subject": subject, "body": body, "senderId": sender_id,
-                            "scheduledAt": when, "idempotencyKey": key, "unsubscribe": unsubscribe}
+                            "scheduledAt": when, "idempotencyKey": key, "unsubscribe": unsubscribe,
+                            "sequence": None, "stopOnReply": None, "inReplyTo": None}
         return super().fast(data)
 
 
@@ -304,6 +320,8 @@ class RescheduleSchema(StrictSchema):
 class ListEmailsQuerySchema(StrictSchema):
     status = Text(validate=validate.OneOf(STATUSES))
     senderId = Text(validate=SENDER_ID)
+    sequence = Text(validate=[validate.Length(min=1, max=128), ONE_LINE],
+                    metadata={"description": "only the emails of this sequence"})
     limit = fields.Integer(load_default=DEFAULT_PAGE, validate=validate.Range(min=1, max=MAX_PAGE),
                            metadata={"description": f"page size, at most {MAX_PAGE}"})
     after = fields.Integer(validate=validate.Range(min=1, max=MAX_ID), metadata={
@@ -340,6 +358,13 @@ class EmailSchema(Schema):
     updatedAt = fields.DateTime(required=True)
     unsubscribe = fields.Boolean(required=True, metadata={
         "description": "whether its message carries List-Unsubscribe (false: scheduled as transactional)"})
+    sequence = fields.String(required=True, allow_none=True)
+    stopOnReply = fields.Boolean(required=True, metadata={
+        "description": "a reply to an email of its sequence cancels it while PENDING"})
+    inReplyTo = fields.Integer(required=True, allow_none=True,
+                               metadata={"description": "the email whose thread it continues"})
+    repliedAt = fields.DateTime(required=True, allow_none=True,
+                                metadata={"description": "when a reply to it first came (POST /inbound, a mailbox)"})
 
 
 class EmailPageSchema(Schema):

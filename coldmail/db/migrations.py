@@ -222,6 +222,29 @@ CREATE TABLE unsubscribe_signing_key (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 """),
+    (11, "replies: sequences, threads, and inbound mail read once", """
+-- sequence: a chain of emails to one recipient; stop_on_reply: a reply to any of them cancels its PENDING
+-- ones of the same sequence and sender; in_reply_to: the earlier email whose thread the message continues;
+-- replied_at: when a reply to it first came
+ALTER TABLE emails ADD COLUMN sequence text CHECK (length(sequence) BETWEEN 1 AND 128),
+    ADD COLUMN stop_on_reply boolean NOT NULL DEFAULT false,
+    ADD COLUMN in_reply_to bigint,
+    ADD COLUMN replied_at timestamptz;
+-- GET /emails?sequence=: newest first, keyset on id, as the other listings
+CREATE INDEX emails_sequence_id ON emails (account, sequence, id DESC) WHERE sequence IS NOT NULL;
+-- an inbound message names what it answers by Message-ID: a reply's references, a DSN's returned headers
+CREATE INDEX emails_message_id ON emails (account, message_id) WHERE message_id IS NOT NULL;
+-- every inbound message once per account, by its Message-ID (or a hash of it when it has none): a second
+-- delivery of it finds its row and changes nothing
+CREATE TABLE inbound_messages (
+    account      text NOT NULL,
+    dedupe_key   text NOT NULL,
+    kind         text CHECK (kind IN ('bounce', 'complaint', 'auto_reply', 'reply', 'unmatched')),
+    email_id     bigint,
+    received_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (account, dedupe_key)
+);
+"""),
     (12, "senders' mailboxes: the IMAP URL and sealed password, and each mailbox's polling state", """
 -- imap_url: the sender's mailbox as GET shows it (no password); imap_password_enc: its password, sealed as
 -- smtp_password_enc is (coldmail.crypto)

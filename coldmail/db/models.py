@@ -75,6 +75,13 @@ class Email(BaseModel):
     bounced_at = DateTimeTZField(null=True)
     #: List-Unsubscribe on its message (false: transactional mail; migration 9)
     unsubscribe = BooleanField(default=True)
+    #: the chain of emails it belongs to, and whether a reply stops it (migration 11)
+    sequence = TextField(null=True)
+    stop_on_reply = BooleanField(default=False)
+    #: the earlier email whose thread it continues (In-Reply-To, References)
+    in_reply_to = BigIntegerField(null=True)
+    #: when a reply to it first came (coldmail.inbound)
+    replied_at = DateTimeTZField(null=True)
 
     class Meta:
         table_name = "emails"
@@ -102,6 +109,18 @@ class Suppression(BaseModel):
     class Meta:
         table_name = "suppressions"
         primary_key = CompositeKey("account", "address")
+
+
+class InboundMessage(BaseModel):
+    account = TextField()
+    dedupe_key = TextField()
+    kind = TextField(null=True)
+    email_id = BigIntegerField(null=True)
+    received_at = DateTimeTZField()
+
+    class Meta:
+        table_name = "inbound_messages"
+        primary_key = CompositeKey("account", "dedupe_key")
 
 
 class ApiKey(BaseModel):

@@ -8,6 +8,7 @@ from psycopg2.extras import Json
 
 from . import suppressions
 from .connection import database
+from .outbox import outbox, returning
 from .rows import one
 
 _MAKE_KEY = "INSERT INTO unsubscribe_signing_key (secret) VALUES (%s) ON CONFLICT DO NOTHING"
@@ -28,10 +29,17 @@ def stored_signing_key() -> bytes | None:
 
 
 _EMAIL = "SELECT id, recipient, sender_id FROM emails WHERE id = %s AND account = %s"
-#: the email's `unsubscribed` event, written once (a unique index on it: the second attempt does nothing)
-_EVENT = """
-INSERT INTO email_events (email_id, kind, detail) VALUES (%s, 'unsubscribed', %s)
-ON CONFLICT (email_id) WHERE kind = 'unsubscribed' DO NOTHING RETURNING id
+#: the email's `unsubscribed` event, written once (a unique index on it: the second attempt does nothing), and
+#: with it, in the same statement, its email.unsubscribed webhook deliveries
+_EVENT = f"""
+WITH ev AS (
+    INSERT INTO email_events (email_id, kind, detail) VALUES (%(id)s, 'unsubscribed', %(detail)s)
+    ON CONFLICT (email_id) WHERE kind = 'unsubscribed' DO NOTHING RETURNING email_id, detail
+), e AS (
+    SELECT {returning("e.")}, ev.detail FROM emails e JOIN ev ON ev.email_id = e.id WHERE e.account = %(account)s
+), wh AS ({outbox("e", "email.unsubscribed", detail="src.detail")}
+)
+SELECT email_id FROM ev
 """
 
 
@@ -52,4 +60,5 @@ def unsubscribe(account: str, email_id: int) -> bool | None:
                                           sender_id=email["sender_id"], email_id=email_id)
         # the entry's reason is an earlier one when the address was on the list already (bounced, say)
         detail = Json({"suppressionReason": entry["reason"], "suppressionAdded": created})
-        return database.execute_sql(_EVENT, (email_id, detail)).fetchone() is not None
+        return database.execute_sql(_EVENT, {"id": email_id, "account": account, "detail": detail}
+                                    ).fetchone() is not None

@@ -29,10 +29,10 @@ import redis
 
 from ..caps import Caps, Decision
 from ..db import database
-from ..db.emails import sending
+from ..db.emails import sending, threads
 from ..errors import SecretUnreadable
 from ..logs import email_fields
-from ..mail.message import Outgoing, build_message
+from ..mail.message import Outgoing, build_message, message_id_for, on_the_wire
 from ..settings import Settings
 from ..unsubscribe.links import Links
 from .bounces import record_hard_bounce
@@ -282,7 +282,17 @@ class Deliverer:
             email_id=row["id"], created_at=row["created_at"],
             from_address=row.get("from_address") or self.settings.default_from,
             recipient=row["recipient"], subject=row["subject"], body=row["body"],
-            unsubscribe_url=self.links.url(row["account"], row["id"]) if row["unsubscribe"] else None)
+            unsubscribe_url=self.links.url(row["account"], row["id"]) if row["unsubscribe"] else None,
+            thread=self._thread(row) if row.get("in_reply_to") else None)
+
+    def _thread(self, row: Row) -> list[str]:
+        """The Message-IDs of the emails a follow-up continues, oldest first: as each was sent, or, for one not
+        sent yet, the stable one it will be sent with (one query, for follow-ups only)."""
+        with database.connection_context():
+            chain = threads.ancestors(row["account"], row["id"])
+        return [a["message_id"] or message_id_for(a["id"], a["created_at"],
+                                                   on_the_wire(a["from_address"] or self.settings.default_from))
+                for a in reversed(chain)]
 
     def _attempt_failed(self, row: Row, verdict: Verdict) -> Outcome:
         """The attempt was made and failed: its cap slots are free again; the email fails or waits."""

@@ -29,16 +29,15 @@ def payload_hash(payload: dict[str, Any]) -> str:
 
 #: fields added after hashes were first stored: left out of the hash while None (not given), so a request
 #: without them hashes as it always did and a stored idempotency key still matches it
-_NEWER = frozenset({"unsubscribe"})
-_SCHEDULE_KEYS = frozenset({"recipient", "subject", "body", "senderId", "scheduledAt", "idempotencyKey",
-                            "unsubscribe"})
+_NEWER = frozenset({"unsubscribe", "sequence", "stopOnReply", "inReplyTo"})
+_SCHEDULE_KEYS = frozenset({"recipient", "subject", "body", "senderId", "scheduledAt", "idempotencyKey"}) | _NEWER
 _quote = json.encoder.encode_basestring_ascii  # what json.dumps writes a str as (ensure_ascii)
 
 
 def _canonical_schedule(payload: dict[str, Any]) -> str | None:
-    """json.dumps(canonical, sort_keys=True) of a loaded schedule payload without `unsubscribe`, or None for
+    """json.dumps(canonical, sort_keys=True) of a loaded schedule payload without the _NEWER fields, or None for
     any other shape."""
-    if payload.keys() != _SCHEDULE_KEYS or payload["unsubscribe"] is not None:
+    if payload.keys() != _SCHEDULE_KEYS or any(payload[k] is not None for k in _NEWER):
         return None
     recipient, subject, body, sender = payload["recipient"], payload["subject"], payload["body"], payload["senderId"]
     at = payload["scheduledAt"]
@@ -60,5 +59,19 @@ def new_email(account: str, payload: dict[str, Any], idempotency_key: str | None
         account=account, recipient=payload["recipient"], subject=payload["subject"], body=payload["body"],
         sender_id=payload["senderId"], scheduled_at=payload.get("scheduledAt"),
         idempotency_key=idempotency_key, payload_hash=payload_hash(payload),
-        unsubscribe=payload.get("unsubscribe") is not False)
+        unsubscribe=payload.get("unsubscribe") is not False, sequence=payload.get("sequence"),
+        stop_on_reply=_stops_on_reply(payload), in_reply_to=payload.get("inReplyTo"))
+
+
+def _stops_on_reply(payload: dict[str, Any]) -> bool:
+    stop = payload.get("stopOnReply")
+    return payload.get("sequence") is not None if stop is None else stop
+
+
+def thread_errors(payload: dict[str, Any]) -> dict[str, list[str]]:
+    """What the schema cannot say of a loaded payload's sequence fields alone: stopOnReply means nothing
+    without a sequence. (inReplyTo is checked against the stored emails: coldmail.intake.threads.)"""
+    if payload.get("stopOnReply") is not None and payload.get("sequence") is None:
+        return {"stopOnReply": ["needs a sequence: only the emails of a sequence stop on a reply"]}
+    return {}
 

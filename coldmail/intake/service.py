@@ -14,17 +14,19 @@ from datetime import datetime
 from typing import Any, Sequence
 
 import redis
+from marshmallow import ValidationError
 
 from ..caps import Caps
 from ..db import database
-from ..db.emails import handover as handover_rows, intake as intake_rows, reads
+from ..addresses import normalise
+from ..db.emails import handover as handover_rows, intake as intake_rows, reads, threads
 from ..db.emails.intake import NewEmail
 from ..errors import Conflict, NotFound
 from ..logs import email_fields
 from ..queue.handover import HandOver
 from ..settings import Settings
 from .group_commit import GroupCommitter, Stored
-from .payload import new_email
+from .payload import new_email, thread_errors
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class Intake:
         An idempotency key repeated within the batch, or already stored, with the same
         payload stands for the same email; with another payload the whole batch is a Conflict.
         """
+        self.check_threads(account, payloads, batch=True)
         news = [new_email(account, payload, payload["idempotencyKey"]) for payload in payloads]
         first: dict[str, int] = {}
         unique: list[NewEmail] = []
@@ -92,6 +95,34 @@ class Intake:
             result.append((row, created and row["id"] not in seen))
             seen.add(row["id"])
         return result
+
+    def check_threads(self, account: str, payloads: Sequence[dict[str, Any]], *, batch: bool = False) -> None:
+        """A ValidationError naming the field (and, in a batch, the index) for a stopOnReply without a sequence
+        or an inReplyTo that is not the account's email to the same recipient. Emails are never deleted, so an
+        earlier email found here is still there when the new one is stored."""
+        errors: dict[int, dict[str, list[str]]] = {}
+        for index, payload in enumerate(payloads):
+            if found := thread_errors(payload):
+                errors[index] = found
+        wanted = sorted({p["inReplyTo"] for p in payloads if p.get("inReplyTo") is not None})
+        if wanted:
+            with database.connection_context():
+                known = threads.recipients_of(account, wanted)
+            for index, payload in enumerate(payloads):
+                parent = payload.get("inReplyTo")
+                if parent is None:
+                    continue
+                if parent not in known:
+                    message = f"no email with id {parent}"
+                elif known[parent] != normalise(payload["recipient"]):
+                    message = f"email {parent} went to another recipient: a thread has one recipient"
+                else:
+                    continue
+                errors.setdefault(index, {})["inReplyTo"] = [message]
+        if errors:
+            if batch:
+                raise ValidationError({"emails": {str(i): e for i, e in errors.items()}})
+            raise ValidationError(errors[0])
 
     def cancel(self, account: str, email_id: int) -> dict[str, Any]:
         """The account's email PENDING → CANCELLED, or NotFound (another account's too) / Conflict. Against a

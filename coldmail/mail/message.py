@@ -152,9 +152,11 @@ def _with_link(body: str, html: bool, url: str) -> str:
 
 def build_message(*, email_id: int, created_at: datetime, from_address: str, recipient: str,
                   subject: str, body: str, date: datetime | None = None,
-                  unsubscribe_url: str | None = None) -> Outgoing:
+                  unsubscribe_url: str | None = None, thread: list[str] | None = None) -> Outgoing:
     """The message; with `unsubscribe_url`, it carries RFC 8058's one-click List-Unsubscribe headers and the
-    body's {{unsubscribe_url}} becomes that link (without it, the placeholder stays as written)."""
+    body's {{unsubscribe_url}} becomes that link (without it, the placeholder stays as written). `thread`: the
+    Message-IDs of the emails it follows up, oldest first: In-Reply-To names the last, References all (RFC 5322
+    3.6.4), so mail clients show it in their thread."""
     from_address, recipient = on_the_wire(from_address), on_the_wire(recipient)
     message_id = message_id_for(email_id, created_at, from_address)
     headers = {
@@ -165,6 +167,9 @@ def build_message(*, email_id: int, created_at: datetime, from_address: str, rec
         "Message-ID": message_id,
         "X-Coldmail-Id": str(email_id),
     }
+    if thread:
+        headers["In-Reply-To"] = thread[-1]
+        headers["References"] = " ".join(thread)
     html = looks_like_html(body)
     if unsubscribe_url is not None:
         headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"

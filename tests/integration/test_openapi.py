@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -17,6 +18,9 @@ from openapi_spec_validator import validate
 from coldmail.api.schemas import ScheduleEmailSchema
 from tests.conftest import API_KEY
 from tests.support import payloads
+
+#: the repository, for the schemathesis process to import the tests' hooks from
+ROOT = Path(__file__).resolve().parents[2]
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/u/{token}"}  # /u/: the token is the credential
 FAR = "2099-01-01T00:00:00Z"
@@ -195,7 +199,10 @@ async def test_schemathesis_finds_no_server_error_and_no_response_off_the_descri
         "--checks", "all", "--exclude-checks", "positive_data_acceptance",
         "--max-examples", "8", "--seed", "20261128", "--generation-database", "none",
         "--request-timeout", "10", "--no-color", "--report", "junit", "--report-dir", str(tmp_path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
+        # POST /inbound's raw messages need a serializer of their own
+        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.support.schemathesis_hooks",
+             "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))})
     output, _ = await asyncio.wait_for(proc.communicate(), timeout=150)
     text = output.decode(errors="replace")
     (tmp_path / "schemathesis.txt").write_text(text)

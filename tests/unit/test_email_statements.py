@@ -19,7 +19,7 @@ DB = Path(__file__).resolve().parents[2] / "coldmail" / "db"
 #: Email columns a request does not supply: the INSERT fills them, the table's defaults do, or a later
 #: statement does. A new column belongs here or in NewEmail.
 NOT_SUPPLIED = {"id", "next_attempt_at", "queued_at", "status", "lease_until", "claims", "worker_id", "attempts",
-                "last_error", "message_id", "sent_at", "created_at", "updated_at", "bounced_at"}
+                "last_error", "message_id", "sent_at", "created_at", "updated_at", "bounced_at", "replied_at"}
 
 
 def snake(name: str) -> str:
@@ -47,7 +47,7 @@ def test_the_prepared_insert_takes_and_stores_every_supplied_column_with_the_mod
     assert set(intake.SUPPLIED_COLUMNS) <= set(inserted)
     assert "next_attempt_at" in inserted and "queued_at" in inserted
     # And each travels as one array of its model type, numbered in order, the horizon last
-    types = {"TEXT": "text[]", "TIMESTAMPTZ": "timestamptz[]", "BOOL": "boolean[]"}
+    types = {"TEXT": "text[]", "TIMESTAMPTZ": "timestamptz[]", "BOOL": "boolean[]", "BIGINT": "bigint[]"}
     expected = [types[Email._meta.fields[name].field_type] for name in intake.SUPPLIED_COLUMNS] + ["float8"]
     assert statement.startswith(f"PREPARE coldmail_insert_batch ({', '.join(expected)}) AS")
     for number, name in enumerate(intake.SUPPLIED_COLUMNS, 1):

@@ -37,6 +37,10 @@ class NewEmail:
     payload_hash: str
     #: List-Unsubscribe on its message: false for transactional mail
     unsubscribe: bool = True
+    #: the chain it belongs to, whether a reply stops it, and the earlier email whose thread it continues
+    sequence: str | None = None
+    stop_on_reply: bool = False
+    in_reply_to: int | None = None
     #: the recipient as suppressions are matched (coldmail.addresses.normalise), always derived from it
     recipient_key: str = field(init=False)
 
@@ -48,7 +52,7 @@ class NewEmail:
 # into text (None: it is text already).
 _AS_TEXT: dict[str, tuple[str, Callable[[Any], str] | None]] = {
     "TEXT": ("text[]", None), "TIMESTAMPTZ": ("timestamptz[]", datetime.isoformat),
-    "BOOL": ("boolean[]", lambda flag: "true" if flag else "false")}
+    "BOOL": ("boolean[]", lambda flag: "true" if flag else "false"), "BIGINT": ("bigint[]", str)}
 
 
 def _travels_as(name: str) -> tuple[str, Callable[[Any], str] | None]:

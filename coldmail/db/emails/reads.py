@@ -24,26 +24,30 @@ def list_events(email_id: int) -> list[dict[str, Any]]:
 
 
 def page_query(*, account: str, status: str | None, sender_id: str | None, after: int | None,
-               limit: int) -> tuple[str, dict]:
+               limit: int, sequence: str | None = None) -> tuple[str, dict]:
     """The account's emails, newest first, keyset on id: each filter has an index that begins with the account
     and ends in `id DESC` (emails_account_id without a filter, emails_status_id, emails_sender_id,
-    emails_sender_status_id), so a page reads `limit` index entries however deep it is and however many
+    emails_sender_status_id, emails_sequence_id), so a page reads `limit` index entries however deep it is and however many
     emails other accounts have, where OFFSET would read every row before it."""
     where = ["account = %(account)s"]
     if status is not None:
         where.append("status = %(status)s")
     if sender_id is not None:
         where.append("sender_id = %(sender_id)s")
+    if sequence is not None:
+        where.append("sequence = %(sequence)s")
     if after is not None:
         where.append("id < %(after)s")
     sql = f"SELECT {LIST_COLUMNS} FROM emails WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %(limit)s"
-    return sql, {"account": account, "status": status, "sender_id": sender_id, "after": after, "limit": limit}
+    return sql, {"account": account, "status": status, "sender_id": sender_id, "after": after, "limit": limit,
+                 "sequence": sequence}
 
 
 def list_emails(account: str, *, status: str | None = None, sender_id: str | None = None, after: int | None = None,
-                limit: int) -> tuple[list[dict[str, Any]], int | None]:
+                limit: int, sequence: str | None = None) -> tuple[list[dict[str, Any]], int | None]:
     """One page of the account's emails and the cursor of the next (None on the last page)."""
-    sql, params = page_query(account=account, status=status, sender_id=sender_id, after=after, limit=limit + 1)
+    sql, params = page_query(account=account, status=status, sender_id=sender_id, after=after, limit=limit + 1,
+                             sequence=sequence)
     rows = dicts(database.execute_sql(sql, params))
     if len(rows) > limit:
         rows = rows[:limit]
