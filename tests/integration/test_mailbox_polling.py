@@ -502,3 +502,58 @@ async def test_the_scheduler_of_the_api_process_polls_every_imap_poll_seconds(
 
     # Then each reaches the handler within a few poll intervals
     await async_wait_for(lambda: recorder.subjects() == ["one", "two"], timeout_s=5, what="second message")
+
+
+async def test_a_reply_appended_to_the_mailbox_stops_the_sequence_within_a_few_poll_intervals(
+        make_service, auth, dovecot, imap_user, monkeypatch):
+    # Given the whole service (API, scheduler, worker) with the real classifier, a sender whose mailbox it
+    # reads every 0.3 s, a first email of sequence "intro" sent, and two follow-ups waiting
+    monkeypatch.setenv("SSL_CERT_FILE", str(dovecot.ca.ca_file))
+    service = await make_service(COLDMAIL_SECRET_KEY=SECRET_KEY, IMAP_POLL_SECONDS="0.3")
+    client = service.client
+    user, password = imap_user
+    resp = await client.put("/senders/ann", headers=auth, json={
+        "fromAddress": "ann@example.org", "hourlyLimit": 100, "imapUrl": imaps_url(dovecot, user, password)})
+    assert resp.status == 201, await resp.text()
+    first = await _send(client, auth, sequence="intro", subject="Quick question")
+    follow_ups = [await _schedule(client, auth, sequence="intro", inReplyTo=first["id"],
+                                  scheduledAt="2099-01-01T00:00:00Z") for _ in range(2)]
+
+    # When Jane's reply lands in the sender's mailbox
+    dovecot.append(user, (
+        "From: Jane <jane@example.net>\r\nTo: ann@example.org\r\nSubject: Re: Quick question\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@example.net>\r\nDate: {formatdate()}\r\n"
+        f"In-Reply-To: {first['messageId']}\r\nReferences: {first['messageId']}\r\n\r\n"
+        "Sounds good, let's talk.\r\n").encode())
+
+    # Then within a few poll intervals the follow-ups are CANCELLED, and the first email shows the reply
+    async def stopped():
+        rows = [await (await client.get(f"/emails/{i}", headers=auth)).json() for i in follow_ups]
+        return all(row["status"] == "CANCELLED" for row in rows)
+
+    started = time.monotonic()
+    await async_wait_for(stopped, timeout_s=5, what="the sequence stopped by the reply")
+    assert time.monotonic() - started < 5
+    shown = await (await client.get(f"/emails/{first['id']}", headers=auth)).json()
+    assert shown["repliedAt"] is not None and shown["status"] == "SENT"
+    # and the mailbox was only read: the reply is not marked \Seen
+    assert all(b"\\Seen" not in flags for flags in dovecot.flags(user).values())
+
+
+async def _schedule(client, auth, **fields) -> int:
+    from tests.support.payloads import email as payload
+
+    resp = await client.post("/emails", headers=auth, json=payload(
+        **{"recipient": "jane@example.net", "senderId": "ann", **fields}))
+    assert resp.status == 201, await resp.text()
+    return (await resp.json())["jobId"]
+
+
+async def _send(client, auth, **fields) -> dict:
+    email_id = await _schedule(client, auth, **fields)
+
+    async def sent():
+        row = await (await client.get(f"/emails/{email_id}", headers=auth)).json()
+        return row if row["status"] == "SENT" else None
+
+    return await async_wait_for(sent, timeout_s=15, what=f"email {email_id} SENT")
