@@ -130,6 +130,14 @@ def finish_failed(mailbox: Claimed, *, token: str, error: str, poll_s: float, ma
     return cursor.rowcount == 1
 
 
+def release(mailbox: Claimed, *, token: str) -> bool:
+    """Let the mailbox go unpolled (its poller stops): due again at once, for whichever poller is next."""
+    cursor = database.execute_sql(
+        f"UPDATE mailboxes SET next_poll_at = now(), leased_by = NULL, lease_until = NULL WHERE {_HELD}",
+        _params(mailbox, token))
+    return cursor.rowcount == 1
+
+
 def count_by_status() -> dict[str, int]:
     """Mailboxes by polling state (ok, failing, never): the metrics count them at scrape time."""
     return dict(database.execute_sql("SELECT status, count(*) FROM mailboxes GROUP BY status").fetchall())

@@ -102,6 +102,8 @@ class MailboxPoller:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="coldmail-imap")
         self._lock = threading.Lock()
         self._busy = 0
+        #: the deadlines of the polls under way, cut when the poller stops
+        self._watches: set = set()
         self._stopping = threading.Event()
 
     def tick(self) -> int:
@@ -121,8 +123,12 @@ class MailboxPoller:
         return len(claimed)
 
     def stop(self) -> None:
-        """No new poll; wait for those under way (each ends by its deadline)."""
+        """No new poll; cut the connections of those under way, and wait while they record it (their
+        mailboxes are due again at once, for whichever process polls next)."""
         self._stopping.set()
+        with self._lock:
+            for watch in self._watches:
+                watch.cut()
         self._executor.shutdown(wait=True)
 
     def _run(self, mailbox: Claimed) -> None:
@@ -146,6 +152,10 @@ class MailboxPoller:
             target = Target.from_url(mailbox.imap_url)
             destination = net.resolve(target.host, target.port, allow_private=self.settings.allow_private_networks)
             watch = self._watchdog.watch(self.deadline_s)
+            with self._lock:
+                self._watches.add(watch)
+            if self._stopping.is_set():
+                watch.cut()
             try:
                 client = open_mailbox(target, password, destination=destination, context=self.context,
                                       watch=watch, timeout_s=self.timeout_s)
@@ -155,11 +165,18 @@ class MailboxPoller:
                     _logout(client)
             finally:
                 watch.end()
+                with self._lock:
+                    self._watches.discard(watch)
         except LeaseLost:
             log.warning("%s: another poller holds it now, or its URL changed; this poll stops", who)
             return handed
         except (MailboxError, SecretUnreadable, ConfigError, BadRequest, imaplib.IMAP4.error, OSError,
                 HandlerFailed) as e:  # imapclient's errors are imaplib's; ssl.SSLError is an OSError
+            if watch is not None and watch.fired and self._stopping.is_set():
+                with database.connection_context():
+                    mailbox_rows.release(mailbox, token=self.token)
+                log.info("%s: poll cut off as the process stops; due again at once", who)
+                return handed
             reason = _scrub(str(e) or type(e).__name__, password)
             if watch is not None and watch.fired:
                 reason = f"the poll took longer than {self.deadline_s:g}s and was cut off"

@@ -557,3 +557,28 @@ async def _send(client, auth, **fields) -> dict:
         return row if row["status"] == "SENT" else None
 
     return await async_wait_for(sent, timeout_s=15, what=f"email {email_id} SENT")
+
+
+async def test_stopping_the_poller_cuts_a_hanging_poll_at_once_and_leaves_the_mailbox_due(
+        client, auth, make_poller):
+    # Given a poll hanging on a server that never finishes its greeting (deadline: two minutes)
+    tarpit = DripRelay(drip_s=0.1).start()
+    try:
+        await put_mailbox(client, auth, "slow", f"imap://u:p@127.0.0.1:{tarpit.port}/INBOX?starttls=never")
+        poller = make_poller(Recorder())
+        poller.tick()
+        wait_for(lambda: tarpit.visits, timeout_s=5, what="the poll connected")
+
+        # When the poller stops (the API process is shutting down)
+        started = time.monotonic()
+        poller.stop()
+
+        # Then it stops at once, the connection cut, and the mailbox is due again, not counted as failing
+        assert time.monotonic() - started < 2
+        assert tarpit.visits[0].closed_at is not None
+        with database.connection_context():
+            row = database.execute_sql("SELECT status, failures, leased_by, next_poll_at <= now() FROM mailboxes "
+                                       "WHERE sender_id = 'slow'").fetchone()
+        assert row == ("never", 0, None, True)
+    finally:
+        tarpit.stop()
