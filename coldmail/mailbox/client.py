@@ -96,7 +96,10 @@ def open_mailbox(target: Target, password: str, *, destination: net.Destination,
         except imaplib.IMAP4.error as e:  # imapclient's LoginError is one
             raise LoginFailed(f"login refused: {_server_words(e)}") from None
     except BaseException:
-        client.shutdown()
+        try:
+            client.shutdown()
+        except OSError:  # a failed STARTTLS leaves the socket closed: the error to report is the one above
+            pass
         raise
     return client
 

@@ -582,3 +582,42 @@ async def test_stopping_the_poller_cuts_a_hanging_poll_at_once_and_leaves_the_ma
         assert row == ("never", 0, None, True)
     finally:
         tarpit.stop()
+
+
+async def test_a_poll_hands_over_a_bounded_batch_and_the_next_polls_the_rest(
+        client, auth, dovecot, imap_user, make_poller):
+    # Given five new messages and a poller that hands over two per poll
+    user, password = imap_user
+    await put_mailbox(client, auth, "alice", imaps_url(dovecot, user, password))
+    for n in range(5):
+        dovecot.append(user, message(f"m{n}"))
+    recorder = Recorder()
+    poller = make_poller(recorder, batch=2)
+
+    # When it polls three times, then a fourth
+    counts = [poll_now(poller) for _ in range(4)]
+
+    # Then the messages come two at a time, in order, each once
+    assert counts == [2, 2, 1, 0]
+    assert recorder.subjects() == [f"m{n}" for n in range(5)]
+
+
+async def test_a_certificate_the_poller_does_not_trust_gets_no_password(client, auth, dovecot, imap_user,
+                                                                       service):
+    # Given mailboxes whose server's certificate is signed by a CA the poller does not know (imaps and STARTTLS)
+    user, password = imap_user
+    await put_mailbox(client, auth, "implicit", imaps_url(dovecot, user, password))
+    await put_mailbox(client, auth, "starttls", f"imap://{user}:{password}@127.0.0.1:{dovecot.port}/INBOX")
+    poller = MailboxPoller(service.settings, handler=Recorder())  # the system's CAs only
+    try:
+        # When they are polled
+        poll_now(poller)
+    finally:
+        poller.stop()
+
+    # Then both fail on the certificate, before any login
+    for sender in ("implicit", "starttls"):
+        status = await _status(client, auth, sender, "failing")
+        assert status is not None and "CERTIFICATE_VERIFY_FAILED" in status["lastError"], sender
+    log = (dovecot.root / "dovecot.log").read_text()
+    assert f"Login: user=<{user}>" not in log
