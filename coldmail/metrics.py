@@ -22,6 +22,7 @@ from prometheus_client.exposition import choose_encoder
 
 from .db import database
 from .db.emails.reads import count_live
+from .db.mailboxes import count_by_status as count_mailboxes
 from .db.webhooks import oldest_pending_age_s
 from .errors import ConfigError
 from .settings import Settings
@@ -73,6 +74,15 @@ REPLY_CANCELLED = Counter("coldmail_emails_cancelled_by_reply", "PENDING emails 
 MESSAGES = Counter("coldmail_worker_messages", "Emails a worker dealt with, by what came of each (sent, failed, "
                    "retry, rate_limited, released, held, skipped, not_yet), and messages that raised (error)",
                    ["outcome"])
+
+# -- the mailbox poller's figures (the API process)
+MAILBOX_POLLS = Counter("coldmail_mailbox_polls", "Polls of senders' mailboxes (imapUrl), by what came of each "
+                        "(ok, login_failed: the server refused the user and password, failed: anything else)",
+                        ["outcome"])
+for _outcome in ("ok", "login_failed", "failed"):
+    MAILBOX_POLLS.labels(_outcome)
+MAILBOX_MESSAGES = Counter("coldmail_mailbox_messages", "Messages read from senders' mailboxes and handed to the "
+                           "inbound classifier")
 
 WEBHOOK_DELIVERIES = Counter("coldmail_webhook_deliveries", "Webhook delivery attempts, by what came of each "
                              "(delivered, retry: will be tried again, failed: its retries are used up)", ["outcome"])
@@ -136,6 +146,26 @@ class OldestWebhookEvent:
                                 "not yet delivered (0: none waits)", value=age or 0.0)
 
 
+class Mailboxes:
+    """`coldmail_mailboxes{state="ok"|"failing"|"never"}`: senders' mailboxes by polling state, counted in
+    PostgreSQL at scrape time (a mailbox failing in any process shows)."""
+
+    STATES = ("ok", "failing", "never")
+
+    def collect(self):
+        try:
+            with database.connection_context():
+                counts = count_mailboxes()
+        except Exception as e:  # as LiveEmails: left out, not shown as 0
+            log.warning("metrics: counting mailboxes by state failed: %s", e)
+            return
+        family = GaugeMetricFamily("coldmail_mailboxes", "Senders' mailboxes by polling state (failing: the last "
+                                   "poll failed, e.g. a refused login)", labels=["state"])
+        for state in self.STATES:
+            family.add_metric([state], counts.get(state, 0))
+        yield family
+
+
 def scrape_registry(settings: Settings) -> CollectorRegistry:
     """What /metrics shows: this process's figures, or all processes' in multiprocess mode, and the counts."""
     check_mode(settings)
@@ -146,6 +176,7 @@ def scrape_registry(settings: Settings) -> CollectorRegistry:
         registry.register(_ThisProcess())
     registry.register(LiveEmails())
     registry.register(OldestWebhookEvent())
+    registry.register(Mailboxes())
     return registry
 
 

@@ -1,5 +1,5 @@
 """APScheduler jobs of the API process: hand over emails as they come due, and recover lost ones; hand over
-webhook deliveries (coldmail.webhooks.handover).
+webhook deliveries (coldmail.webhooks.handover); start polls of senders' mailboxes (coldmail.mailbox).
 
 Several API processes may run these at once: the hand-over takes rows with
 SKIP LOCKED and every sweep is a compare-and-set, so each email is handed
@@ -19,6 +19,7 @@ from .db import database
 from .db.emails import handover as handover_rows, recovery as recovery_rows
 from .delivery.liveness import Liveness
 from .delivery.retry import RetryPolicy
+from .mailbox.poller import MailboxPoller
 from .queue.handover import HandOver
 from .queue.recovery import QueueRecovery
 from .settings import Settings
@@ -131,7 +132,12 @@ def _guarded(job, name: str):
     return run
 
 
-def start_scheduler(settings: Settings, handover: HandOver, webhooks: WebhookHandOver) -> BackgroundScheduler:
+#: how often the poller looks for due mailboxes at most (each is due every IMAP_POLL_SECONDS)
+MAILBOX_TICK_S = 1.0
+
+
+def start_scheduler(settings: Settings, handover: HandOver, webhooks: WebhookHandOver,
+                    mailboxes: MailboxPoller | None = None) -> BackgroundScheduler:
     recovery = QueueRecovery(handover.broker, queue_name=settings.queue_name, dead_worker_s=settings.dead_worker_s)
     liveness = Liveness(handover.broker.client, dead_worker_s=settings.dead_worker_s,
                         forget_after_s=2 * max(settings.lease_s, settings.dead_worker_s))
@@ -145,5 +151,10 @@ def start_scheduler(settings: Settings, handover: HandOver, webhooks: WebhookHan
     scheduler.add_job(_guarded(jobs.sweep, "sweep"), "interval", seconds=settings.sweep_interval_s, id="sweep")
     scheduler.add_job(_guarded(webhooks.run, "hand_over_webhooks"), "interval",
                       seconds=settings.handover_interval_s, id="hand_over_webhooks")
+    if mailboxes is not None:
+        # the job only claims due mailboxes and starts their polls on the poller's threads: a slow
+        # mailbox never holds the scheduler, nor the other mailboxes
+        scheduler.add_job(_guarded(mailboxes.tick, "poll_mailboxes"), "interval",
+                          seconds=min(settings.imap_poll_s, MAILBOX_TICK_S), id="poll_mailboxes")
     scheduler.start()
     return scheduler

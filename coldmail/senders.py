@@ -2,8 +2,9 @@
 the cap.
 
 A sender is an account's (two accounts may each have a sender of one id). Its
-SMTP password and DKIM private key are stored encrypted (COLDMAIL_SECRET_KEY); a row read here
-says whether a configured key opens them (`secret_readable`: a changed key holds the sender's emails).
+SMTP password, mailbox (IMAP) password and DKIM private key are stored encrypted (COLDMAIL_SECRET_KEY);
+a row read here carries its mailbox's polling state (`mailbox`), and says whether a configured key opens
+the SMTP password and DKIM key (`secret_readable`: a changed key holds the sender's emails).
 The caps plan with a sender's limit as they last read it: a new limit is forgotten there at once,
 and a raised one gives back their own time to the emails the old cap had moved.
 Every method blocks, for the API's executor.
@@ -15,9 +16,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from marshmallow import ValidationError
+
 from .caps import Caps
 from .crypto import PasswordBox
 from .db import database
+from .db.mailboxes import configure as configure_mailbox, get_mailbox
 from .db.pauses import bounce_counts, set_pause
 from .db.senders import DkimSetting, get_sender, put_sender
 from .errors import BadRequest
@@ -45,10 +49,13 @@ class Senders:
         self._passwords = PasswordBox(settings.secret_keys)
 
     def put(self, account: str, sender_id: str, *, from_address: str, hourly_limit: int, smtp_url: str | None,
-            smtp_password: str | None, dkim: Dkim | None) -> tuple[dict[str, Any], bool]:
+            smtp_password: str | None, dkim: Dkim | None, imap_url: str | None = None,
+            imap_password: str | None = None) -> tuple[dict[str, Any], bool]:
         """Create or replace the account's sender; (row, created). BadRequest for a secret without a secret key,
-        and for a `dkim` without a key when none is stored."""
+        and for a `dkim` without a key when none is stored; ValidationError (imapUrl) for a mailbox without a
+        password given or stored for that URL. A new mailbox URL starts its polling state again."""
         sealed = self._passwords.seal(smtp_password) if smtp_password else None
+        imap_sealed = self._passwords.seal(imap_password, what="IMAP password") if imap_password else None
         dkim_setting = None
         if dkim is not None:
             key_enc = self._passwords.seal(dkim.private_key, what="DKIM key") if dkim.private_key else None
@@ -60,13 +67,20 @@ class Senders:
                     raise BadRequest("dkim.privateKey is required: no DKIM key is stored for this sender")
             row, created, previous_limit = put_sender(account, sender_id, from_address=from_address,
                                                       hourly_limit=hourly_limit, smtp_url=smtp_url,
-                                                      smtp_password_enc=sealed, dkim=dkim_setting)
+                                                      smtp_password_enc=sealed, dkim=dkim_setting,
+                                                      imap_url=imap_url, imap_password_enc=imap_sealed)
+            if imap_url is not None and row["imap_password_enc"] is None:
+                raise ValidationError({"imapUrl": ["A password is needed: imaps://user:password@host/INBOX (none "
+                                                   "is stored for this URL)."]})
+            configure_mailbox(account, sender_id, imap_url=imap_url, new_password=imap_sealed is not None)
+            row["mailbox"] = get_mailbox(account, sender_id)
         self.caps.forget_limit(account, sender_id)
         if not created and row["hourly_limit"] > (previous_limit or self.settings.rate_limit_per_hour):
             self.intake.limit_raised(account, sender_id)
-        log.info("sender %r of account %r: %s (limit %d, relay %s, password %s, DKIM %s)", sender_id, account,
-                 "created" if created else "replaced", row["hourly_limit"], row["smtp_url"] or "the server's",
-                 "stored" if row["smtp_password_enc"] else "none",
+        log.info("sender %r of account %r: %s (limit %d, relay %s, password %s, mailbox %s, DKIM %s)", sender_id,
+                 account, "created" if created else "replaced", row["hourly_limit"],
+                 row["smtp_url"] or "the server's", "stored" if row["smtp_password_enc"] else "none",
+                 row["imap_url"] or "none",
                  f"d={row['dkim_domain']} s={row['dkim_selector']}" if row["dkim_key_enc"] else "none")
         return self._with_readability(row), created
 
@@ -92,7 +106,10 @@ class Senders:
         """The account's sender, or None (another account's is None too)."""
         with database.connection_context():
             row = get_sender(account, sender_id)
-        return self._with_readability(row) if row is not None else None
+            if row is None:
+                return None
+            row["mailbox"] = get_mailbox(account, sender_id)
+        return self._with_readability(row)
 
     def _with_readability(self, row: dict[str, Any]) -> dict[str, Any]:
         """The row with `secret_readable`: whether a configured key opens every secret it stores (password,

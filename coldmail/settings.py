@@ -288,6 +288,10 @@ class Settings:
         "WEBHOOK_CONCURRENCY", "2", _int(1, 256),
         "worker threads per worker process posting webhooks at once (their queue is QUEUE_NAME.webhooks): a "
         "slow or dead receiver holds these, never the threads that send email")
+    imap_poll_s: float = _var(
+        "IMAP_POLL_SECONDS", "60", _float(0.1),
+        "how often each sender's mailbox (its imapUrl) is read for replies, bounces and complaints; a mailbox "
+        "that fails waits longer each time (twice as long after each failure, an hour at most)")
     db_pool_size: int = _var("DB_POOL_SIZE", "16", _int(1, 1000), "PostgreSQL connections per process at most")
     log_level: str = _var("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"), "log level")
     log_format: str = _var("LOG_FORMAT", "text", _choice("text", "json"), "text or json (one object a line)")

@@ -80,7 +80,7 @@ def rotate(box: PasswordBox) -> Rotation:
     failure leaves every secret as it was). Secrets no key opens are left, and named."""
     resealed, unreadable = 0, []
     with database.connection_context(), database.atomic():
-        for account, sender, sealed in sealed_secrets(for_update=True):
+        for account, sender, sealed in sealed_secrets(for_update=True, imap=True):
             try:
                 fresh = box.reseal(sealed)
             except SecretUnreadable:

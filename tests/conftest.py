@@ -164,3 +164,32 @@ def auth():
 @pytest.fixture
 def port():
     return free_port()
+
+
+@pytest.fixture(scope="session")
+def dovecot():
+    """A Dovecot IMAP server of this session's own (tests/support/dovecot.py); skipped without the Debian
+    package dovecot-imapd on a laptop, a failure in CI."""
+    from tests.support.dovecot import DOVECOT, Dovecot
+
+    if not os.path.exists(DOVECOT):
+        _unavailable(f"No Dovecot at {DOVECOT}: install the Debian package dovecot-imapd")
+    try:
+        server = Dovecot({}).start()
+    except (RuntimeError, OSError) as e:
+        _unavailable(f"Dovecot did not start: {e}")
+    yield server
+    server.stop()
+
+
+_mailbox_users = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def imap_user(dovecot):
+    """A user of the session's Dovecot with an empty mailbox of its own: (name, password)."""
+    import secrets
+
+    user, password = f"user{next(_mailbox_users)}", secrets.token_urlsafe(12)
+    dovecot.add_user(user, password)
+    return user, password

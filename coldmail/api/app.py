@@ -3,6 +3,7 @@ its resources in cleanup_ctx."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,6 +11,7 @@ from aiohttp import web
 
 from ..crypto import PasswordBox
 from ..intake.service import Intake
+from ..mailbox.poller import MailboxPoller
 from ..metrics import scrape_registry
 from ..queue.setup import Queue
 from ..scheduler import start_scheduler
@@ -75,11 +77,14 @@ def create_app(settings: Settings, queue: Queue, *, with_scheduler: bool = True)
 
     if with_scheduler:
         async def scheduler_ctx(app: web.Application):
-            scheduler = start_scheduler(settings, queue.handover, WebhookHandOver(settings, queue.webhook_actor))
-            log.info("scheduler started: hand-over every %.2fs, horizon %.0fs",
-                     settings.handover_interval_s, settings.handover_horizon_s)
+            poller = MailboxPoller(settings)
+            scheduler = start_scheduler(settings, queue.handover, WebhookHandOver(settings, queue.webhook_actor),
+                                        poller)
+            log.info("scheduler started: hand-over every %.2fs, horizon %.0fs, mailboxes read every %gs",
+                     settings.handover_interval_s, settings.handover_horizon_s, settings.imap_poll_s)
             yield
             scheduler.shutdown(wait=True)
+            await asyncio.get_running_loop().run_in_executor(None, poller.stop)
 
         app.cleanup_ctx.append(scheduler_ctx)
     return app

@@ -9,6 +9,10 @@ stored and shown without it. The relay's host must resolve to public addresses
 (coldmail.net) unless ALLOW_PRIVATE_NETWORKS=true; the worker checks it again
 at each connection, as DNS may answer otherwise by then.
 
+The mailbox password travels inside `imapUrl` the same way (coldmail.mailbox
+reads that mailbox); GET shows the URL without it, and how polling goes
+(`imapStatus`).
+
 A DKIM private key travels on PUT only, in `dkim.privateKey`: it is parsed (in
 the executor: a 4096-bit key takes milliseconds), stored encrypted, and never
 shown or logged; GET shows the domain, the selector and `hasKey`.
@@ -43,7 +47,7 @@ MAX_URL_CHARS = 2048
 
 @dataclass(frozen=True)
 class SmtpEndpoint:
-    """A sender's relay: the URL as stored and shown (no password), and the password apart."""
+    """A sender's relay or mailbox: the URL as stored and shown (no password), and the password apart."""
 
     url: str
     password: str | None
@@ -60,14 +64,27 @@ SMTP_URL = Pattern(
           "with special characters in the user or password percent-encoded.")
 
 
+_FOLDER_CHARS = r"[A-Za-z0-9._~!$&'()*+,;=:@%/-]"
+#: what a mailbox URL may be: a user is needed (IMAP always logs in); the path names the folder (INBOX)
+IMAP_URL = Pattern(
+    rf"^imaps?://{_USERINFO_CHARS}+(?::{_USERINFO_CHARS}*)?@"
+    rf"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::{_PORT})?(?:/{_FOLDER_CHARS}{{0,255}})?"
+    r"(?:\?starttls=(?:auto|require|never))?$",
+    error="Not an IMAP URL: imaps://user[:password]@host[:port][/folder] or "
+          "imap://user[:password]@host[:port][/folder][?starttls=auto|require|never], with special characters "
+          "in the user, password or folder percent-encoded.")
+
+
 class SmtpUrl(fields.String):
     """A relay URL, split into the URL to store and show (no password) and the password.
 
     Error messages never repeat the value: it may hold a password.
     """
 
+    pattern = SMTP_URL
+
     def __init__(self, **kwargs) -> None:
-        super().__init__(validate=[validate.Length(max=MAX_URL_CHARS), SMTP_URL], **kwargs)
+        super().__init__(validate=[validate.Length(max=MAX_URL_CHARS), self.pattern], **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs) -> SmtpEndpoint:
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -77,15 +94,34 @@ class SmtpUrl(fields.String):
             parts = urlsplit(text)
             parts.hostname, parts.port
         except ValueError:
-            raise ValidationError(SMTP_URL.error) from None
+            raise ValidationError(self.pattern.error) from None
+        self._check_parts(parts)
         userinfo, _, hostport = parts.netloc.rpartition("@")
         user, _, password = userinfo.partition(":")
         netloc = f"{user}@{hostport}" if user else hostport
-        url = urlunsplit((parts.scheme, netloc, "", parts.query, ""))
+        url = urlunsplit((parts.scheme, netloc, parts.path if self.keeps_path else "", parts.query, ""))
         return SmtpEndpoint(url=url, password=unquote(password) if password else None)
+
+    #: a relay URL has no path; a mailbox URL's path names the folder
+    keeps_path = False
+
+    def _check_parts(self, parts) -> None:
+        """What the pattern cannot say about the URL's parts."""
 
     def _validate(self, value) -> None:
         """Checked in _deserialize, on the text; `validate` is there for the OpenAPI description."""
+
+
+class ImapUrl(SmtpUrl):
+    """A mailbox URL, split as a relay URL is; its folder, percent-decoded, must be printable."""
+
+    pattern = IMAP_URL
+    keeps_path = True
+
+    def _check_parts(self, parts) -> None:
+        folder = unquote(parts.path.lstrip("/"))
+        if not folder.isprintable():
+            raise ValidationError("The folder (the URL's path) must be printable text once percent-decoded.")
 
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -135,6 +171,16 @@ class SenderInSchema(StrictSchema):
                        "encrypted and never shown. Repeat the URL as GET shows it (without the password) "
                        "to keep the stored one. Omitted or null: the server's SMTP_URL.",
         "example": "smtp://alice@smtp.example.com:587?starttls=require"})
+    imapUrl = ImapUrl(load_default=None, allow_none=True, metadata={
+        "description": "The sender's own mailbox, read every IMAP_POLL_SECONDS for replies, bounces and "
+                       "complaints (each new message is classified as POST /inbound does; the mailbox is only "
+                       "read: nothing is flagged, moved or deleted): imaps://user:password@host:993/INBOX "
+                       "(implicit TLS) or imap://user:password@host:143/INBOX (STARTTLS, required unless "
+                       "?starttls=never). The path names the folder (INBOX when none). The host must resolve to "
+                       "public addresses unless the server sets ALLOW_PRIVATE_NETWORKS. The password is stored "
+                       "encrypted and never shown; repeat the URL as GET shows it to keep it. Omitted or null: "
+                       "no mailbox is read.",
+        "example": "imaps://alice%40example.com@imap.example.com:993/INBOX"})
     dkim = fields.Nested(DkimSchema, load_default=None, allow_none=True, metadata={
         "description": "Sign every message of the sender with DKIM (rsa-sha256, relaxed/relaxed). Omitted or "
                        "null: no signature (a stored key is removed)."})
@@ -161,6 +207,17 @@ class DkimOutSchema(StrictSchema):
     hasKey = fields.Boolean(required=True, metadata={"description": "A private key is stored (never shown)"})
 
 
+class ImapStatusSchema(StrictSchema):
+    state = fields.String(required=True, metadata={
+        "description": "never: not polled yet; ok: the last poll worked; failing: it failed (see lastError), "
+                       "and the mailbox is tried again after a backoff", "enum": ["never", "ok", "failing"]})
+    failures = fields.Integer(required=True, metadata={"description": "polls failed in a row"})
+    lastError = fields.String(required=True, allow_none=True, metadata={
+        "description": "why the last poll failed (never a password); null when it worked"})
+    lastPolledAt = fields.String(required=True, allow_none=True, metadata={"description": "the last poll's end"})
+    nextPollAt = fields.String(required=True, metadata={"description": "when the mailbox is due again"})
+
+
 class SenderOutSchema(StrictSchema):
     id = fields.String(required=True)
     fromAddress = fields.String(required=True, metadata={"description": "DEFAULT_FROM when never set"})
@@ -174,6 +231,11 @@ class SenderOutSchema(StrictSchema):
                        "back. null: neither is stored"})
     dkim = fields.Nested(DkimOutSchema, required=True, allow_none=True,
                          metadata={"description": "null: messages are not signed"})
+    imapUrl = fields.String(required=True, allow_none=True,
+                            metadata={"description": "Without its password; null: no mailbox is read"})
+    hasImapPassword = fields.Boolean(required=True, metadata={"description": "A mailbox password is stored"})
+    imapStatus = fields.Nested(ImapStatusSchema, required=True, allow_none=True,
+                               metadata={"description": "How reading the mailbox goes; null: no imapUrl"})
     usage = fields.Nested(UsageSchema, required=True)
     paused = fields.Boolean(required=True, metadata={"description": "its sends are held"})
     maxBounceRate = fields.Float(required=True, allow_none=True)
@@ -199,6 +261,9 @@ def sender_json(row: dict[str, Any], *, sent_in_window: int, settings: Settings,
         "secretReadable": row["secret_readable"],
         "dkim": {"domain": row["dkim_domain"], "selector": row["dkim_selector"], "hasKey": True}
         if row["dkim_key_enc"] else None,
+        "imapUrl": row["imap_url"],
+        "hasImapPassword": row["imap_password_enc"] is not None,
+        "imapStatus": _imap_status(row["mailbox"]) if row["imap_url"] and row["mailbox"] else None,
         "usage": {"sentInWindow": sent_in_window, "windowSeconds": settings.rate_limit_window_s},
         "paused": row["paused"],
         "maxBounceRate": row["max_bounce_rate"],
@@ -208,13 +273,24 @@ def sender_json(row: dict[str, Any], *, sent_in_window: int, settings: Settings,
     }
 
 
-def _check_public(url: str) -> None:
-    """The outbound guard at save time: the relay's host must resolve to public addresses (blocks on DNS)."""
+def _imap_status(mailbox: dict[str, Any]) -> dict[str, Any]:
+    return {"state": mailbox["status"], "failures": mailbox["failures"], "lastError": mailbox["last_error"],
+            "lastPolledAt": iso(mailbox["last_polled_at"]) if mailbox["last_polled_at"] else None,
+            "nextPollAt": iso(mailbox["next_poll_at"])}
+
+
+#: the port a URL without one goes to, by scheme
+_DEFAULT_PORTS = {"smtp": 25, "smtps": 465, "imap": 143, "imaps": 993}
+
+
+def _check_public(url: str, field: str) -> None:
+    """The outbound guard at save time: the relay's or mailbox's host must resolve to public addresses (blocks
+    on DNS); a refusal names `field`."""
     parts = urlsplit(url)
     try:
-        net.resolve(parts.hostname, parts.port or (465 if parts.scheme == "smtps" else 25), allow_private=False)
+        net.resolve(parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme], allow_private=False)
     except BadRequest as e:
-        raise ValidationError({"smtpUrl": [str(e)]}) from None
+        raise ValidationError({field: [str(e)]}) from None
 
 
 def _check_key(pem: str) -> None:
@@ -235,8 +311,11 @@ async def put(request: web.Request) -> web.Response:
         raise ValidationError({"senderId": e.messages}) from None
     data = _in_schema.load(await read_json(request))
     endpoint: SmtpEndpoint | None = data["smtpUrl"]
-    if endpoint is not None and not ctx.settings.allow_private_networks:
-        await ctx.run(_check_public, endpoint.url)
+    mailbox: SmtpEndpoint | None = data["imapUrl"]
+    if not ctx.settings.allow_private_networks:
+        for field, checked in (("smtpUrl", endpoint), ("imapUrl", mailbox)):
+            if checked is not None:
+                await ctx.run(_check_public, checked.url, field)
     dkim = None
     if data["dkim"] is not None:
         dkim = Dkim(domain=data["dkim"]["domain"].lower(), selector=data["dkim"]["selector"].lower(),
@@ -246,7 +325,9 @@ async def put(request: web.Request) -> web.Response:
     account = account_of(request)
     row, created = await ctx.run(ctx.senders.put, account, sender_id, from_address=data["fromAddress"],
                                  hourly_limit=data["hourlyLimit"], smtp_url=endpoint.url if endpoint else None,
-                                 smtp_password=endpoint.password if endpoint else None, dkim=dkim)
+                                 smtp_password=endpoint.password if endpoint else None, dkim=dkim,
+                                 imap_url=mailbox.url if mailbox else None,
+                                 imap_password=mailbox.password if mailbox else None)
     if "paused" in data or "maxBounceRate" in data:
         await ctx.run(ctx.senders.pause, account, sender_id,
                       paused=bool(data["paused"]) if "paused" in data else None,

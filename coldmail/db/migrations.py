@@ -245,6 +245,35 @@ CREATE TABLE inbound_messages (
     PRIMARY KEY (account, dedupe_key)
 );
 """),
+    (12, "senders' mailboxes: the IMAP URL and sealed password, and each mailbox's polling state", """
+-- imap_url: the sender's mailbox as GET shows it (no password); imap_password_enc: its password, sealed as
+-- smtp_password_enc is (coldmail.crypto)
+ALTER TABLE senders ADD COLUMN imap_url text, ADD COLUMN imap_password_enc text;
+-- One row per sender with an imap_url (written by PUT /senders, removed with the URL). imap_url: the URL this
+-- state is for (another URL is another mailbox: its row starts again). since: from when messages are read on a
+-- first poll or after a new UIDVALIDITY. last_uid: the last UID handed to the classifier (NULL: not yet chosen).
+-- leased_by/lease_until: the poller that holds the mailbox now, so that one process reads it at a time;
+-- every write of a poll names its lease (a poller whose lease passed writes nothing).
+CREATE TABLE mailboxes (
+    account         text NOT NULL,
+    sender_id       text NOT NULL,
+    imap_url        text NOT NULL,
+    since           timestamptz NOT NULL DEFAULT now(),
+    uidvalidity     bigint,
+    last_uid        bigint,
+    status          text NOT NULL DEFAULT 'never' CHECK (status IN ('never', 'ok', 'failing')),
+    failures        integer NOT NULL DEFAULT 0,
+    last_error      text,
+    next_poll_at    timestamptz NOT NULL DEFAULT now(),
+    last_polled_at  timestamptz,
+    leased_by       text,
+    lease_until     timestamptz,
+    PRIMARY KEY (account, sender_id),
+    FOREIGN KEY (account, sender_id) REFERENCES senders (account, id) ON DELETE CASCADE
+);
+-- the pollers' claim: due mailboxes, earliest first
+CREATE INDEX mailboxes_due ON mailboxes (next_poll_at);
+"""),
 ]
 
 

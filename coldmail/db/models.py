@@ -36,6 +36,9 @@ class Sender(BaseModel):
     #: migration 8: its emails wait while true; it pauses itself above max_bounce_rate
     paused = BooleanField(default=False)
     max_bounce_rate = DoubleField(null=True)
+    #: migration 12: its mailbox (coldmail.mailbox), without the password, and the password sealed
+    imap_url = TextField(null=True)
+    imap_password_enc = TextField(null=True)
 
     class Meta:
         table_name = "senders"
@@ -129,3 +132,25 @@ class ApiKey(BaseModel):
 
     class Meta:
         table_name = "api_keys"
+
+
+class Mailbox(BaseModel):
+    """A sender's mailbox and where its polling stands (migration 12; coldmail.mailbox)."""
+
+    account = TextField()
+    sender_id = TextField()
+    imap_url = TextField()
+    since = DateTimeTZField()
+    uidvalidity = BigIntegerField(null=True)
+    last_uid = BigIntegerField(null=True)
+    status = TextField(default="never")
+    failures = IntegerField(default=0)
+    last_error = TextField(null=True)
+    next_poll_at = DateTimeTZField()
+    last_polled_at = DateTimeTZField(null=True)
+    leased_by = TextField(null=True)
+    lease_until = DateTimeTZField(null=True)
+
+    class Meta:
+        table_name = "mailboxes"
+        primary_key = CompositeKey("account", "sender_id")

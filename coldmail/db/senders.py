@@ -25,17 +25,22 @@ def get_sender(account: str, sender_id: str) -> dict[str, Any] | None:
 _PUT = f"""
 WITH before AS (SELECT hourly_limit, dkim_key_enc FROM senders WHERE account = %(account)s AND id = %(id)s)
 INSERT INTO senders AS s (account, id, from_address, hourly_limit, smtp_url, smtp_password_enc, dkim_domain,
-                          dkim_selector, dkim_key_enc)
+                          dkim_selector, dkim_key_enc, imap_url, imap_password_enc)
 VALUES (%(account)s, %(id)s, %(from)s, %(limit)s, %(url)s, %(pw)s, %(dkim_domain)s, %(dkim_selector)s,
         -- in VALUES, not in the update: the row proposed for insertion must pass the all-or-none check
         CASE WHEN %(dkim_domain)s::text IS NOT NULL
-             THEN coalesce(%(dkim_key)s::text, (SELECT dkim_key_enc FROM before)) END)
+             THEN coalesce(%(dkim_key)s::text, (SELECT dkim_key_enc FROM before)) END,
+        %(imap_url)s, %(imap_pw)s)
 ON CONFLICT (account, id) DO UPDATE SET
     from_address = EXCLUDED.from_address, hourly_limit = EXCLUDED.hourly_limit, smtp_url = EXCLUDED.smtp_url,
     smtp_password_enc = CASE
         WHEN EXCLUDED.smtp_password_enc IS NULL AND EXCLUDED.smtp_url = s.smtp_url THEN s.smtp_password_enc
         ELSE EXCLUDED.smtp_password_enc END,
     dkim_domain = EXCLUDED.dkim_domain, dkim_selector = EXCLUDED.dkim_selector, dkim_key_enc = EXCLUDED.dkim_key_enc,
+    imap_url = EXCLUDED.imap_url,
+    imap_password_enc = CASE
+        WHEN EXCLUDED.imap_password_enc IS NULL AND EXCLUDED.imap_url = s.imap_url THEN s.imap_password_enc
+        ELSE EXCLUDED.imap_password_enc END,
     updated_at = now()
 RETURNING {SENDER_COLUMNS}, (xmax = 0) AS created, (SELECT hourly_limit FROM before) AS previous_limit
 """
@@ -51,20 +56,21 @@ class DkimSetting:
 
 
 def put_sender(account: str, sender_id: str, *, from_address: str, hourly_limit: int, smtp_url: str | None,
-               smtp_password_enc: str | None, dkim: DkimSetting | None
-               ) -> tuple[dict[str, Any], bool, int | None]:
+               smtp_password_enc: str | None, dkim: DkimSetting | None, imap_url: str | None = None,
+               imap_password_enc: str | None = None) -> tuple[dict[str, Any], bool, int | None]:
     """Create or replace an account's sender; return (row, created, the hourly limit it had before: None when
     created or when it had none, the default).
 
     A request that repeats the stored `smtp_url` without a password keeps the
     stored password (GET never shows it, so a GET-edit-PUT round trip must not drop
-    it); any other URL without one drops it. Likewise a `dkim` without a key keeps
-    the stored key; no `dkim` removes it.
+    it); any other URL without one drops it. The same holds for `imap_url` and its
+    password. Likewise a `dkim` without a key keeps the stored key; no `dkim` removes it.
     """
     row = one(database.execute_sql(_PUT, {
         "account": account, "id": sender_id, "from": from_address, "limit": hourly_limit, "url": smtp_url,
         "pw": smtp_password_enc, "dkim_domain": dkim.domain if dkim else None,
-        "dkim_selector": dkim.selector if dkim else None, "dkim_key": dkim.key_enc if dkim else None}))
+        "dkim_selector": dkim.selector if dkim else None, "dkim_key": dkim.key_enc if dkim else None,
+        "imap_url": imap_url, "imap_pw": imap_password_enc}))
     assert row is not None, "an upsert returns its row"
     created, previous_limit = row.pop("created"), row.pop("previous_limit")
     return row, created, previous_limit
@@ -113,13 +119,17 @@ def sent_in_window(account: str, sender_id: str, *, window_s: float) -> int:
     return int(row[0])
 
 
-def sealed_secrets(*, for_update: bool = False) -> list[tuple[str, str, str]]:
-    """(account, sender id, sealed secret) of every secret senders store (SMTP passwords and DKIM keys: a
-    sender may appear twice); `for_update` locks those rows (rotate-secrets, inside its transaction: a PUT
-    meanwhile waits rather than being overwritten)."""
+def sealed_secrets(*, for_update: bool = False, imap: bool = False) -> list[tuple[str, str, str]]:
+    """(account, sender id, sealed secret) of every secret senders store (SMTP passwords and DKIM keys, and
+    with `imap` their mailboxes' passwords: a sender may appear more than once); `for_update` locks those
+    rows (rotate-secrets, inside its transaction: a PUT meanwhile waits rather than being overwritten).
+
+    The start-up check leaves IMAP passwords out: an unreadable one holds no email (the mailbox's
+    imapStatus says it), so it must not count the sender's emails as held."""
     lock = " FOR UPDATE" if for_update else ""
-    sql = ("SELECT account, id, smtp_password_enc, dkim_key_enc FROM senders "
-           f"WHERE smtp_password_enc IS NOT NULL OR dkim_key_enc IS NOT NULL ORDER BY account, id{lock}")
+    columns = "smtp_password_enc, dkim_key_enc" + (", imap_password_enc" if imap else "")
+    sql = (f"SELECT account, id, {columns} FROM senders "
+           f"WHERE coalesce({columns}) IS NOT NULL ORDER BY account, id{lock}")
     return [(row[0], row[1], sealed) for row in database.execute_sql(sql).fetchall()
             for sealed in row[2:] if sealed is not None]
 
@@ -130,7 +140,9 @@ def replace_sealed(account: str, sender_id: str, *, old: str, new: str) -> bool:
     cursor = database.execute_sql(
         "UPDATE senders SET "
         "smtp_password_enc = CASE WHEN smtp_password_enc = %(old)s THEN %(new)s ELSE smtp_password_enc END, "
-        "dkim_key_enc = CASE WHEN dkim_key_enc = %(old)s THEN %(new)s ELSE dkim_key_enc END "
-        "WHERE account = %(account)s AND id = %(id)s AND %(old)s IN (smtp_password_enc, dkim_key_enc)",
+        "dkim_key_enc = CASE WHEN dkim_key_enc = %(old)s THEN %(new)s ELSE dkim_key_enc END, "
+        "imap_password_enc = CASE WHEN imap_password_enc = %(old)s THEN %(new)s ELSE imap_password_enc END "
+        "WHERE account = %(account)s AND id = %(id)s "
+        "AND %(old)s IN (smtp_password_enc, dkim_key_enc, imap_password_enc)",
         {"account": account, "id": sender_id, "old": old, "new": new})
     return cursor.rowcount == 1

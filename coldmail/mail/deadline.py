@@ -1,4 +1,4 @@
-"""A total deadline for one SMTP send, enforced by shutting its socket down.
+"""A total deadline for one SMTP send (or one mailbox poll, coldmail.mailbox), enforced by shutting its socket down.
 
 smtplib's timeout bounds each read, so a relay that drips a byte now and then
 holds a thread for as long as it likes. Shutting the socket down is the one way
@@ -40,6 +40,11 @@ class Watch:
                 _shut(dup)
         if old is not None:
             old.close()
+
+    def cut(self) -> None:
+        """Cut the connection now, before the deadline (its owner is stopping)."""
+        with self._lock:
+            self._fire()
 
     def end(self) -> bool:
         """The send is over; whether its deadline cut it."""
