@@ -19,7 +19,7 @@ def email_json(row: dict[str, Any]) -> dict[str, Any]:
         "nextAttemptAt": iso(row["next_attempt_at"]) if row["status"] in ("PENDING", "SENDING") else None,
         "sentAt": iso(row["sent_at"]), "attempts": row["attempts"], "lastError": row["last_error"],
         "messageId": row["message_id"], "createdAt": iso(row["created_at"]), "updatedAt": iso(row["updated_at"]),
-        "unsubscribe": row["unsubscribe"],
+        "unsubscribe": row["unsubscribe"], "recipientTimeZone": row.get("recipient_time_zone"),
     }
 
 

@@ -29,16 +29,17 @@ def payload_hash(payload: dict[str, Any]) -> str:
 
 #: fields added after hashes were first stored: left out of the hash while None (not given), so a request
 #: without them hashes as it always did and a stored idempotency key still matches it
-_NEWER = frozenset({"unsubscribe"})
+_NEWER = frozenset({"unsubscribe", "recipientTimeZone"})
 _SCHEDULE_KEYS = frozenset({"recipient", "subject", "body", "senderId", "scheduledAt", "idempotencyKey",
-                            "unsubscribe"})
+                            "unsubscribe", "recipientTimeZone"})
 _quote = json.encoder.encode_basestring_ascii  # what json.dumps writes a str as (ensure_ascii)
 
 
 def _canonical_schedule(payload: dict[str, Any]) -> str | None:
-    """json.dumps(canonical, sort_keys=True) of a loaded schedule payload without `unsubscribe`, or None for
-    any other shape."""
-    if payload.keys() != _SCHEDULE_KEYS or payload["unsubscribe"] is not None:
+    """json.dumps(canonical, sort_keys=True) of a loaded schedule payload without `unsubscribe` nor
+    `recipientTimeZone`, or None for any other shape."""
+    if payload.keys() != _SCHEDULE_KEYS or payload["unsubscribe"] is not None \
+            or payload["recipientTimeZone"] is not None:
         return None
     recipient, subject, body, sender = payload["recipient"], payload["subject"], payload["body"], payload["senderId"]
     at = payload["scheduledAt"]
@@ -60,5 +61,5 @@ def new_email(account: str, payload: dict[str, Any], idempotency_key: str | None
         account=account, recipient=payload["recipient"], subject=payload["subject"], body=payload["body"],
         sender_id=payload["senderId"], scheduled_at=payload.get("scheduledAt"),
         idempotency_key=idempotency_key, payload_hash=payload_hash(payload),
-        unsubscribe=payload.get("unsubscribe") is not False)
+        unsubscribe=payload.get("unsubscribe") is not False, recipient_time_zone=payload.get("recipientTimeZone"))
 
