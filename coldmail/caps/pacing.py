@@ -10,6 +10,7 @@ its first occurrence. The day limit counts local calendar days of the sender's z
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
@@ -180,3 +181,40 @@ def earliest(t: datetime, pacing: Pacing, recipient_time_zone: str | None = None
 def after_day_limit(t: datetime, pacing: Pacing, recipient_time_zone: str | None = None) -> datetime:
     """Where an email over its sender's day limit at `t` goes: the next local day's window opening."""
     return earliest(next_day_start(t, pacing.time_zone), pacing, recipient_time_zone)
+
+
+class Calendar:
+    """`window_open` for many times in one zone, fast: the window's openings are worked out once per day and
+    each time found among them by bisection (placing a sender's 100,000 emails again after its window changed)."""
+
+    def __init__(self, window: Window, tz_name: str) -> None:
+        self.window, self.tz_name, self.tz = window, tz_name, zone(tz_name)
+        self._opens: list[datetime] = []
+        self._closes: list[datetime] = []
+        self._until: date | None = None
+        self._from: date | None = None
+
+    def _extend(self, first: date, last: date) -> None:
+        """Know the openings of every allowed day from `first` to `last`."""
+        if self._from is not None and first >= self._from and self._until is not None and last <= self._until:
+            return
+        first = min(first, self._from or first)
+        last = max(last, self._until or last)
+        opens, closes = [], []
+        day = first
+        while day <= last:
+            if day.weekday() in self.window.days:
+                opens.append(first_instant(datetime.combine(day, self.window.start), self.tz))
+                closes.append(first_instant(datetime.combine(day, self.window.end), self.tz))
+            day += timedelta(days=1)
+        self._opens, self._closes, self._from, self._until = opens, closes, first, last
+
+    def open_at(self, t: datetime) -> datetime:
+        """window_open(t, window, zone)."""
+        local = t.astimezone(self.tz).date()
+        self._extend(local - timedelta(days=1), local + timedelta(days=8))
+        i = bisect.bisect_right(self._closes, t)
+        if i == len(self._closes):  # past what is known: know more
+            self._extend(local - timedelta(days=1), local + timedelta(days=30))
+            i = bisect.bisect_right(self._closes, t)
+        return max(t, self._opens[i])

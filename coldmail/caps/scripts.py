@@ -129,6 +129,9 @@ class Scripts(Protocol):
     def unplan(self, plan_key: str, members: Sequence[str]) -> None:
         """Free the members' places in a plan."""
 
+    def unplan_all(self, plan_key: str) -> None:
+        """Free every place in a plan."""
+
 
 #: each script's source: the included pieces, then its own file
 SCRIPTS = {
@@ -215,6 +218,9 @@ class RedisScripts:
     def unplan(self, plan_key: str, members: Sequence[str]) -> None:
         if members:
             self.client.zrem(plan_key, *members)
+
+    def unplan_all(self, plan_key: str) -> None:
+        self.client.delete(plan_key)
 
 
 def decision(code: int, wait_ms: int) -> Decision | None:

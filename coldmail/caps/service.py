@@ -188,19 +188,20 @@ class Caps:
 
     def _placed(self, row: Mapping[str, Any], slot_ms: int | None, pacing: Pacing, now: datetime,
                 unplanned: dict[SenderRef, list[int]]) -> tuple:
-        """(id, due ms, slot ms, reason) for timing.split: the plan's slot, moved to the next day's window when
-        the day limit is reached, or to the window's opening when the slot is outside it."""
+        """(id, due ms, slot ms, reason[, instant]) for timing.split: the plan's slot, moved to the next day's
+        window when the day limit is reached, or to the window's opening when the slot is outside it."""
         email_id, due = row["id"], timing.due_ms(row["delay_ms"])
         zone = row.get("recipient_time_zone")
         if slot_ms is DAY_FULL:
-            return email_id, due, _ms_from(now, rules.after_day_limit(now, pacing, zone)), "daily_limit"
+            at = rules.after_day_limit(now, pacing, zone)
+            return email_id, due, _ms_from(now, at), "daily_limit", at
         reason = "gap" if isinstance(slot_ms, GapSlot) else "hourly_limit"
         if pacing.window is not None:
             at = now + timedelta(milliseconds=max(slot_ms, due))
             opens = rules.earliest(at, pacing, zone)
             if opens > at:
                 unplanned.setdefault((row["account"], row["sender_id"]), []).append(email_id)
-                return email_id, due, _ms_from(now, opens), "window"
+                return email_id, due, _ms_from(now, opens), "window", opens
         return email_id, due, int(slot_ms), reason
 
     def usage(self, account: str, sender_id: str) -> int:
@@ -219,6 +220,13 @@ class Caps:
     def forget_limit(self, account: str, sender_id: str) -> None:
         """The sender's limit or pacing changed here: plan with the new ones from now on."""
         self._settings.pop((account, sender_id), None)
+
+    def forget_plan(self, account: str, sender_id: str) -> None:
+        """The sender's emails are all placed again: its plan holds none of them any more."""
+        try:
+            self.scripts.unplan_all(self.plan_key(account, sender_id))
+        except redis.RedisError as e:
+            log.warning("sender %r of account %r: its plan stays until it expires (Redis: %s)", sender_id, account, e)
 
     def pacing_of(self, senders: Sequence[SenderRef]) -> dict[SenderRef, Pacing]:
         """The senders' pacing as last read (at most LIMIT_CACHE_S ago; the rest read now, blocking): what
@@ -247,11 +255,11 @@ class Caps:
             self._settings[sender] = (row["hourly_limit"] if row else None,
                                       Pacing.from_row(row) if row else NO_PACING, now)
 
-    def sent_today(self, account: str, sender_id: str, pacing: Pacing) -> int | None:
-        """The paced sender's sends (made or under way) on its local day: the pace's count, PostgreSQL's if
-        Redis lost it; None when nothing counts them."""
+    def sent_today(self, account: str, sender_id: str, pacing: Pacing) -> int:
+        """The sender's sends (made or under way) on its local day: its pace's count when it has one (what its day
+        limit is checked against), else (or when Redis lost it) PostgreSQL's."""
         if not counts_in_redis(pacing):
-            return None
+            return self.sent_today_in_db(account, sender_id, pacing)
         today = rules.local_day(_now(), pacing.time_zone).toordinal()
         try:
             client = getattr(self.scripts, "client")
@@ -264,6 +272,12 @@ class Caps:
         if day is not None:
             return 0
         return self._lost_pace(account, sender_id, pacing, quiet=True)[0]
+
+    def sent_today_in_db(self, account: str, sender_id: str, pacing: Pacing) -> int:
+        """The sender's sends (made or under way) on its local day, counted in PostgreSQL."""
+        day_start = rules.next_day_start(_now() - timedelta(days=1), pacing.time_zone)
+        with database.connection_context():
+            return day_so_far(account, sender_id, since=day_start)[0]
 
     def _lost(self, account: str, sender_id: str) -> list[tuple[str, int]]:
         """A sender's window the store lost, from PostgreSQL: its sends in the window, and those under way."""

@@ -370,3 +370,6 @@ class StubScripts:
     def unplan(self, plan_key: str, members: Sequence[str]) -> None:
         if members:
             self.client.zrem(plan_key, *members)
+
+    def unplan_all(self, plan_key: str) -> None:
+        self.client.delete(plan_key)

@@ -9,6 +9,7 @@ sends it, moves it to its slot, or leaves it to be looked at again (`place`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import Iterable
 
@@ -61,6 +62,8 @@ class Plan:
     wait: list[int] = field(default_factory=list)
     #: why a `later` email was moved, when not its sender's hourly cap: `window`, `daily_limit` or `gap`
     reasons: dict[int, str] = field(default_factory=dict)
+    #: the instant a `later` email moves to, when known exactly (a window's opening): its delay is rounded
+    at: dict[int, datetime] = field(default_factory=dict)
 
     def reason(self, email_id: int) -> str:
         return self.reasons.get(email_id, "hourly_limit")
@@ -71,8 +74,8 @@ Slot = tuple
 
 
 def split(slots: Iterable[Slot], *, ahead_ms: float) -> Plan:
-    """The plan for (email id, ms until due, slot ms[, reason]) slots: each `place`d, the ones to go soonest
-    first; a reason, when given, is the move's if the email is moved."""
+    """The plan for (email id, ms until due, slot ms[, reason[, instant]]) slots: each `place`d, the ones to go
+    soonest first; a reason (and the exact instant of the slot), when given, are the move's if it is moved."""
     plan = Plan()
     for email_id, due, slot_ms, *why in slots:
         placement, ms = place(due, slot_ms, ahead_ms=ahead_ms)
@@ -82,6 +85,8 @@ def split(slots: Iterable[Slot], *, ahead_ms: float) -> Plan:
             plan.later.append((email_id, ms))
             if why and why[0] != "hourly_limit":
                 plan.reasons[email_id] = why[0]
+            if len(why) > 1 and why[1] is not None:
+                plan.at[email_id] = why[1]
         else:
             plan.wait.append(email_id)
     plan.go.sort(key=lambda item: (item[1], item[0]))

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from psycopg2.extras import Json
+
 from .connection import database
 from .emails.columns import SENDING
 from .models import Sender
@@ -68,6 +70,27 @@ def put_sender(account: str, sender_id: str, *, from_address: str, hourly_limit:
     assert row is not None, "an upsert returns its row"
     created, previous_limit = row.pop("created"), row.pop("previous_limit")
     return row, created, previous_limit
+
+
+#: the pacing columns PUT sets (each NULL when off)
+PACING_COLUMNS = ("time_zone", "sending_window", "daily_limit", "warmup", "min_gap_s", "jitter_s")
+
+
+def set_pacing(account: str, sender_id: str, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Set some of the sender's pacing columns (`values`: column -> value, None: off); return its pacing columns
+    (before, after). Locks the row for the rest of the caller's transaction."""
+    assert set(values) <= set(PACING_COLUMNS), "only pacing columns"
+    listed = ", ".join(PACING_COLUMNS)
+    before = one(database.execute_sql(f"SELECT {listed} FROM senders WHERE account = %s AND id = %s FOR UPDATE",
+                                      (account, sender_id)))
+    assert before is not None, "the sender was put first"
+    if values:
+        assignments = ", ".join(f"{column} = %({column})s" for column in values)
+        params = {c: Json(v) if c in ("sending_window", "warmup") and v is not None else v for c, v in values.items()}
+        database.execute_sql(f"UPDATE senders SET {assignments}, updated_at = now() "
+                             "WHERE account = %(account)s AND id = %(id)s",
+                             dict(params, account=account, id=sender_id))
+    return before, dict(before, **values)
 
 
 #: what placing a sender's emails needs: its cap and its pacing (coldmail.caps.pacing.Pacing.from_row)

@@ -300,9 +300,8 @@ class Deliverer:
     def _move(self, row: Row, at: datetime, reason: str) -> Outcome:
         """Put the claimed email back PENDING for `at`, unsent and no attempt spent, because of its sender's
         pacing (`reason`: window, daily_limit, gap)."""
-        delay_s = (at - datetime.now(timezone.utc)).total_seconds()
         with database.connection_context():
-            sending.move(row["id"], claim=row["claims"], delay_s=delay_s, reason=reason)
+            sending.move(row["id"], claim=row["claims"], at=at, reason=reason)
         log.info("email %r: moved to %s (%s; sender %r)", row["id"], at.isoformat(), reason, row["sender_id"],
                  extra=email_fields(row))
         return Outcome(Result.MOVED, reason=reason)

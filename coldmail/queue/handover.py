@@ -36,8 +36,8 @@ class HandOver:
                  back_to_scheduler: Callable[[list[int], list[tuple]], None] | None = None) -> None:
         self.actor = actor
         #: given requests' emails not handed over (ids: Redis failed, or their slot is not near) and those
-        #: over their sender's cap ((id, delay ms) until their slot frees; (id, delay ms, reason) when moved for
-        #: another reason of its pacing): the scheduler's from then on
+        #: over their sender's cap ((id, delay ms) until their slot frees; (id, delay ms, reason, instant or None) when
+        #: moved for another reason of its pacing): the scheduler's from then on
         self.back_to_scheduler = back_to_scheduler
         #: messages are released this much before their time (Settings.handover_lead_ms)
         self.lead_ms = lead_ms
@@ -105,7 +105,8 @@ class HandOver:
         if plan is None:
             self._back([row["id"] for row in rows], [])
         else:
-            later = [(i, ms, plan.reasons[i]) if i in plan.reasons else (i, ms) for i, ms in plan.later]
+            later = [(i, ms, plan.reasons[i], plan.at.get(i)) if i in plan.reasons else (i, ms)
+                     for i, ms in plan.later]
             self._back(self.send(plan.go, since=planned_at) + plan.wait, later)
 
     def _back(self, ids: list[int], later: list[tuple]) -> None:

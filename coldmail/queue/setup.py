@@ -29,12 +29,13 @@ class Queue:
 
 def _back_to_scheduler(email_ids: list[int], later: list[tuple]) -> None:
     """Emails requests stored that were not handed over (Redis refused, or their slot is not near), and
-    those over their sender's cap ((id, ms)) or moved by its pacing ((id, ms, reason)), moved to when they may
+    those over their sender's cap ((id, ms)) or moved by its pacing ((id, ms, reason, instant)), moved to when they may
     go: the scheduler hands them over later."""
     with database.connection_context():
         handover_rows.unqueue(email_ids)
         handover_rows.hold_back([(item[0], item[1]) for item in later],
-                                {item[0]: item[2] for item in later if len(item) > 2})
+                                {item[0]: item[2] for item in later if len(item) > 2},
+                                {item[0]: item[3] for item in later if len(item) > 3})
 
 
 def build_queue(settings: Settings, *, redis_timeout_s: float = 2.0) -> Queue:

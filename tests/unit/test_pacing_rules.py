@@ -139,3 +139,14 @@ def test_window_open_is_inside_and_nothing_earlier_is(name):
         if opened > t:
             assert window_open(opened - timedelta(seconds=1), window, name) == opened
         t += timedelta(hours=7, minutes=13)
+
+
+@pytest.mark.parametrize("name", ["Europe/Berlin", "America/New_York", "UTC"])
+def test_the_calendar_agrees_with_window_open(name):
+    from coldmail.caps.pacing import Calendar
+    window = Window(WEEKDAYS, time(9), time(17, 30))
+    calendar = Calendar(window, name)
+    t = utc(2026, 12, 30)
+    times = [t - timedelta(minutes=37 * k) for k in range(0, 20_000, 7)]  # backwards and forwards over a year
+    for when in times + list(reversed(times)):
+        assert calendar.open_at(when) == window_open(when, window, name)

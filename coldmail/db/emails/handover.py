@@ -32,18 +32,21 @@ FROM due LEFT JOIN senders s ON s.account = due.account AND s.id = due.sender_id
 ORDER BY due.next_attempt_at, due.id
 """
 
+#: where a move goes: its exact instant when known (a window's opening), else its delay from now
+MOVED_TO = "coalesce(later.at, now() + later.delay_ms * interval '1 millisecond')"
+
 _HAND_OVER = f"""
 WITH go AS (
     SELECT * FROM unnest(%(go_ids)s::bigint[], %(go_ms)s::bigint[]) AS g(id, delay_ms)
 ), later AS (
-    SELECT * FROM unnest(%(later_ids)s::bigint[], %(later_ms)s::bigint[], %(later_reasons)s::text[])
-        AS l(id, delay_ms, reason)
+    SELECT * FROM unnest(%(later_ids)s::bigint[], %(later_ms)s::bigint[], %(later_reasons)s::text[],
+                         %(later_ats)s::timestamptz[]) AS l(id, delay_ms, reason, at)
 ), q AS (
     UPDATE emails e SET queued_at = now()
     FROM go WHERE e.id = go.id AND e.status = {PENDING} AND e.queued_at IS NULL
     RETURNING e.id, go.delay_ms
 ), m AS (
-    UPDATE emails e SET next_attempt_at = now() + later.delay_ms * interval '1 millisecond', updated_at = now()
+    UPDATE emails e SET next_attempt_at = {MOVED_TO}, updated_at = now()
     FROM later WHERE e.id = later.id AND e.status = {PENDING} AND e.queued_at IS NULL
     RETURNING e.id, e.next_attempt_at, later.reason
 ), p AS (
@@ -85,15 +88,16 @@ def take_due(*, horizon_s: float, limit: int, plan: Planner) -> tuple[int, list[
             return 0, []
         paused = [row["id"] for row in due if row["paused"]]
         active = [row for row in due if not row["paused"]]
-        go, later, reasons = [], [], []
+        go, later, reasons, ats = [], [], [], []
         if active:
             decided = plan(active)
             go, later = decided.go, decided.later
-            reasons = [decided.reason(i) for i, _ in later]
+            reasons = [getattr(decided, "reasons", {}).get(i, "hourly_limit") for i, _ in later]
+            ats = [getattr(decided, "at", {}).get(i) for i, _ in later]
         cursor = database.execute_sql(_HAND_OVER, {
             "go_ids": [i for i, _ in go], "go_ms": [ms for _, ms in go],
             "later_ids": [i for i, _ in later], "later_ms": [ms for _, ms in later], "later_reasons": reasons,
-            "paused_ids": paused})
+            "later_ats": ats, "paused_ids": paused})
         if paused:
             metrics.MOVED.labels("paused").inc(len(paused))
         return len(go) + len(later) + len(paused), [(row[0], row[1]) for row in cursor.fetchall()]
@@ -110,10 +114,10 @@ def unqueue(email_ids: list[int]) -> None:
 
 _HOLD_BACK = f"""
 WITH later AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(ms)s::bigint[], %(reasons)s::text[]) AS l(id, delay_ms, reason)
+    SELECT * FROM unnest(%(ids)s::bigint[], %(ms)s::bigint[], %(reasons)s::text[], %(ats)s::timestamptz[])
+        AS l(id, delay_ms, reason, at)
 ), m AS (
-    UPDATE emails e SET queued_at = NULL, next_attempt_at = now() + later.delay_ms * interval '1 millisecond',
-                        updated_at = now()
+    UPDATE emails e SET queued_at = NULL, next_attempt_at = {MOVED_TO}, updated_at = now()
     FROM later WHERE e.id = later.id AND e.status = {PENDING} AND e.queued_at IS NOT NULL
     RETURNING e.id, e.next_attempt_at, later.reason
 )
@@ -123,14 +127,16 @@ FROM m
 """
 
 
-def hold_back(later: list[tuple[int, int]], reasons: dict[int, str] | None = None) -> None:
+def hold_back(later: list[tuple[int, int]], reasons: dict[int, str] | None = None,
+              ats: dict[int, Any] | None = None) -> None:
     """Emails a request marked queued that their sender's pacing does not allow yet (its cap, unless `reasons`
     says otherwise): not handed over, but moved to when it does (each with its event); the scheduler hands
     them over then."""
     if later:
-        reasons = reasons or {}
+        reasons, ats = reasons or {}, ats or {}
         database.execute_sql(_HOLD_BACK, {"ids": [i for i, _ in later], "ms": [ms for _, ms in later],
-                                          "reasons": [reasons.get(i, "hourly_limit") for i, _ in later]})
+                                          "reasons": [reasons.get(i, "hourly_limit") for i, _ in later],
+                                          "ats": [ats.get(i) for i, _ in later]})
 
 
 _PULL_FORWARD = f"""

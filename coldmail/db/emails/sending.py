@@ -189,7 +189,8 @@ _DEFERRED = ("jsonb_build_object('reason', {reason}, 'nextAttemptAt', "
 _MOVE = f"""
 WITH u AS (
     UPDATE emails SET status = {PENDING}, queued_at = NULL, lease_until = NULL, updated_at = now(),
-                      next_attempt_at = greatest(now(), now() + %(delay_s)s * interval '1 second')
+                      next_attempt_at = greatest(now(), coalesce(%(at)s::timestamptz,
+                                                                 now() + %(delay_s)s * interval '1 second'))
     WHERE id = %(id)s AND status = {SENDING} AND claims = %(claim)s RETURNING {returning()}, next_attempt_at
 ), ev AS (
     INSERT INTO email_events (email_id, kind, detail)
@@ -202,11 +203,11 @@ SELECT id FROM u
 """
 
 
-def move(email_id: int, *, claim: int, delay_s: float, reason: str) -> bool:
-    """Put a claimed email back PENDING for `delay_s` from now, unsent and with no attempt used, because its
-    sender's pacing does not let it go now (`reason`: hourly_limit, daily_limit, gap, window); one event names
-    the reason and the new time."""
-    params = {"id": email_id, "claim": claim, "delay_s": delay_s, "reason": reason}
+def move(email_id: int, *, claim: int, reason: str, delay_s: float = 0.0, at: Any = None) -> bool:
+    """Put a claimed email back PENDING for `at` (or `delay_s` from now), unsent and with no attempt used,
+    because its sender's pacing does not let it go now (`reason`: hourly_limit, daily_limit, gap, window); one
+    event names the reason and the new time."""
+    params = {"id": email_id, "claim": claim, "delay_s": delay_s, "reason": reason, "at": at}
     return database.execute_sql(_MOVE, params).fetchone() is not None
 
 
