@@ -243,3 +243,66 @@ async def test_a_window_change_places_the_pending_emails_again(client, auth):
     # And turning the window off brings them back to their own time
     await client.put("/senders/pacer", json=sender(sendingWindow=None), headers=auth)
     assert sql("SELECT DISTINCT next_attempt_at FROM emails WHERE id = ANY(%s)", ids) == [(at,)]
+
+
+def test_the_day_limit_is_exact_under_acquires_racing_from_two_clients(make_settings, redis_url):
+    """Two processes' worth of Redis clients, 8 threads each, all acquiring for one paced sender at once:
+    exactly its day's limit get a slot (the window, the day count and the gap are one script call)."""
+    import threading
+
+    import redis as redis_lib
+
+    from coldmail.caps import Caps
+    from coldmail.caps.pacing import Pacing
+
+    settings = make_settings()
+    sql("INSERT INTO senders (account, id, daily_limit) VALUES ('default', 'racer', 7)")
+    pacing = Pacing(time_zone="Europe/Berlin", daily_limit=7)
+    clients = [redis_lib.Redis.from_url(redis_url) for _ in range(2)]
+    caps = [Caps(settings, client) for client in clients]
+    allowed: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(16)
+
+    def race(k: int) -> None:
+        start.wait()
+        for n in range(10):
+            email_id = 1000 * k + n
+            [decision] = caps[k % 2].acquire([("default", "racer", 1000, email_id, pacing, 0)])
+            if decision.allowed:
+                with lock:
+                    allowed.append(email_id)
+            else:
+                assert decision.reason == "daily_limit"
+
+    threads = [threading.Thread(target=race, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(allowed) == 7
+    assert caps[0].sent_today("default", "racer", pacing) == 7
+    for client in clients:
+        client.close()
+
+
+def test_the_day_count_and_gap_are_rebuilt_from_postgresql_when_redis_lost_them(make_settings, redis_client):
+    from coldmail.caps import Caps
+    from coldmail.caps.pacing import Pacing
+
+    # Given a sender allowed 3 a day that sent 2 today, the last one 1 s ago, with a 30 s gap
+    sql("INSERT INTO senders (account, id, daily_limit, min_gap_s) VALUES ('default', 'lost', 3, 30)")
+    sql("INSERT INTO emails (recipient, subject, body, sender_id, status, scheduled_at, next_attempt_at, attempts, "
+        "sent_at) SELECT 'u@example.com', 's', 'b', 'lost', 'SENT', now(), now(), 1, now() - s * interval '1 second' "
+        "FROM generate_series(1, 2) AS s")
+    pacing = Pacing(daily_limit=3, min_gap_s=30)
+    caps = Caps(make_settings(), redis_client)
+    # When Redis has lost everything (the test's own marker kept)
+    from tests.conftest import MARKER
+    redis_client.flushdb()
+    redis_client.set(MARKER, "1")
+    # Then the next send waits for the gap since the last send (about 29 s), not a fresh start
+    [decision] = caps.acquire([("default", "lost", 100, 1, pacing, 0)])
+    assert (decision.allowed, decision.reason) == (False, "gap")
+    assert 27_000 < decision.wait_ms <= 29_100
+    assert caps.sent_today("default", "lost", pacing) == 2
