@@ -306,3 +306,86 @@ def test_the_day_count_and_gap_are_rebuilt_from_postgresql_when_redis_lost_them(
     assert (decision.allowed, decision.reason) == (False, "gap")
     assert 27_000 < decision.wait_ms <= 29_100
     assert caps.sent_today("default", "lost", pacing) == 2
+
+
+# -- the worker's guard, when the plan did not stop an email (two processes planned at once, a stale read) --
+
+def _due_email(sender_id: str, subject: str = "guarded", zone: str | None = None) -> int:
+    return sql("INSERT INTO emails (recipient, recipient_key, subject, body, sender_id, scheduled_at, "
+               "next_attempt_at, queued_at, recipient_time_zone) VALUES ('u@example.com', 'u@example.com', %s, 'b', "
+               "%s, now(), now(), now(), %s) RETURNING id", subject, sender_id, zone)[0][0]
+
+
+@pytest.fixture
+def worker(make_settings, redis_client, sink):
+    from coldmail.delivery.wiring import build_deliverer
+
+    return build_deliverer(make_settings(SMTP_URL=sink.url), redis_client=redis_client)
+
+
+def _moves(email_id: int) -> list[tuple]:
+    return sql("SELECT kind, detail->>'reason' FROM email_events WHERE email_id = %s AND kind <> 'claimed' "
+               "ORDER BY id", email_id)
+
+
+def test_the_worker_moves_an_email_over_the_day_limit_to_the_next_days_opening(worker, sink):
+    from coldmail.delivery.outcomes import Result
+
+    # Given a sender allowed 1 a day (Berlin) that sent one today, and an email of it handed over anyway
+    sql("INSERT INTO senders (account, id, time_zone, daily_limit) VALUES ('default', 'daily', 'Europe/Berlin', 1)")
+    sql("INSERT INTO emails (recipient, subject, body, sender_id, status, scheduled_at, next_attempt_at, attempts, "
+        "sent_at) VALUES ('u@example.com', 's', 'b', 'daily', 'SENT', now(), now(), 1, now())")
+    email_id = _due_email("daily")
+    # When a worker gets it
+    outcomes: list = []
+    worker.deliver_many([email_id], outcomes)
+    # Then it is not sent but moved, without an attempt, to tomorrow's start in Berlin, with one event
+    assert [o.result for _, o in outcomes] == [Result.MOVED] and sink.arrivals == []
+    tomorrow = datetime.combine(datetime.now(ZoneInfo("Europe/Berlin")).date() + timedelta(days=1),
+                                datetime.min.time(), ZoneInfo("Europe/Berlin"))
+    assert sql("SELECT status, attempts, next_attempt_at FROM emails WHERE id = %s", email_id) == [
+        ("PENDING", 0, tomorrow)]
+    assert _moves(email_id) == [("deferred", "daily_limit")]
+
+
+def test_the_worker_moves_an_email_before_its_senders_gap_ends_and_writes_its_webhook(worker, sink):
+    from coldmail.delivery.outcomes import Result
+
+    # Given a sender 30 s apart whose last send was 1 s ago, with a webhook endpoint for email.deferred
+    sql("INSERT INTO senders (account, id, min_gap_s) VALUES ('default', 'gapped', 30)")
+    sql("INSERT INTO emails (recipient, subject, body, sender_id, status, scheduled_at, next_attempt_at, attempts, "
+        "sent_at) VALUES ('u@example.com', 's', 'b', 'gapped', 'SENT', now(), now(), 1, now() - interval '1 second')")
+    sql("INSERT INTO webhooks (account, url, events, secret_enc) VALUES ('default', 'https://hooks.example.com/x', "
+        "ARRAY['email.deferred'], 'sealed')")
+    email_id = _due_email("gapped")
+    outcomes: list = []
+    worker.deliver_many([email_id], outcomes)
+    # Then it goes back PENDING to when the gap ends (about 29 s), no attempt, one `gap` event and its webhook
+    assert [o.result for _, o in outcomes] == [Result.MOVED] and sink.arrivals == []
+    [(status, attempts, wait_s)] = sql("SELECT status, attempts, extract(epoch FROM next_attempt_at - now()) "
+                                       "FROM emails WHERE id = %s", email_id)
+    assert (status, attempts) == ("PENDING", 0) and 27 < float(wait_s) <= 29.5
+    assert _moves(email_id) == [("deferred", "gap")]
+    [(detail,)] = sql("SELECT payload->'data' FROM webhook_deliveries")
+    assert detail["reason"] == "gap" and detail["email"]["id"] == email_id
+
+
+def test_the_worker_never_sends_outside_the_window_of_the_recipients_zone(worker, sink):
+    from coldmail.delivery.outcomes import Result
+
+    # Given a sender whose window is 1 hour a day, an hour from now in the recipient's zone
+    zone = "America/New_York"
+    local = datetime.now(ZoneInfo(zone)) + timedelta(hours=1)
+    if local.hour == 23:
+        pytest.skip("the window would cross local midnight")
+    window = {"days": ALL_DAYS, "start": f"{local.hour:02d}:00", "end": f"{local.hour:02d}:59"}
+    sql("INSERT INTO senders (account, id, sending_window) VALUES ('default', 'windowed', %s::jsonb)",
+        __import__("json").dumps(window))
+    email_id = _due_email("windowed", zone=zone)
+    outcomes: list = []
+    worker.deliver_many([email_id], outcomes)
+    # Then it is moved to the window's opening, not sent
+    assert [o.result for _, o in outcomes] == [Result.MOVED] and sink.arrivals == []
+    opening = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+    assert sql("SELECT next_attempt_at FROM emails WHERE id = %s", email_id) == [(opening,)]
+    assert _moves(email_id) == [("deferred", "window")]
