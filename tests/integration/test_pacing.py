@@ -225,9 +225,9 @@ async def test_a_window_change_places_the_pending_emails_again(client, auth):
     # Given 50 emails for tomorrow 10:00 UTC, no window
     await client.put("/senders/pacer", json=sender(), headers=auth)
     at = (datetime.now(UTC) + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
-    ids = (await (await client.post("/emails/batch", json={"emails": [email(i, scheduledAt=at.isoformat())
-                                                                      for i in range(50)]}, headers=auth)).json())["jobIds"]
-    # When the sender gets a window of 12:00–13:00 in UTC+2 (Africa/Cairo has no DST... use a fixed one)
+    batch = {"emails": [email(i, scheduledAt=at.isoformat()) for i in range(50)]}
+    ids = (await (await client.post("/emails/batch", json=batch, headers=auth)).json())["jobIds"]
+    # When the sender gets a window of 12:00–13:00 in a zone fixed at UTC+2
     window = {"days": ALL_DAYS, "start": "12:00", "end": "13:00"}
     resp = await client.put("/senders/pacer", json=sender(timeZone="Etc/GMT-2", sendingWindow=window),
                             headers=auth)
@@ -389,3 +389,21 @@ def test_the_worker_never_sends_outside_the_window_of_the_recipients_zone(worker
     opening = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
     assert sql("SELECT next_attempt_at FROM emails WHERE id = %s", email_id) == [(opening,)]
     assert _moves(email_id) == [("deferred", "window")]
+
+
+async def test_a_moved_email_is_due_at_its_windows_next_opening(client, auth):
+    # Given a sender sending 12:00–13:00 UTC, and an email of it for 2 days ahead at 12:30
+    await client.put("/senders/pacer", json=sender(sendingWindow={"days": ALL_DAYS, "start": "12:00",
+                                                                   "end": "13:00"}), headers=auth)
+    day = (datetime.now(UTC) + timedelta(days=2)).replace(hour=12, minute=30, second=0, microsecond=0)
+    job = (await (await client.post("/emails", json=email(1, scheduledAt=day.isoformat()), headers=auth)).json())
+    got = await (await client.get(f"/emails/{job['jobId']}", headers=auth)).json()
+    assert iso_time(got["nextAttemptAt"]) == day
+    # When it is moved (PATCH) to 14:00, after the window closes
+    resp = await client.patch(f"/emails/{job['jobId']}", json={"scheduledAt": day.replace(hour=14).isoformat()},
+                              headers=auth)
+    assert resp.status == 200
+    got = await (await client.get(f"/emails/{job['jobId']}", headers=auth)).json()
+    # Then it keeps the time asked for, and is due at the next day's opening
+    assert iso_time(got["scheduledAt"]) == day.replace(hour=14)
+    assert iso_time(got["nextAttemptAt"]) == day.replace(hour=12, minute=0) + timedelta(days=1)

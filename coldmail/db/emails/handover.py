@@ -57,7 +57,8 @@ WITH go AS (
     INSERT INTO email_events (email_id, kind, detail)
     SELECT id, 'queued', jsonb_build_object('dueAt', now() + delay_ms * interval '1 millisecond') FROM q
     UNION ALL
-    SELECT id, {MOVE_KIND.format(reason="reason")}, jsonb_build_object('reason', reason, 'nextAttemptAt', next_attempt_at)
+    SELECT id, {MOVE_KIND.format(reason="reason")},
+           jsonb_build_object('reason', reason, 'nextAttemptAt', next_attempt_at)
     FROM m
     UNION ALL
     SELECT id, 'deferred', jsonb_build_object('reason', 'paused', 'nextAttemptAt', next_attempt_at) FROM p
