@@ -155,3 +155,33 @@ def test_a_window_change_places_pending_emails_again(stack):
     assert {http.get(f"/emails/{i}")[1]["nextAttemptAt"] for i in ids} == {expected}
     events = http.get(f"/emails/{ids[0]}/events")[1]["events"]
     assert [(e["kind"], e["detail"].get("reason")) for e in events][-1] == ("deferred", "window")
+
+
+def test_windows_follow_both_daylight_saving_changes_of_a_year(stack):
+    http = stack
+    # Given a sender sending 09:00–17:00 Berlin time, and one whose window starts in the skipped hour
+    # (02:30) and ends in the repeated one (02:45), every day
+    put_sender(http, "berlin", timeZone="Europe/Berlin",
+               sendingWindow={"days": ALL_DAYS, "start": "09:00", "end": "17:00"})
+    put_sender(http, "night", timeZone="Europe/Berlin",
+               sendingWindow={"days": ALL_DAYS, "start": "02:30", "end": "02:45"})
+    # When emails are asked for at midnight UTC on each side of 2027's changes (28 March, 31 October)
+    days = ["2027-03-27", "2027-03-28", "2027-03-29", "2027-10-30", "2027-10-31", "2027-11-01"]
+    berlin = schedule_at(http, "berlin", [f"{d}T00:00:00Z" for d in days])
+    night = schedule_at(http, "night", ["2027-03-27T22:00:00Z", "2027-10-30T22:00:00Z"])
+    # Then 09:00 Berlin is 08:00Z in winter and 07:00Z in summer, on both sides of both changes
+    assert [http.get(f"/emails/{i}")[1]["nextAttemptAt"] for i in berlin] == [
+        "2027-03-27T08:00:00.000Z", "2027-03-28T07:00:00.000Z", "2027-03-29T07:00:00.000Z",
+        "2027-10-30T07:00:00.000Z", "2027-10-31T08:00:00.000Z", "2027-11-01T08:00:00.000Z"]
+    # And 02:30 in the skipped hour opens when the clock jumps (03:00 CEST = 01:00Z); in the repeated hour,
+    # at its first occurrence (02:30 CEST = 00:30Z)
+    assert [http.get(f"/emails/{i}")[1]["nextAttemptAt"] for i in night] == [
+        "2027-03-28T01:00:00.000Z", "2027-10-31T00:30:00.000Z"]
+
+
+def schedule_at(http, sender_id: str, times: list[str]) -> list[int]:
+    status, body = http.post("/emails/batch", {"emails": [
+        {"recipient": f"{sender_id}{i}@example.com", "subject": f"{sender_id} {i}", "body": "Hi",
+         "senderId": sender_id, "scheduledAt": at} for i, at in enumerate(times)]})
+    assert status == 201, body
+    return body["jobIds"]
