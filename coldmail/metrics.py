@@ -51,6 +51,9 @@ FAILED = Counter("coldmail_emails_failed", "Emails failed for good: an SMTP 5xx,
 RETRIED = Counter("coldmail_send_retries", "Send attempts that failed (SMTP 4xx, connection) and will be retried")
 RATE_LIMITED = Counter("coldmail_emails_rate_limited", "Emails moved to later because their sender was at its "
                        "cap: by the hand-over's plan (API process) or the worker's check before a send")
+MOVED = Counter("coldmail_emails_moved", "Emails moved to later without an attempt, by reason: window (outside "
+                "their sender's sending window), daily_limit, hourly_limit, gap (between the sender's sends), "
+                "paused", ["reason"])
 HELD = Counter("coldmail_emails_held", "Claimed emails held back PENDING without an attempt, by reason "
                "(secret_unreadable: no key of COLDMAIL_SECRET_KEY opens their sender's stored password)", ["reason"])
 SEND_SECONDS = Histogram("coldmail_send_duration_seconds", "One SMTP transaction (or outbox write)",

@@ -13,17 +13,22 @@ Every method blocks, for the API's executor.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Callable
 
 from marshmallow import ValidationError
 
 from .caps import Caps
+from .caps import pacing as rules
+from .caps.pacing import Pacing
 from .crypto import PasswordBox
 from .db import database
 from .db.mailboxes import configure as configure_mailbox, get_mailbox
 from .db.pauses import bounce_counts, set_pause
-from .db.senders import DkimSetting, get_sender, put_sender
+from .db.emails.placement import place_again
+from .db.senders import DkimSetting, get_sender, put_sender, set_pacing
 from .errors import BadRequest
 from .intake.service import Intake
 from .settings import Settings
@@ -97,6 +102,25 @@ class Senders:
         elif was_paused and not now_paused:
             self.intake.resume(account, sender_id)
 
+    def pace(self, account: str, sender_id: str, values: dict[str, Any]) -> int:
+        """Set the account's sender's pacing columns (`values`: column -> value, None: off; the others stay as
+        they are). When its zone or window changed, its PENDING emails are placed again in the same
+        transaction, by the new window (coldmail.db.emails.placement); returns how many moved."""
+        started = time.monotonic()
+        moved = 0
+        with database.connection_context(), database.atomic():
+            before, after = set_pacing(account, sender_id, values)
+            changed = any(before[c] != after[c] for c in ("time_zone", "sending_window"))
+            paused = changed and bool(get_sender(account, sender_id)["paused"])
+            if changed and not paused:
+                moved = place_again(account, sender_id, _placer(Pacing.from_row(after)))
+        self.caps.forget_limit(account, sender_id)
+        if changed:
+            self.caps.forget_plan(account, sender_id)
+            log.info("sender %r of account %r: zone or window changed; %d PENDING email(s) placed again in %.3fs",
+                     sender_id, account, moved, time.monotonic() - started)
+        return moved
+
     def bounce_counts(self, account: str, sender_id: str) -> tuple[int, int]:
         """(hard bounces, sends) among the sender's last sends: its bounce rate."""
         with database.connection_context():
@@ -120,3 +144,25 @@ class Senders:
     def usage(self, account: str, sender_id: str) -> int:
         """Sends (made or under way) in the sender's window, as its cap counts them."""
         return self.caps.usage(account, sender_id)
+
+    def today(self, account: str, sender_id: str, row: dict[str, Any]) -> tuple[int, int | None]:
+        """(sends made or under way on the sender's local day, that day's limit with warm-up: None when none)."""
+        pacing = Pacing.from_row(row)
+        limit = rules.day_limit(pacing, rules.local_day(datetime.now(timezone.utc), pacing.time_zone))
+        return self.caps.sent_today(account, sender_id, pacing), limit
+
+
+def _placer(pacing: Pacing) -> Callable[[datetime, str | None], datetime]:
+    """A sender's emails' new time from their own (and their recipient's zone): its window's next opening."""
+    if pacing.window is None:
+        return lambda at, zone: at
+    calendars: dict[str, rules.Calendar] = {}
+
+    def new_time(at: datetime, zone: str | None) -> datetime:
+        name = rules.reading_zone(pacing, zone)
+        calendar = calendars.get(name)
+        if calendar is None:
+            calendar = calendars[name] = rules.Calendar(pacing.window, name)
+        return calendar.open_at(at)
+
+    return new_time

@@ -129,7 +129,7 @@ def _sender_paths(spec: APISpec) -> None:
     spec.components.schema("SenderIn", schema=SenderInSchema)
     spec.components.schema("SenderOut", schema=SenderOutSchema)
     spec.path(path="/senders/{senderId}", parameters=[sender_id], operations={
-        "put": {"operationId": "putSender", "summary": "Create or replace a sender: From address, cap, relay",
+        "put": {"operationId": "putSender", "summary": "Create or replace a sender: From address, cap, relay, pacing",
                 "tags": ["senders"], "requestBody": _body("SenderIn"),
                 "responses": {"200": {"description": "Replaced", **_json("SenderOut")},
                               "201": {"description": "Created", **_json("SenderOut")},

@@ -14,6 +14,7 @@ from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import ATEXT, CASE_INSENSITIVE_MAILBOX_NAMES, EMAIL_MAX_LENGTH
 from marshmallow import RAISE, Schema, ValidationError, fields, missing, validate
 
+from ..caps.pacing import zone
 from ..status import EmailStatus
 
 MAX_BODY_CHARS = 1024 * 1024
@@ -46,6 +47,15 @@ NO_NUL = Pattern(r"^[^\x00]*$", error="must not contain NUL characters")
 SENDER_ID = Pattern(r"^[A-Za-z0-9][A-Za-z0-9._@+:=-]{0,127}$",
                     error="1–128 characters: letters, digits and . _ @ + : = -")
 IDEMPOTENCY_KEY = Pattern(r"^[\x21-\x7e]{1,255}$", error="1–255 printable ASCII characters")
+
+
+def TIME_ZONE(value: str) -> str:  # noqa: N802 - a validator, named as the patterns are
+    """An IANA time zone name that zoneinfo knows (Europe/Berlin, UTC)."""
+    try:
+        zone(value)
+    except ValueError:
+        raise ValidationError("Not a known IANA time zone (Europe/Berlin, America/New_York, UTC).") from None
+    return value
 
 
 class Text(fields.String):
@@ -188,6 +198,10 @@ class ScheduleEmailSchema(StrictSchema):
     inReplyTo = fields.Integer(load_default=None, strict=True, validate=validate.Range(min=1, max=MAX_ID),
                                metadata={"description": "an earlier email's id (same recipient): this one is sent "
                                                         "in its thread (In-Reply-To, References)"})
+    recipientTimeZone = Text(load_default=None, validate=[validate.Length(min=1, max=64), TIME_ZONE], metadata={
+        "description": "The recipient's IANA time zone: its sender's sendingWindow is read in it (the day "
+                       "limit stays in the sender's zone). Omitted: the sender's timeZone",
+        "example": "America/New_York"})
 
 
 class ScheduleBatchSchema(StrictSchema):
@@ -261,7 +275,7 @@ class FastEmailLoad(FastLoad):
         self.instants: dict[str, Any] = {}
 
     def fast(self, data: Any) -> dict[str, Any] | None:
-        if type(data) is dict and self.names.issuperset(data):
+        if type(data) is dict and self.names.issuperset(data) and "recipientTimeZone" not in data:
             recipient, subject, body = data.get("recipient"), data.get("subject"), data.get("body")
             sender_id, at, key = data.get("senderId"), data.get("scheduledAt"), data.get("idempotencyKey")
             unsubscribe = data.get("unsubscribe")
@@ -286,7 +300,8 @@ class FastEmailLoad(FastLoad):
                         self.instants[at] = when
                     return {"recipient": address, "subject": subject, "body": body, "senderId": sender_id,
                             "scheduledAt": when, "idempotencyKey": key, "unsubscribe": unsubscribe,
-                            "sequence": None, "stopOnReply": None, "inReplyTo": None}
+                            "sequence": None, "stopOnReply": None, "inReplyTo": None,
+                            "recipientTimeZone": None}
         return super().fast(data)
 
 
@@ -365,6 +380,8 @@ class EmailSchema(Schema):
                                metadata={"description": "the email whose thread it continues"})
     repliedAt = fields.DateTime(required=True, allow_none=True,
                                 metadata={"description": "when a reply to it first came (POST /inbound, a mailbox)"})
+    recipientTimeZone = fields.String(required=True, allow_none=True, metadata={
+        "description": "the zone its sender's window is read in; null: the sender's"})
 
 
 class EmailPageSchema(Schema):

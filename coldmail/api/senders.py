@@ -21,13 +21,15 @@ shown or logged; GET shows the domain, the selector and `hasKey`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from aiohttp import web
-from marshmallow import ValidationError, fields, validate
+from marshmallow import ValidationError, fields, validate, validates_schema
 
 from .. import net
+from ..caps import pacing as rules
 from ..db.pauses import MIN_SENDS, RECENT_SENDS
 from ..errors import BadRequest, NotFound
 from ..mail.dkim import UnusableKey, load_private_key
@@ -36,7 +38,7 @@ from ..settings import Settings
 from .auth import account_of
 from .body import read_json
 from .context import AppContext, ctx_key
-from .schemas import SENDER_ID, EmailAddress, Pattern, StrictSchema
+from .schemas import SENDER_ID, TIME_ZONE, EmailAddress, Pattern, StrictSchema
 from .serialize import iso
 
 routes = web.RouteTableDef()
@@ -157,6 +159,43 @@ class JsonBoolean(fields.Boolean):
         return value
 
 
+MAX_GAP_S = 86_400
+
+
+class ClockTime(fields.String):
+    """A local wall-clock time, HH:MM or HH:MM:SS."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(validate=Pattern(r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$",
+                                          error="Not a time: HH:MM or HH:MM:SS, 00:00 to 23:59:59."), **kwargs)
+
+
+class WindowSchema(StrictSchema):
+    days = fields.List(fields.String(validate=validate.OneOf(list(rules.DAYS))), required=True,
+                       validate=validate.Length(min=1, max=7),
+                       metadata={"description": "the days it sends on, of mon tue wed thu fri sat sun",
+                                 "example": ["mon", "tue", "wed", "thu", "fri"]})
+    start = ClockTime(required=True, metadata={"description": "local time it starts (HH:MM or HH:MM:SS)",
+                                               "example": "09:00"})
+    end = ClockTime(required=True, metadata={"description": "local time it ends, after start", "example": "17:30"})
+
+    @validates_schema
+    def _start_before_end(self, data, **kwargs) -> None:
+        if rules.parse_clock(data["start"]) >= rules.parse_clock(data["end"]):
+            raise ValidationError("Must be after start (a window ends on the day it starts).", "end")
+        if len(set(data["days"])) != len(data["days"]):
+            raise ValidationError("A day is named twice.", "days")
+
+
+class WarmupSchema(StrictSchema):
+    startPerDay = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=MAX_LIMIT),
+                                 metadata={"description": "sends allowed on startDate", "example": 10})
+    increasePerDay = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=MAX_LIMIT),
+                                    metadata={"description": "added each day after it", "example": 5})
+    startDate = fields.Date(load_default=None, metadata={
+        "description": "YYYY-MM-DD; omitted: today in the sender's timeZone", "example": "2026-12-01"})
+
+
 class SenderInSchema(StrictSchema):
     fromAddress = EmailAddress(required=True, metadata={"example": "alice@example.com"})
     hourlyLimit = fields.Integer(
@@ -193,12 +232,51 @@ class SenderInSchema(StrictSchema):
                                                           f"last {RECENT_SENDS} sends (at least {MIN_SENDS}) "
                                                           "exceed this share; null: never. Omitted: unchanged.",
                                            "example": 0.05})
+    timeZone = fields.String(allow_none=True, validate=[validate.Length(min=1, max=64), TIME_ZONE], metadata={
+        "description": "IANA zone of its sendingWindow and of its days (dailyLimit, warmup); null: UTC. "
+                       "Omitted: unchanged.", "example": "Europe/Berlin"})
+    sendingWindow = fields.Nested(WindowSchema, allow_none=True, metadata={
+        "description": "It sends only inside this local wall-clock window; null: any time. Omitted: unchanged."})
+    dailyLimit = fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=0, max=MAX_LIMIT),
+                                metadata={"description": "sends per local calendar day of its timeZone; null: "
+                                                         "none. Omitted: unchanged.", "example": 50})
+    warmup = fields.Nested(WarmupSchema, allow_none=True, metadata={
+        "description": "the day's limit is min(dailyLimit, startPerDay + increasePerDay × days since startDate); "
+                       "null: none. Omitted: unchanged."})
+    minGapSeconds = fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=0, max=MAX_GAP_S),
+                                   metadata={"description": "its consecutive sends start at least this far apart "
+                                                            "(plus jitter); null: 0. Omitted: unchanged.",
+                                             "example": 240})
+    jitterSeconds = fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=0, max=MAX_GAP_S),
+                                   metadata={"description": "a random 0…jitterSeconds added to each gap; null: 0. "
+                                                            "Omitted: unchanged.", "example": 120})
+
+
+#: the pacing fields of PUT, and their columns
+PACING_FIELDS = {"timeZone": "time_zone", "sendingWindow": "sending_window", "dailyLimit": "daily_limit",
+                 "warmup": "warmup", "minGapSeconds": "min_gap_s", "jitterSeconds": "jitter_s"}
 
 
 class UsageSchema(StrictSchema):
     sentInWindow = fields.Integer(required=True, metadata={
         "description": "Sends (made or under way) in the last windowSeconds, as the cap counts them"})
     windowSeconds = fields.Integer(required=True)
+    sentToday = fields.Integer(required=True, metadata={
+        "description": "Sends (made or under way) on the current local day of its timeZone"})
+    todayLimit = fields.Integer(required=True, allow_none=True, metadata={
+        "description": "today's limit: dailyLimit, or less during warmup; null: none"})
+
+
+class WindowOutSchema(StrictSchema):
+    days = fields.List(fields.String(), required=True)
+    start = fields.String(required=True)
+    end = fields.String(required=True)
+
+
+class WarmupOutSchema(StrictSchema):
+    startPerDay = fields.Integer(required=True)
+    increasePerDay = fields.Integer(required=True)
+    startDate = fields.String(required=True)
 
 
 class DkimOutSchema(StrictSchema):
@@ -241,6 +319,12 @@ class SenderOutSchema(StrictSchema):
     maxBounceRate = fields.Float(required=True, allow_none=True)
     bounceRate = fields.Float(required=True, allow_none=True, metadata={
         "description": f"hard bounces among its last {RECENT_SENDS} sends; null before its first send"})
+    timeZone = fields.String(required=True, metadata={"description": "UTC when never set"})
+    sendingWindow = fields.Nested(WindowOutSchema, required=True, allow_none=True)
+    dailyLimit = fields.Integer(required=True, allow_none=True)
+    warmup = fields.Nested(WarmupOutSchema, required=True, allow_none=True)
+    minGapSeconds = fields.Integer(required=True)
+    jitterSeconds = fields.Integer(required=True)
     createdAt = fields.String(required=True)
     updatedAt = fields.String(required=True)
 
@@ -249,8 +333,9 @@ _in_schema = SenderInSchema()
 
 
 def sender_json(row: dict[str, Any], *, sent_in_window: int, settings: Settings,
-                bounces: tuple[int, int]) -> dict[str, Any]:
-    """A row as the API shows it: defaults filled in, the password never; `bounces`: (hard bounces, sends)."""
+                bounces: tuple[int, int], today: tuple[int, int | None]) -> dict[str, Any]:
+    """A row as the API shows it: defaults filled in, the password never; `bounces`: (hard bounces, sends);
+    `today`: (sends today, today's limit)."""
     bounced, sends = bounces
     return {
         "id": row["id"],
@@ -264,7 +349,14 @@ def sender_json(row: dict[str, Any], *, sent_in_window: int, settings: Settings,
         "imapUrl": row["imap_url"],
         "hasImapPassword": row["imap_password_enc"] is not None,
         "imapStatus": _imap_status(row["mailbox"]) if row["imap_url"] and row["mailbox"] else None,
-        "usage": {"sentInWindow": sent_in_window, "windowSeconds": settings.rate_limit_window_s},
+        "usage": {"sentInWindow": sent_in_window, "windowSeconds": settings.rate_limit_window_s,
+                  "sentToday": today[0], "todayLimit": today[1]},
+        "timeZone": row["time_zone"] or "UTC",
+        "sendingWindow": row["sending_window"],
+        "dailyLimit": row["daily_limit"],
+        "warmup": row["warmup"],
+        "minGapSeconds": row["min_gap_s"] or 0,
+        "jitterSeconds": row["jitter_s"] or 0,
         "paused": row["paused"],
         "maxBounceRate": row["max_bounce_rate"],
         "bounceRate": round(bounced / sends, 4) if sends else None,
@@ -332,11 +424,36 @@ async def put(request: web.Request) -> web.Response:
         await ctx.run(ctx.senders.pause, account, sender_id,
                       paused=bool(data["paused"]) if "paused" in data else None,
                       max_bounce_rate=data.get("maxBounceRate"), set_rate="maxBounceRate" in data)
+    pacing = _pacing_columns(data, row)
+    if pacing:
+        await ctx.run(ctx.senders.pace, account, sender_id, pacing)
+    if pacing or "paused" in data or "maxBounceRate" in data:
         row = await ctx.run(ctx.senders.get, account, sender_id)
-    used = await ctx.run(ctx.senders.usage, account, sender_id)
-    bounces = await ctx.run(ctx.senders.bounce_counts, account, sender_id)
-    return web.json_response(sender_json(row, sent_in_window=used, settings=ctx.settings, bounces=bounces),
-                             status=201 if created else 200)
+    return web.json_response(await _shown(ctx, account, row), status=201 if created else 200)
+
+
+def _pacing_columns(data: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """The pacing columns a PUT sets (None: off), from its loaded fields; those it omits stay as they are."""
+    values = {column: data[name] for name, column in PACING_FIELDS.items() if name in data}
+    if values.get("sending_window") is not None:
+        window = values["sending_window"]
+        days = sorted(set(window["days"]), key=rules.DAYS.index)
+        values["sending_window"] = {"days": days, "start": window["start"], "end": window["end"]}
+    if values.get("warmup") is not None:
+        warm = dict(values["warmup"])
+        if warm["startDate"] is None:
+            zone = values["time_zone"] if "time_zone" in values else row["time_zone"]
+            warm["startDate"] = rules.local_day(datetime.now(timezone.utc), zone or "UTC")
+        values["warmup"] = {"startPerDay": warm["startPerDay"], "increasePerDay": warm["increasePerDay"],
+                            "startDate": warm["startDate"].isoformat()}
+    return values
+
+
+async def _shown(ctx: AppContext, account: str, row: dict[str, Any]) -> dict[str, Any]:
+    used = await ctx.run(ctx.senders.usage, account, row["id"])
+    bounces = await ctx.run(ctx.senders.bounce_counts, account, row["id"])
+    today = await ctx.run(ctx.senders.today, account, row["id"], row)
+    return sender_json(row, sent_in_window=used, settings=ctx.settings, bounces=bounces, today=today)
 
 
 @routes.get("/senders/{sender_id}")
@@ -347,6 +464,4 @@ async def get(request: web.Request) -> web.Response:
     row = await ctx.run(ctx.senders.get, account, sender_id)
     if row is None:
         raise NotFound(f"no sender with id {sender_id!r}: make one with PUT, or schedule an email with it")
-    used = await ctx.run(ctx.senders.usage, account, sender_id)
-    bounces = await ctx.run(ctx.senders.bounce_counts, account, sender_id)
-    return web.json_response(sender_json(row, sent_in_window=used, settings=ctx.settings, bounces=bounces))
+    return web.json_response(await _shown(ctx, account, row))

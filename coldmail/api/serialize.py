@@ -21,6 +21,7 @@ def email_json(row: dict[str, Any]) -> dict[str, Any]:
         "messageId": row["message_id"], "createdAt": iso(row["created_at"]), "updatedAt": iso(row["updated_at"]),
         "unsubscribe": row["unsubscribe"], "sequence": row["sequence"], "stopOnReply": row["stop_on_reply"],
         "inReplyTo": row["in_reply_to"], "repliedAt": iso(row["replied_at"]),
+        "recipientTimeZone": row.get("recipient_time_zone"),
     }
 
 

@@ -32,20 +32,41 @@ SENTINEL = "~complete"
 PLACEHOLDER = "claim:"
 
 
+#: why a slot was refused: the window's cap, the sender's day limit, its gap between sends
+HOURLY_LIMIT, DAILY_LIMIT, GAP = "hourly_limit", "daily_limit", "gap"
+_REFUSED = {0: HOURLY_LIMIT, 2: DAILY_LIMIT, 3: GAP}
+#: a planned slot its sender's day limit leaves no room for today (coldmail.caps.Scripts.plan)
+DAY_FULL = None
+
+
+class GapSlot(int):
+    """A planned slot (ms from now) that its sender's gap between sends set, not its cap."""
+
+
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
     wait_ms: int = 0
+    #: when refused: HOURLY_LIMIT (wait_ms: until a slot frees), DAILY_LIMIT or GAP (wait_ms: until it ends)
+    reason: str = HOURLY_LIMIT
 
 
 @dataclass(frozen=True)
 class SlotRequest:
-    """A slot for `member` on `key` (whose hand-over plan is `plan_key`), at most `limit` per window."""
+    """A slot for `member` on `key` (whose hand-over plan is `plan_key`), at most `limit` per window.
+
+    A paced sender's request (`day` set: its local day's number) also names its pace (`pace_key`): at most
+    `day_limit` (-1: none) sends that day, and none before its last send's `after_ms` has passed; this send's
+    own `after_ms` is its wait until it starts, its gap and its jitter."""
 
     key: str
     plan_key: str | None
     limit: int
     member: str
+    pace_key: str | None = None
+    day: int | None = None
+    day_limit: int = -1
+    after_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -57,6 +78,13 @@ class PlanRequest:
     limit: int
     window_ms: int
     candidates: Sequence[tuple[str, int]]
+    #: a paced sender's: its pace, the gap between its sends, its local day's number (None: not paced), that
+    #: day's limit (-1: none) and the ms until it ends
+    pace_key: str | None = None
+    gap_ms: int = 0
+    day: int | None = None
+    day_limit: int = -1
+    day_left_ms: int = 0
 
 
 class Scripts(Protocol):
@@ -78,21 +106,31 @@ class Scripts(Protocol):
         """Put back a lost set from (member, ms relative to now) pairs and mark it complete; return how many
         members it holds."""
 
+    def rebuild_pace(self, pace_key: str, *, day: int, count: int, next_ms: int) -> bool:
+        """Put back a lost pace (its day's number, sends that day, ms from now until the next send may start)
+        unless it is there; whether it was written."""
+
     def used(self, keys: Sequence[str], *, window_ms: int) -> list[int | None]:
         """Slots taken per key in the current window."""
 
-    def plan(self, requests: Sequence[PlanRequest], *, margin_ms: int, tolerance_ms: int) -> list[list[int] | None]:
+    def plan(self, requests: Sequence[PlanRequest], *, margin_ms: int,
+             tolerance_ms: int) -> list[list[int | None] | None]:
         """Each request's candidates' planned times (ms from now), in one round trip.
 
         A candidate goes at its due time if the window allows it then (or at a
         time it was planned before, within `tolerance_ms` of that: it keeps its
         place, moved on if the sends before it went late), else `margin_ms` after
         the time a slot frees behind everything already taken or planned. Later
-        candidates queue behind earlier ones.
+        candidates queue behind earlier ones. A paced sender's go no earlier than
+        its next send may, each fresh one a gap after the latest planned; one its
+        day limit leaves no room for today is DAY_FULL (and not planned).
         """
 
     def unplan(self, plan_key: str, members: Sequence[str]) -> None:
         """Free the members' places in a plan."""
+
+    def unplan_all(self, plan_key: str) -> None:
+        """Free every place in a plan."""
 
 
 #: each script's source: the included pieces, then its own file
@@ -103,6 +141,7 @@ SCRIPTS = {
     "rebuild": ("_now", "rebuild"),
     "used": ("_now", "used"),
     "plan": ("_now", "plan"),
+    "rebuild_pace": ("_now", "rebuild_pace"),
 }
 
 
@@ -123,7 +162,7 @@ class RedisScripts:
 
     def acquire_many(self, requests: Sequence[SlotRequest], *, window_ms: int,
                      need_sentinel: bool = True) -> list[Decision | None]:
-        if len(requests) == 1:
+        if len(requests) == 1 and requests[0].day is None:
             [r] = requests
             flat = self.lua["acquire"](keys=[r.key] if r.plan_key is None else [r.key, r.plan_key],
                                        args=[r.limit, window_ms, r.member, _flag(need_sentinel), SENTINEL,
@@ -134,11 +173,10 @@ class RedisScripts:
             for r in requests:
                 if r.plan_key is None:
                     raise ValueError(f"{r.key}: a slot taken with others needs its plan's key")
-                keys.extend((r.key, r.plan_key))
-                args.extend((r.limit, r.member))
+                keys.extend((r.key, r.plan_key, r.pace_key or r.key))
+                args.extend((r.limit, r.member, "-" if r.day is None else r.day, r.day_limit, int(r.after_ms)))
             flat = self.lua["acquire_many"](keys=keys, args=args)
-        return [None if allowed == -1 else Decision(allowed == 1, int(wait))
-                for allowed, wait in zip(flat[::2], flat[1::2])]
+        return [decision(int(allowed), int(wait)) for allowed, wait in zip(flat[::2], flat[1::2])]
 
     def done(self, slots: Sequence[tuple[str, str]]) -> None:
         if slots:
@@ -157,24 +195,46 @@ class RedisScripts:
             args.extend((int(at_ms), str(member)))
         return int(self.lua["rebuild"](keys=[key], args=args))
 
+    def rebuild_pace(self, pace_key: str, *, day: int, count: int, next_ms: int) -> bool:
+        return int(self.lua["rebuild_pace"](keys=[pace_key], args=[day, count, int(next_ms)])) == 1
+
     def used(self, keys: Sequence[str], *, window_ms: int) -> list[int | None]:
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             self.lua["used"](keys=[key], args=[window_ms, SENTINEL], client=pipe)
         return [None if int(n) < 0 else int(n) for n in pipe.execute()]
 
-    def plan(self, requests: Sequence[PlanRequest], *, margin_ms: int, tolerance_ms: int) -> list[list[int] | None]:
+    def plan(self, requests: Sequence[PlanRequest], *, margin_ms: int,
+             tolerance_ms: int) -> list[list[int | None] | None]:
         pipe = self.client.pipeline(transaction=False)
         for r in requests:
-            args: list = [r.limit, r.window_ms, margin_ms, tolerance_ms, SENTINEL]
+            args: list = [r.limit, r.window_ms, margin_ms, tolerance_ms, SENTINEL, r.gap_ms,
+                          "-" if r.day is None else r.day, r.day_limit, int(r.day_left_ms)]
             for member, due_ms in r.candidates:
                 args.extend((str(member), int(due_ms)))
-            self.lua["plan"](keys=[r.key, r.plan_key], args=args, client=pipe)
-        return [None if reply == -1 else [int(x) for x in reply] for reply in pipe.execute()]
+            self.lua["plan"](keys=[r.key, r.plan_key, r.pace_key or r.plan_key], args=args, client=pipe)
+        return [None if reply == -1 else [_slot(x) for x in reply] for reply in pipe.execute()]
 
     def unplan(self, plan_key: str, members: Sequence[str]) -> None:
         if members:
             self.client.zrem(plan_key, *members)
+
+    def unplan_all(self, plan_key: str) -> None:
+        self.client.delete(plan_key)
+
+
+def decision(code: int, wait_ms: int) -> Decision | None:
+    """An acquire script's (code, wait) as a Decision; None for -1, a lost set."""
+    if code == -1:
+        return None
+    return Decision(code == 1, wait_ms, _REFUSED.get(code, HOURLY_LIMIT))
+
+
+def _slot(x: int | bytes) -> int | None:
+    """A plan script's answer for one member: ms, GapSlot ms, or DAY_FULL."""
+    if isinstance(x, bytes):
+        return DAY_FULL if x == b"day" else GapSlot(int(x[1:]))
+    return int(x)
 
 
 def _flag(on: bool) -> str:

@@ -17,7 +17,10 @@ import threading
 import time
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-from .scripts import PLACEHOLDER, SENTINEL, Decision, PlanRequest, SlotRequest
+from .scripts import DAY_FULL, PLACEHOLDER, GapSlot, SENTINEL, Decision, PlanRequest, SlotRequest, decision
+
+#: a pace's time to live (ms), as the scripts set it
+PACE_TTL_MS = 172_800_000
 
 INF = float("inf")
 
@@ -182,23 +185,46 @@ class StubScripts:
         out: list[Decision | None] = []
         with self.client.frozen() as now:
             for r in requests:
-                allowed, wait = self._acquire(now, r.key, r.plan_key, r.limit, window_ms, r.member, need_sentinel)
-                out.append(None if allowed == -1 else Decision(allowed == 1, int(wait)))
+                allowed, wait = self._acquire(now, r, window_ms, need_sentinel)
+                out.append(decision(allowed, int(wait)))
         return out
 
-    def _acquire(self, now: int, key: str, plan: str | None, limit: int, window: int, member: str,
-                 need_sentinel: bool) -> tuple[int, float]:
-        sets = self.client
+    def _acquire(self, now: int, r: SlotRequest, window: int, need_sentinel: bool) -> tuple[int, float]:
+        sets, key, plan, limit, member, pace = self.client, r.key, r.plan_key, r.limit, r.member, r.pace_key
         if sets.zscore(key, SENTINEL) is None:
             if need_sentinel:
                 return -1, 0
             sets.zadd(key, {SENTINEL: INF})
+        count, free, day = 0.0, 0.0, r.day
+        if day is not None:
+            stored_day = sets.zscore(pace, "day")
+            if stored_day is None:
+                if need_sentinel:
+                    return -1, 0
+                stored_day = day
+            count = sets.zscore(pace, "count") or 0
+            free = sets.zscore(pace, "next") or 0
+            if day > stored_day:
+                count = 0
+            elif day < stored_day:
+                day = int(stored_day)
         sets.zremrangebyscore_upto(key, now - window)
         sets.zrem(key, member, PLACEHOLDER + member)
         used = sets.zcard(key) - 1
         if used < limit:
+            if day is not None and r.day_limit >= 0 and count >= r.day_limit:
+                if plan:
+                    sets.zrem(plan, member)
+                return 2, 0
+            if day is not None and free > now:
+                if plan:
+                    sets.zadd(plan, {member: free})
+                return 3, free - now
             sets.zadd(key, {member: now})
             sets.pexpire(key, window * 2)
+            if day is not None:
+                sets.zadd(pace, {"day": day, "count": count + 1, "next": now + int(r.after_ms)})
+                sets.pexpire(pace, PACE_TTL_MS)
             if plan:
                 sets.zrem(plan, member)
             return 1, 0
@@ -233,6 +259,15 @@ class StubScripts:
             sets.pexpire(key, window_ms * 2)
             return sets.zcard(key) - 1
 
+    def rebuild_pace(self, pace_key: str, *, day: int, count: int, next_ms: int) -> bool:
+        sets = self.client
+        with sets.frozen() as now:
+            if sets.zscore(pace_key, "day") is not None:
+                return False
+            sets.zadd(pace_key, {"day": day, "count": count, "next": now + int(next_ms)})
+            sets.pexpire(pace_key, PACE_TTL_MS)
+            return True
+
     def used(self, keys: Sequence[str], *, window_ms: int) -> list[int | None]:
         counts: list[int | None] = []
         for key in keys:
@@ -243,17 +278,27 @@ class StubScripts:
                     counts.append(self.client.zcount(key, now - window_ms, INF, lo_open=True, hi_open=True))
         return counts
 
-    def plan(self, requests: Sequence[PlanRequest], *, margin_ms: int, tolerance_ms: int) -> list[list[int] | None]:
-        replies: list[list[int] | None] = []
+    def plan(self, requests: Sequence[PlanRequest], *, margin_ms: int,
+             tolerance_ms: int) -> list[list[int | None] | None]:
+        replies: list[list[int | None] | None] = []
         for r in requests:
             with self.client.frozen() as now:
                 replies.append(self._plan(now, r, margin_ms, tolerance_ms))
         return replies
 
-    def _plan(self, now: int, r: PlanRequest, margin: int, tolerance: int) -> list[int] | None:
+    def _plan(self, now: int, r: PlanRequest, margin: int, tolerance: int) -> list[int | None] | None:
         sets, key, plan, limit, window = self.client, r.key, r.plan_key, r.limit, r.window_ms
+        gap, day_end = r.gap_ms, now + r.day_left_ms
         if sets.zscore(key, SENTINEL) is None:
             return None
+        free, today = 0.0, 0
+        if r.day is not None:
+            stored_day = sets.zscore(r.pace_key, "day")
+            if stored_day is None:
+                return None
+            free = sets.zscore(r.pace_key, "next") or 0
+            if stored_day >= r.day:
+                today = int(sets.zscore(r.pace_key, "count") or 0)
         sets.zremrangebyscore_upto(key, now - window)
         sets.zremrangebyscore_upto(plan, now - window)
 
@@ -264,6 +309,7 @@ class StubScripts:
             return xs[k - 1]
 
         out: list[float | None] = []
+        by_gap: set[int] = set()
         fresh: dict[int, int] = {}
         for member, due_ms in r.candidates:
             member, due = str(member), now + max(0, int(due_ms))
@@ -274,12 +320,22 @@ class StubScripts:
                 others = (sets.zcount(key, lo, at, lo_open=True) + sets.zcount(plan, lo, at, lo_open=True) - 1)
                 if others >= limit:
                     at = kth(lo, at, others - limit + 1, member) + window + margin
-                    sets.zadd(plan, {member: at})
+                if free > at:
+                    by_gap.add(len(out))
+                at = max(at, free)
+                sets.zadd(plan, {member: at})
                 out.append(at - now)
             else:
                 sets.zrem(plan, member)
                 out.append(None)
                 fresh[len(out) - 1] = due
+        if r.day_limit >= 0:
+            today += sets.zcount(plan, -INF, _g14(day_end), hi_open=True)
+        prev = -INF
+        if gap > 0:
+            top = sets.zrevrange(plan, 0, 0)
+            if top:
+                prev = top[0][1]
         times: list[float] = []
         if sets.zcard(key) - 1 + sets.zcard(plan) + len(fresh) <= limit:
             # room for all: each goes at its due time
@@ -295,13 +351,25 @@ class StubScripts:
                 at = fresh[i]
                 if len(times) >= limit:
                     at = max(at, times[len(times) - limit] + window + margin)
+                if max(free, prev + gap) > at:
+                    by_gap.add(i)
+                at = max(at, free, prev + gap)
+                if r.day_limit >= 0 and at < day_end and today >= r.day_limit:
+                    out[i] = DAY_FULL
+                    continue
+                if at < day_end:
+                    today += 1
+                prev = at
                 bisect.insort(times, at)
                 sets.zadd(plan, {str(member): at})
                 out[i] = at - now
                 last = max(last, at)
         sets.pexpire(plan, max(1, last - now) + window * 2)
-        return [int(x) for x in out]  # type: ignore[arg-type]
+        return [None if x is None else GapSlot(int(x)) if i in by_gap else int(x) for i, x in enumerate(out)]
 
     def unplan(self, plan_key: str, members: Sequence[str]) -> None:
         if members:
             self.client.zrem(plan_key, *members)
+
+    def unplan_all(self, plan_key: str) -> None:
+        self.client.delete(plan_key)

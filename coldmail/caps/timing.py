@@ -1,14 +1,15 @@
 """When may an email go: pure rules, no I/O, in milliseconds from now.
 
-Today: at its time (scheduledAt, or a retry's next_attempt_at), never before now,
-and no earlier than the slot its sender's cap gives it; the hand-over then sends
-it, moves it to its slot, or leaves it to be looked at again (`place`). Sending
-windows, day limits and gaps between sends belong here too.
+At its time (scheduledAt, or a retry's next_attempt_at), never before now, and no
+earlier than the slot its sender's cap, day limit and gap give it, inside its
+sending window (coldmail.caps.pacing has the calendar rules); the hand-over then
+sends it, moves it to its slot, or leaves it to be looked at again (`place`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import Iterable
 
@@ -59,17 +60,33 @@ class Plan:
     #: email ids left as they are: their slot is more than half a window away, and is checked again
     #: against the sends before it when it comes nearer
     wait: list[int] = field(default_factory=list)
+    #: why a `later` email was moved, when not its sender's hourly cap: `window`, `daily_limit` or `gap`
+    reasons: dict[int, str] = field(default_factory=dict)
+    #: the instant a `later` email moves to, when known exactly (a window's opening): its delay is rounded
+    at: dict[int, datetime] = field(default_factory=dict)
+
+    def reason(self, email_id: int) -> str:
+        return self.reasons.get(email_id, "hourly_limit")
 
 
-def split(slots: Iterable[tuple[int, int, int]], *, ahead_ms: float) -> Plan:
-    """The plan for (email id, ms until due, slot ms) triples: each `place`d, the ones to go soonest first."""
+#: a slot: (email id, ms until due, slot ms) and, when what gave the slot was not the hourly cap, why
+Slot = tuple
+
+
+def split(slots: Iterable[Slot], *, ahead_ms: float) -> Plan:
+    """The plan for (email id, ms until due, slot ms[, reason[, instant]]) slots: each `place`d, the ones to go
+    soonest first; a reason (and the exact instant of the slot), when given, are the move's if it is moved."""
     plan = Plan()
-    for email_id, due, slot_ms in slots:
+    for email_id, due, slot_ms, *why in slots:
         placement, ms = place(due, slot_ms, ahead_ms=ahead_ms)
         if placement is Placement.GO:
             plan.go.append((email_id, ms))
         elif placement is Placement.LATER:
             plan.later.append((email_id, ms))
+            if why and why[0] != "hourly_limit":
+                plan.reasons[email_id] = why[0]
+            if len(why) > 1 and why[1] is not None:
+                plan.at[email_id] = why[1]
         else:
             plan.wait.append(email_id)
     plan.go.sort(key=lambda item: (item[1], item[0]))

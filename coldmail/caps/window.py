@@ -4,6 +4,7 @@ every process sharing the store; one script call per acquire, and one for all th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from dramatiq.rate_limits import RateLimiter
@@ -12,6 +13,19 @@ from .scripts import Decision, Scripts, SlotRequest
 
 #: the wait given when a window is lost again right after its rebuild: ask again in a second
 LOST_AGAIN_WAIT_MS = 1000
+
+
+@dataclass(frozen=True)
+class Pace:
+    """A paced sender's part of a slot: its pace's key, its local day's number and that day's limit (None:
+    none), the ms its next send must wait after this one (this one's wait, the gap, the jitter), and how to
+    rebuild the pace from the source of truth: () -> (sends that day, ms from now until the next may start)."""
+
+    key: str
+    day: int
+    day_limit: int | None
+    after_ms: int
+    rebuild: Callable[[], tuple[int, int]]
 
 
 class SlidingWindowRateLimiter(RateLimiter):
@@ -26,7 +40,8 @@ class SlidingWindowRateLimiter(RateLimiter):
     """
 
     def __init__(self, scripts: Scripts, key: str, *, limit: int, window_ms: int, member: str,
-                 plan_key: str | None = None, rebuild: Callable[[], Iterable[tuple[str, int]]] | None = None) -> None:
+                 plan_key: str | None = None, rebuild: Callable[[], Iterable[tuple[str, int]]] | None = None,
+                 pace: Pace | None = None) -> None:
         super().__init__(scripts, key)
         self.scripts = scripts
         self.limit = limit
@@ -34,10 +49,16 @@ class SlidingWindowRateLimiter(RateLimiter):
         self.member = member
         self.plan_key = plan_key
         self.rebuild = rebuild
+        #: a paced sender's day limit and gap, checked in the same call (None: not paced)
+        self.pace = pace
 
     @property
     def request(self) -> SlotRequest:
-        return SlotRequest(self.key, self.plan_key, self.limit, self.member)
+        pace = self.pace
+        if pace is None:
+            return SlotRequest(self.key, self.plan_key, self.limit, self.member)
+        return SlotRequest(self.key, self.plan_key, self.limit, self.member, pace_key=pace.key, day=pace.day,
+                           day_limit=-1 if pace.day_limit is None else pace.day_limit, after_ms=pace.after_ms)
 
     def decide(self) -> Decision:
         """Take a slot for `member` if the window has one; otherwise say in how many ms one frees."""
@@ -70,8 +91,13 @@ class SlidingWindowRateLimiter(RateLimiter):
         return decisions  # type: ignore[return-value]
 
     def restore(self) -> int:
-        """Put back the window's members from the source of truth; return how many are in it."""
-        return self.scripts.rebuild(self.key, self.rebuild() if self.rebuild else (), window_ms=self.window_ms)
+        """Put back the window's members (and a paced sender's pace) from the source of truth; return how many
+        are in the window."""
+        count = self.scripts.rebuild(self.key, self.rebuild() if self.rebuild else (), window_ms=self.window_ms)
+        if self.pace is not None:
+            day_count, next_ms = self.pace.rebuild()
+            self.scripts.rebuild_pace(self.pace.key, day=self.pace.day, count=day_count, next_ms=next_ms)
+        return count
 
     def mark_done(self) -> None:
         """The send finished: its slot counts from now, so arrivals, not only starts, keep the spacing."""

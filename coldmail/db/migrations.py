@@ -222,6 +222,17 @@ CREATE TABLE unsubscribe_signing_key (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 """),
+    (10, "sending like a person: windows, day limits with warm-up, gaps", """
+-- a sender's pacing, each column NULL when off: its zone (IANA; NULL: UTC), its window
+-- {"days": ["mon", ...], "start": "HH:MM[:SS]", "end": ...} in local wall-clock time, its sends per local day,
+-- its warm-up {"startPerDay", "increasePerDay", "startDate"}, and the gap between its sends with its jitter
+ALTER TABLE senders ADD COLUMN time_zone text, ADD COLUMN sending_window jsonb,
+    ADD COLUMN daily_limit integer CHECK (daily_limit >= 0), ADD COLUMN warmup jsonb,
+    ADD COLUMN min_gap_s integer CHECK (min_gap_s >= 0), ADD COLUMN jitter_s integer CHECK (jitter_s >= 0);
+-- the recipient's zone (IANA): the sender's window is read in it (NULL: the sender's zone)
+-- (a sender's PENDING emails, placed again when its zone or window changes, are found by emails_sender_status_id)
+ALTER TABLE emails ADD COLUMN recipient_time_zone text;
+"""),
     (11, "replies: sequences, threads, and inbound mail read once", """
 -- sequence: a chain of emails to one recipient; stop_on_reply: a reply to any of them cancels its PENDING
 -- ones of the same sequence and sender; in_reply_to: the earlier email whose thread the message continues;

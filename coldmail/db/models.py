@@ -36,6 +36,13 @@ class Sender(BaseModel):
     #: migration 8: its emails wait while true; it pauses itself above max_bounce_rate
     paused = BooleanField(default=False)
     max_bounce_rate = DoubleField(null=True)
+    # migration 10: pacing (coldmail.caps.pacing), NULL when off
+    time_zone = TextField(null=True)
+    sending_window = BinaryJSONField(null=True)
+    daily_limit = IntegerField(null=True)
+    warmup = BinaryJSONField(null=True)
+    min_gap_s = IntegerField(null=True)
+    jitter_s = IntegerField(null=True)
     #: migration 12: its mailbox (coldmail.mailbox), without the password, and the password sealed
     imap_url = TextField(null=True)
     imap_password_enc = TextField(null=True)
@@ -75,6 +82,8 @@ class Email(BaseModel):
     bounced_at = DateTimeTZField(null=True)
     #: List-Unsubscribe on its message (false: transactional mail; migration 9)
     unsubscribe = BooleanField(default=True)
+    # migration 10: the zone the sender's window is read in for this email (NULL: the sender's)
+    recipient_time_zone = TextField(null=True)
     #: the chain of emails it belongs to, and whether a reply stops it (migration 11)
     sequence = TextField(null=True)
     stop_on_reply = BooleanField(default=False)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from psycopg2.extras import Json
+
 from .connection import database
 from .emails.columns import SENDING
 from .models import Sender
@@ -76,17 +78,57 @@ def put_sender(account: str, sender_id: str, *, from_address: str, hourly_limit:
     return row, created, previous_limit
 
 
-_LIMITS = """
-SELECT s.account, s.id, s.hourly_limit FROM senders s
+#: the pacing columns PUT sets (each NULL when off)
+PACING_COLUMNS = ("time_zone", "sending_window", "daily_limit", "warmup", "min_gap_s", "jitter_s")
+
+
+def set_pacing(account: str, sender_id: str, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Set some of the sender's pacing columns (`values`: column -> value, None: off); return its pacing columns
+    (before, after). Locks the row for the rest of the caller's transaction."""
+    assert set(values) <= set(PACING_COLUMNS), "only pacing columns"
+    listed = ", ".join(PACING_COLUMNS)
+    before = one(database.execute_sql(f"SELECT {listed} FROM senders WHERE account = %s AND id = %s FOR UPDATE",
+                                      (account, sender_id)))
+    assert before is not None, "the sender was put first"
+    if values:
+        assignments = ", ".join(f"{column} = %({column})s" for column in values)
+        params = {c: Json(v) if c in ("sending_window", "warmup") and v is not None else v for c, v in values.items()}
+        database.execute_sql(f"UPDATE senders SET {assignments}, updated_at = now() "
+                             "WHERE account = %(account)s AND id = %(id)s",
+                             dict(params, account=account, id=sender_id))
+    return before, dict(before, **values)
+
+
+#: what placing a sender's emails needs: its cap and its pacing (coldmail.caps.pacing.Pacing.from_row)
+PLACING_COLUMNS = ("hourly_limit", "time_zone", "sending_window", "daily_limit", "warmup", "min_gap_s", "jitter_s")
+PLACING_SELECT = ", ".join(f"s.{c}" for c in PLACING_COLUMNS)
+SETTINGS_SQL = f"""
+SELECT s.account, s.id, {PLACING_SELECT} FROM senders s
 JOIN unnest(%s::text[], %s::text[]) AS w(account, id) ON s.account = w.account AND s.id = w.id
 """
 
 
-def hourly_limits(senders: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int | None]:
-    """Each known (account, sender id)'s own limit (None: the default); unknown senders are left out."""
+def sender_settings(senders: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each known (account, sender id)'s cap and pacing columns (NULL: the default); unknown senders are left
+    out."""
     senders = list(senders)
-    cursor = database.execute_sql(_LIMITS, ([a for a, _ in senders], [s for _, s in senders]))
-    return {(row[0], row[1]): row[2] for row in cursor.fetchall()}
+    cursor = database.execute_sql(SETTINGS_SQL, ([a for a, _ in senders], [s for _, s in senders]))
+    return {(row[0], row[1]): dict(zip(PLACING_COLUMNS, row[2:])) for row in cursor.fetchall()}
+
+
+_DAY_SO_FAR = f"""
+SELECT (SELECT count(*) FROM emails WHERE account = %(a)s AND sender_id = %(s)s AND sent_at >= %(since)s)
+     + (SELECT count(*) FROM emails WHERE account = %(a)s AND sender_id = %(s)s AND status = {SENDING}),
+       (SELECT max(sent_at) FROM emails WHERE account = %(a)s AND sender_id = %(s)s AND sent_at IS NOT NULL)
+"""
+
+
+def day_so_far(account: str, sender_id: str, *, since: Any) -> tuple[int, Any]:
+    """(the sender's sends since `since` and under way, when its last send was made): what its day count and
+    gap are rebuilt from when Redis lost them. A send under way counts once more if it takes its slot after the
+    rebuild: the count errs towards fewer sends, never more."""
+    row = database.execute_sql(_DAY_SO_FAR, {"a": account, "s": sender_id, "since": since}).fetchone()
+    return int(row[0]), row[1]
 
 
 _IN_WINDOW = f"""

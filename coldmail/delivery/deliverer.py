@@ -23,11 +23,15 @@ import logging
 import threading
 import time
 from collections import deque
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
 import redis
 
 from ..caps import Caps, Decision
+from ..caps import pacing as rules
+from ..caps.pacing import Pacing
+from ..caps.scripts import DAILY_LIMIT, HOURLY_LIMIT
 from ..db import database
 from ..db.emails import sending, threads
 from ..errors import SecretUnreadable
@@ -110,6 +114,7 @@ class Deliverer:
         or something raises. Returns once every send of the message is recorded; raises if one was not, by the
         end of its lease at most (see _wait_recorded)."""
         claimed_at = time.monotonic()
+        rows = self._inside_windows(rows, outcomes)
         rest = deque(zip(rows, self._take_sender_slots(rows)))
         sent: list[Sent] = []
         why = self.retry.give_back(Release.ERROR)  # if something raises
@@ -136,10 +141,29 @@ class Deliverer:
             raise TimeoutError(f"email {sent.row['id']}: sent, but not recorded before its lease ended: unless the "
                                "recorder catches up, it goes again once the sweep takes it back") from None
 
+    def _inside_windows(self, rows: list[Row], outcomes: Outcomes) -> list[Row]:
+        """The rows whose time is inside their sending window; the others are moved to its opening, unsent
+        (before any slot is taken)."""
+        kept = []
+        now = datetime.now(timezone.utc)
+        for row in rows:
+            pacing = row["pacing"] = Pacing.from_row(row)
+            if pacing.window is not None:
+                at = now + timedelta(seconds=row["wait_s"])
+                opens = rules.earliest(at, pacing, row.get("recipient_time_zone"))
+                if opens > at:
+                    outcomes.append((row["id"], self._move(row, opens, "window")))
+                    continue
+            kept.append(row)
+        return kept
+
     def _take_sender_slots(self, rows: list[Row]) -> list[Decision]:
+        if not rows:
+            return []
         try:
-            return self.caps.acquire([(row["account"], row["sender_id"], self._limit(row), row["id"])
-                                      for row in rows])
+            return self.caps.acquire([
+                (row["account"], row["sender_id"], self._limit(row), row["id"])
+                + ((row["pacing"], int(row["wait_s"] * 1000)) if row["pacing"].paced else ()) for row in rows])
         except Exception:
             # Redis failed (or a bug) before any SMTP: give the claims back now rather than hold them for
             # a lease
@@ -225,6 +249,13 @@ class Deliverer:
         """None once the email may go under its sender's cap and the global one; else what came of it."""
         if not decision.allowed:
             return self._defer_for_cap(row, decision)
+        pacing: Pacing = row["pacing"]
+        now = datetime.now(timezone.utc)
+        if pacing.window is not None and not rules.inside(now, pacing.window,
+                                                          rules.reading_zone(pacing, row.get("recipient_time_zone"))):
+            # its turn came too late (the thread was busy): the window closed meanwhile
+            self._give_back_slots([row], sender_only=True)
+            return self._move(row, rules.earliest(now, pacing, row.get("recipient_time_zone")), "window")
         try:
             cleared = self._wait_for_global_cap(row["id"], deadline)
         except Exception:
@@ -251,11 +282,29 @@ class Deliverer:
                 return False
 
     def _defer_for_cap(self, row: Row, decision: Decision) -> Outcome:
+        if decision.reason != HOURLY_LIMIT:
+            pacing: Pacing = row["pacing"]
+            now = datetime.now(timezone.utc)
+            zone = row.get("recipient_time_zone")
+            if decision.reason == DAILY_LIMIT:
+                at = rules.after_day_limit(now, pacing, zone)
+            else:
+                at = rules.earliest(now + timedelta(milliseconds=decision.wait_ms), pacing, zone)
+            return self._move(row, at, decision.reason)
         with database.connection_context():
             sending.defer_for_cap(row["id"], claim=row["claims"], delay_s=decision.wait_ms / 1000)
         log.info("email %r: sender %r at its cap; moved by %.3fs", row["id"], row["sender_id"],
                  decision.wait_ms / 1000, extra=email_fields(row))
         return Outcome(Result.RATE_LIMITED)
+
+    def _move(self, row: Row, at: datetime, reason: str) -> Outcome:
+        """Put the claimed email back PENDING for `at`, unsent and no attempt spent, because of its sender's
+        pacing (`reason`: window, daily_limit, gap)."""
+        with database.connection_context():
+            sending.move(row["id"], claim=row["claims"], at=at, reason=reason)
+        log.info("email %r: moved to %s (%s; sender %r)", row["id"], at.isoformat(), reason, row["sender_id"],
+                 extra=email_fields(row))
+        return Outcome(Result.MOVED, reason=reason)
 
     def _attempt(self, row: Row) -> Sent | Outcome:
         """Build, route and send the message: the step that spends an attempt. A failure the retry rules

@@ -11,6 +11,9 @@ class Result(str, Enum):
     FAILED = "failed"
     RETRY = "retry"
     RATE_LIMITED = "rate_limited"
+    #: claimed, then moved later without an attempt by its sender's pacing (its `reason`: window, daily_limit,
+    #: gap); RATE_LIMITED is the hourly cap's
+    MOVED = "moved"
     SKIPPED = "skipped"
     NOT_YET = "not_yet"
     #: claimed, then given back unsent (the worker is stopping, or Redis failed before the send)
@@ -28,5 +31,5 @@ class Outcome:
     #: for SENT, read by the metrics middleware: the SMTP transaction, and sent minus scheduledAt
     send_s: float | None = None
     late_s: float | None = None
-    #: for HELD: why (coldmail.delivery.retry.Hold), the coldmail_emails_held metric's label
+    #: for HELD: why (coldmail.delivery.retry.Hold), the coldmail_emails_held metric's label; for MOVED: why
     reason: str | None = None

@@ -20,12 +20,14 @@ import asyncio
 import logging
 from typing import Any, Callable
 
+from ..caps import Caps
 from ..db.async_connections import AsyncConnections
 from ..db.emails import intake as intake_rows
 from ..db.emails.intake import NewEmail
 from ..errors import Conflict
 from ..logs import email_fields
 from ..settings import Settings
+from . import placing
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,10 @@ Stored = tuple[dict[str, Any], bool]
 
 class GroupCommitter:
     def __init__(self, *, settings: Settings, after_commit: Callable[[list[dict[str, Any]]], None],
-                 max_batch: int = 256, max_in_flight: int = 2) -> None:
+                 max_batch: int = 256, max_in_flight: int = 2, caps: Caps | None = None) -> None:
         self.settings = settings
+        #: the senders' settings, by which an email outside its sender's window is due at its opening
+        self.caps = caps
         #: given each group's created rows once they are committed; must not block the event loop
         self.after_commit = after_commit
         self.max_batch = max_batch
@@ -88,8 +92,11 @@ class GroupCommitter:
             self._in_flight -= 1
 
     async def _store(self, news: list[NewEmail]) -> list[Stored | Exception]:
+        not_before = None if self.caps is None else await placing.placed_async(self.caps, self.connections.fetch,
+                                                                                news)
         stored = await intake_rows.insert_batch_async(self.connections.fetch, news,
-                                                 horizon_s=self.settings.handover_horizon_s)
+                                                      horizon_s=self.settings.handover_horizon_s,
+                                                      not_before=not_before)
         results: list[Stored | Exception] = []
         created_rows = []
         for new, (row, created) in zip(news, stored):

@@ -29,7 +29,7 @@ def payload_hash(payload: dict[str, Any]) -> str:
 
 #: fields added after hashes were first stored: left out of the hash while None (not given), so a request
 #: without them hashes as it always did and a stored idempotency key still matches it
-_NEWER = frozenset({"unsubscribe", "sequence", "stopOnReply", "inReplyTo"})
+_NEWER = frozenset({"unsubscribe", "sequence", "stopOnReply", "inReplyTo", "recipientTimeZone"})
 _SCHEDULE_KEYS = frozenset({"recipient", "subject", "body", "senderId", "scheduledAt", "idempotencyKey"}) | _NEWER
 _quote = json.encoder.encode_basestring_ascii  # what json.dumps writes a str as (ensure_ascii)
 
@@ -60,7 +60,8 @@ def new_email(account: str, payload: dict[str, Any], idempotency_key: str | None
         sender_id=payload["senderId"], scheduled_at=payload.get("scheduledAt"),
         idempotency_key=idempotency_key, payload_hash=payload_hash(payload),
         unsubscribe=payload.get("unsubscribe") is not False, sequence=payload.get("sequence"),
-        stop_on_reply=_stops_on_reply(payload), in_reply_to=payload.get("inReplyTo"))
+        stop_on_reply=_stops_on_reply(payload), in_reply_to=payload.get("inReplyTo"),
+        recipient_time_zone=payload.get("recipientTimeZone"))
 
 
 def _stops_on_reply(payload: dict[str, Any]) -> bool:

@@ -25,6 +25,7 @@ from ..errors import Conflict, NotFound
 from ..logs import email_fields
 from ..queue.handover import HandOver
 from ..settings import Settings
+from . import placing
 from .group_commit import GroupCommitter, Stored
 from .payload import new_email, thread_errors
 
@@ -37,7 +38,7 @@ class Intake:
         self.handover = handover
         #: the senders' caps, whose planned slots a cancelled or moved email frees
         self.caps = caps
-        self.committer = GroupCommitter(settings=settings, after_commit=self._hand_over_marked)
+        self.committer = GroupCommitter(settings=settings, after_commit=self._hand_over_marked, caps=caps)
 
     async def accept(self, account: str, payload: dict[str, Any], idempotency_key: str | None) -> Stored:
         """Store one loaded schedule payload with requests that arrive with it; (row, created) once it is
@@ -71,12 +72,13 @@ class Intake:
             unique.append(new)
 
         horizon_s = self.settings.handover_horizon_s
+        not_before = placing.placed(self.caps, unique)
         with database.connection_context():
             if not first:  # no idempotency key: nothing to refuse after the insert, one statement is all or none
-                stored = intake_rows.insert_batch(unique, horizon_s=horizon_s)
+                stored = intake_rows.insert_batch(unique, horizon_s=horizon_s, not_before=not_before)
             else:
                 with database.atomic():
-                    stored = intake_rows.insert_batch(unique, horizon_s=horizon_s)
+                    stored = intake_rows.insert_batch(unique, horizon_s=horizon_s, not_before=not_before)
                     for index, new in enumerate(news):
                         row, created = stored[position[index]]
                         if not created and row["payload_hash"] != new.payload_hash:
@@ -139,8 +141,10 @@ class Intake:
     def reschedule(self, account: str, email_id: int, at: datetime) -> dict[str, Any]:
         """Move the account's PENDING email to `at`, or NotFound (another account's too) / Conflict (a worker
         claimed it first)."""
+        not_before = self._window_opening(account, email_id, at)
         with database.connection_context():
-            row = intake_rows.reschedule(account, email_id, at=at, horizon_s=self.settings.handover_horizon_s)
+            row = intake_rows.reschedule(account, email_id, at=at, horizon_s=self.settings.handover_horizon_s,
+                                         not_before=not_before)
             if row is None:
                 _refuse(account, email_id, "rescheduled")
         log.info("email %r: rescheduled from %s to %s (sender %r)", email_id, row["previous_at"].isoformat(),
@@ -148,6 +152,17 @@ class Intake:
         self._unplan(account, row["sender_id"], [email_id])
         self._hand_over_marked([row])
         return row
+
+    def _window_opening(self, account: str, email_id: int, at: datetime) -> datetime | None:
+        """When the account's email asked for at `at` may go by its sender's window, if later (None: at `at`)."""
+        with database.connection_context():
+            row = reads.get_email(account, email_id)
+        if row is None:
+            return None
+        new = NewEmail(account=account, recipient=row["recipient"], subject="", body="", sender_id=row["sender_id"],
+                       scheduled_at=at, idempotency_key=None, payload_hash="",
+                       recipient_time_zone=row["recipient_time_zone"])
+        return placing.placed(self.caps, [new])[0]
 
     def limit_raised(self, account: str, sender_id: str) -> int:
         """The account's sender's limit went up: the emails its cap had moved later are due at their own time

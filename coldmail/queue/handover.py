@@ -33,10 +33,11 @@ GATHER_S = 0.002
 class HandOver:
     def __init__(self, actor: dramatiq.Actor, *, caps: Caps, lead_ms: int = 0, batch: int = 1,
                  spread_ms: int = 0,
-                 back_to_scheduler: Callable[[list[int], list[tuple[int, int]]], None] | None = None) -> None:
+                 back_to_scheduler: Callable[[list[int], list[tuple]], None] | None = None) -> None:
         self.actor = actor
         #: given requests' emails not handed over (ids: Redis failed, or their slot is not near) and those
-        #: over their sender's cap ((id, delay ms) until their slot frees): the scheduler's from then on
+        #: over their sender's cap ((id, delay ms) until their slot frees; (id, delay ms, reason, instant or None) when
+        #: moved for another reason of its pacing): the scheduler's from then on
         self.back_to_scheduler = back_to_scheduler
         #: messages are released this much before their time (Settings.handover_lead_ms)
         self.lead_ms = lead_ms
@@ -104,9 +105,11 @@ class HandOver:
         if plan is None:
             self._back([row["id"] for row in rows], [])
         else:
-            self._back(self.send(plan.go, since=planned_at) + plan.wait, plan.later)
+            later = [(i, ms, plan.reasons[i], plan.at.get(i)) if i in plan.reasons else (i, ms)
+                     for i, ms in plan.later]
+            self._back(self.send(plan.go, since=planned_at) + plan.wait, later)
 
-    def _back(self, ids: list[int], later: list[tuple[int, int]]) -> None:
+    def _back(self, ids: list[int], later: list[tuple]) -> None:
         if (ids or later) and self.back_to_scheduler is not None:
             try:
                 self.back_to_scheduler(ids, later)

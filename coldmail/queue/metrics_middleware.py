@@ -47,5 +47,8 @@ class MetricsMiddleware(dramatiq.Middleware):
             metrics.RETRIED.inc()
         elif outcome.result is Result.RATE_LIMITED:
             metrics.RATE_LIMITED.inc()
+            metrics.MOVED.labels("hourly_limit").inc()
+        elif outcome.result is Result.MOVED:
+            metrics.MOVED.labels(outcome.reason).inc()
         elif outcome.result is Result.HELD:
             metrics.HELD.labels(outcome.reason).inc()

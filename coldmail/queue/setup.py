@@ -27,12 +27,15 @@ class Queue:
     webhook_actor: dramatiq.Actor
 
 
-def _back_to_scheduler(email_ids: list[int], later: list[tuple[int, int]]) -> None:
+def _back_to_scheduler(email_ids: list[int], later: list[tuple]) -> None:
     """Emails requests stored that were not handed over (Redis refused, or their slot is not near), and
-    those over their sender's cap, moved to when their slot frees: the scheduler hands them over later."""
+    those over their sender's cap ((id, ms)) or moved by its pacing ((id, ms, reason, instant)), moved to when they may
+    go: the scheduler hands them over later."""
     with database.connection_context():
         handover_rows.unqueue(email_ids)
-        handover_rows.hold_back(later)
+        handover_rows.hold_back([(item[0], item[1]) for item in later],
+                                {item[0]: item[2] for item in later if len(item) > 2},
+                                {item[0]: item[3] for item in later if len(item) > 3})
 
 
 def build_queue(settings: Settings, *, redis_timeout_s: float = 2.0) -> Queue:

@@ -43,7 +43,8 @@ async def test_schedule_returns_201_with_the_contract_body(client, auth, path):
     row = await (await client.get(f"/emails/{body['jobId']}", headers=auth)).json()
     assert set(row) == {"id", "recipient", "subject", "senderId", "status", "scheduledAt", "nextAttemptAt",
                         "sentAt", "attempts", "lastError", "messageId", "createdAt", "updatedAt",
-                        "unsubscribe", "sequence", "stopOnReply", "inReplyTo", "repliedAt"}
+                        "unsubscribe", "sequence", "stopOnReply", "inReplyTo", "repliedAt",
+                        "recipientTimeZone"}
     # the contract: the email also shows the fields it was scheduled with
     assert row["recipient"] == "user@example.com" and row["senderId"] == "sender_123"
     assert row["status"] == "PENDING" and row["attempts"] == 0 and row["sentAt"] is None

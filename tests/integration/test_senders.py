@@ -36,7 +36,8 @@ async def test_put_creates_then_replaces_and_get_shows_it_with_its_usage(client,
     assert resp.status == 201
     body = await resp.json()
     assert body == {**body, "id": "alice", "fromAddress": "alice@example.com", "hourlyLimit": 50,
-                    "smtpUrl": None, "hasPassword": False, "usage": {"sentInWindow": 0, "windowSeconds": 3600}}
+                    "smtpUrl": None, "hasPassword": False,
+                    "usage": {"sentInWindow": 0, "windowSeconds": 3600, "sentToday": 0, "todayLimit": None}}
     assert body["createdAt"].endswith("Z") and body["updatedAt"].endswith("Z")
     # When it is replaced with a relay of its own (a URL as users write it: port, option, trailing slash)
     resp = await client.put("/senders/alice", json=sender(hourlyLimit=7, smtpUrl="smtp://relay.example.com:2525/"
@@ -79,13 +80,13 @@ async def test_usage_counts_the_sends_of_the_window_even_after_redis_lost_them(c
     # Then its usage says 3 (from the limiter's counters)
     await async_wait_for(lambda: sql("SELECT count(*) FROM emails WHERE status = 'SENT'") == [(3,)], timeout_s=3)
     usage = (await (await client.get("/senders/busy", headers=auth)).json())["usage"]
-    assert usage == {"sentInWindow": 3, "windowSeconds": 3600}
+    assert usage == {"sentInWindow": 3, "windowSeconds": 3600, "sentToday": 3, "todayLimit": None}
     # When Redis loses everything
     redis_client.flushdb()
     redis_client.set(MARKER, "1")
     # Then the usage still says 3, counted in PostgreSQL
     usage = (await (await client.get("/senders/busy", headers=auth)).json())["usage"]
-    assert usage["sentInWindow"] == 3
+    assert (usage["sentInWindow"], usage["sentToday"]) == (3, 3)
 
 
 async def test_the_smtp_password_is_stored_encrypted_and_never_shown_or_logged(keyed, auth, caplog):

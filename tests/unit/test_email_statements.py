@@ -48,7 +48,8 @@ def test_the_prepared_insert_takes_and_stores_every_supplied_column_with_the_mod
     assert "next_attempt_at" in inserted and "queued_at" in inserted
     # And each travels as one array of its model type, numbered in order, the horizon last
     types = {"TEXT": "text[]", "TIMESTAMPTZ": "timestamptz[]", "BOOL": "boolean[]", "BIGINT": "bigint[]"}
-    expected = [types[Email._meta.fields[name].field_type] for name in intake.SUPPLIED_COLUMNS] + ["float8"]
+    expected = [types[Email._meta.fields[name].field_type] for name in intake.SUPPLIED_COLUMNS] + [
+        "timestamptz[]", "float8"]
     assert statement.startswith(f"PREPARE coldmail_insert_batch ({', '.join(expected)}) AS")
     for number, name in enumerate(intake.SUPPLIED_COLUMNS, 1):
         assert f"${number}::{expected[number - 1]}" in statement

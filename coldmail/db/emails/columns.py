@@ -11,7 +11,7 @@ EMAIL_COLUMNS = column_list(Email._meta.sorted_fields)
 
 #: what a new email's answer, log line and hand-over need: not its body (up to 1 MiB) nor the other columns
 STORED_FIELDS = [Email.id, Email.account, Email.sender_id, Email.status, Email.scheduled_at, Email.next_attempt_at,
-                 Email.queued_at, Email.idempotency_key, Email.payload_hash]
+                 Email.queued_at, Email.idempotency_key, Email.payload_hash, Email.recipient_time_zone]
 STORED_COLUMNS = column_list(STORED_FIELDS)
 
 #: what a listing shows: never the body, which may be a megabyte per row, nor the hand-over's and the claim's

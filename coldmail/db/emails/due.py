@@ -30,3 +30,8 @@ def delay_ms(due: str) -> str:
 #: the sender brings its emails back at once: coldmail.db.emails.handover.resume_paused); a safety net, not a
 #: schedule
 PAUSED_UNTIL = "now() + interval '1 day'"
+
+#: the event kind of a move without an attempt, for a reason (an SQL text expression): `rate_limited` for the
+#: hourly cap (as it always was), `deferred` for the rest (window, daily_limit, gap, paused); the detail names
+#: the reason and the new time
+MOVE_KIND = "CASE WHEN {reason} = 'hourly_limit' THEN 'rate_limited' ELSE 'deferred' END"

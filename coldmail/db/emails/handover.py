@@ -10,39 +10,45 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ... import metrics
 from ..connection import database
+from ..senders import PLACING_SELECT
 from ..rows import dicts
 from .columns import PENDING
-from .due import PAUSED_UNTIL, delay_ms, due_at
+from .due import MOVE_KIND, PAUSED_UNTIL, delay_ms, due_at
 
 _LOCK_DUE = f"""
 WITH due AS (
-    SELECT id, account, sender_id, next_attempt_at FROM emails
+    SELECT id, account, sender_id, next_attempt_at, recipient_time_zone FROM emails
     WHERE status = {PENDING} AND queued_at IS NULL
       AND next_attempt_at <= now() + %(horizon_s)s * interval '1 second'
     ORDER BY next_attempt_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-SELECT due.id, due.account, due.sender_id, s.hourly_limit, coalesce(s.paused, false) AS paused,
-       {delay_ms("due.next_attempt_at")} AS delay_ms
+SELECT due.id, due.account, due.sender_id, due.recipient_time_zone, {PLACING_SELECT},
+       coalesce(s.paused, false) AS paused, {delay_ms("due.next_attempt_at")} AS delay_ms
 FROM due LEFT JOIN senders s ON s.account = due.account AND s.id = due.sender_id
 ORDER BY due.next_attempt_at, due.id
 """
+
+#: where a move goes: its exact instant when known (a window's opening), else its delay from now
+MOVED_TO = "coalesce(later.at, now() + later.delay_ms * interval '1 millisecond')"
 
 _HAND_OVER = f"""
 WITH go AS (
     SELECT * FROM unnest(%(go_ids)s::bigint[], %(go_ms)s::bigint[]) AS g(id, delay_ms)
 ), later AS (
-    SELECT * FROM unnest(%(later_ids)s::bigint[], %(later_ms)s::bigint[]) AS l(id, delay_ms)
+    SELECT * FROM unnest(%(later_ids)s::bigint[], %(later_ms)s::bigint[], %(later_reasons)s::text[],
+                         %(later_ats)s::timestamptz[]) AS l(id, delay_ms, reason, at)
 ), q AS (
     UPDATE emails e SET queued_at = now()
     FROM go WHERE e.id = go.id AND e.status = {PENDING} AND e.queued_at IS NULL
     RETURNING e.id, go.delay_ms
 ), m AS (
-    UPDATE emails e SET next_attempt_at = now() + later.delay_ms * interval '1 millisecond', updated_at = now()
+    UPDATE emails e SET next_attempt_at = {MOVED_TO}, updated_at = now()
     FROM later WHERE e.id = later.id AND e.status = {PENDING} AND e.queued_at IS NULL
-    RETURNING e.id, e.next_attempt_at
+    RETURNING e.id, e.next_attempt_at, later.reason
 ), p AS (
     UPDATE emails e SET next_attempt_at = {PAUSED_UNTIL}, updated_at = now()
     WHERE e.id = ANY(%(paused_ids)s::bigint[]) AND e.status = {PENDING} AND e.queued_at IS NULL
@@ -51,7 +57,9 @@ WITH go AS (
     INSERT INTO email_events (email_id, kind, detail)
     SELECT id, 'queued', jsonb_build_object('dueAt', now() + delay_ms * interval '1 millisecond') FROM q
     UNION ALL
-    SELECT id, 'rate_limited', jsonb_build_object('nextAttemptAt', next_attempt_at) FROM m
+    SELECT id, {MOVE_KIND.format(reason="reason")},
+           jsonb_build_object('reason', reason, 'nextAttemptAt', next_attempt_at)
+    FROM m
     UNION ALL
     SELECT id, 'deferred', jsonb_build_object('reason', 'paused', 'nextAttemptAt', next_attempt_at) FROM p
 )
@@ -81,13 +89,18 @@ def take_due(*, horizon_s: float, limit: int, plan: Planner) -> tuple[int, list[
             return 0, []
         paused = [row["id"] for row in due if row["paused"]]
         active = [row for row in due if not row["paused"]]
-        go, later = [], []
+        go, later, reasons, ats = [], [], [], []
         if active:
             decided = plan(active)
             go, later = decided.go, decided.later
+            reasons = [getattr(decided, "reasons", {}).get(i, "hourly_limit") for i, _ in later]
+            ats = [getattr(decided, "at", {}).get(i) for i, _ in later]
         cursor = database.execute_sql(_HAND_OVER, {
             "go_ids": [i for i, _ in go], "go_ms": [ms for _, ms in go],
-            "later_ids": [i for i, _ in later], "later_ms": [ms for _, ms in later], "paused_ids": paused})
+            "later_ids": [i for i, _ in later], "later_ms": [ms for _, ms in later], "later_reasons": reasons,
+            "later_ats": ats, "paused_ids": paused})
+        if paused:
+            metrics.MOVED.labels("paused").inc(len(paused))
         return len(go) + len(later) + len(paused), [(row[0], row[1]) for row in cursor.fetchall()]
 
 
@@ -102,23 +115,29 @@ def unqueue(email_ids: list[int]) -> None:
 
 _HOLD_BACK = f"""
 WITH later AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(ms)s::bigint[]) AS l(id, delay_ms)
+    SELECT * FROM unnest(%(ids)s::bigint[], %(ms)s::bigint[], %(reasons)s::text[], %(ats)s::timestamptz[])
+        AS l(id, delay_ms, reason, at)
 ), m AS (
-    UPDATE emails e SET queued_at = NULL, next_attempt_at = now() + later.delay_ms * interval '1 millisecond',
-                        updated_at = now()
+    UPDATE emails e SET queued_at = NULL, next_attempt_at = {MOVED_TO}, updated_at = now()
     FROM later WHERE e.id = later.id AND e.status = {PENDING} AND e.queued_at IS NOT NULL
-    RETURNING e.id, e.next_attempt_at
+    RETURNING e.id, e.next_attempt_at, later.reason
 )
 INSERT INTO email_events (email_id, kind, detail)
-SELECT id, 'rate_limited', jsonb_build_object('nextAttemptAt', next_attempt_at) FROM m
+SELECT id, {MOVE_KIND.format(reason="reason")}, jsonb_build_object('reason', reason, 'nextAttemptAt', next_attempt_at)
+FROM m
 """
 
 
-def hold_back(later: list[tuple[int, int]]) -> None:
-    """Emails a request marked queued that their sender's cap does not allow yet: not handed over, but
-    moved to when it does (each with its event); the scheduler hands them over then."""
+def hold_back(later: list[tuple[int, int]], reasons: dict[int, str] | None = None,
+              ats: dict[int, Any] | None = None) -> None:
+    """Emails a request marked queued that their sender's pacing does not allow yet (its cap, unless `reasons`
+    says otherwise): not handed over, but moved to when it does (each with its event); the scheduler hands
+    them over then."""
     if later:
-        database.execute_sql(_HOLD_BACK, {"ids": [i for i, _ in later], "ms": [ms for _, ms in later]})
+        reasons, ats = reasons or {}, ats or {}
+        database.execute_sql(_HOLD_BACK, {"ids": [i for i, _ in later], "ms": [ms for _, ms in later],
+                                          "reasons": [reasons.get(i, "hourly_limit") for i, _ in later],
+                                          "ats": [ats.get(i) for i, _ in later]})
 
 
 _PULL_FORWARD = f"""

@@ -41,6 +41,8 @@ class NewEmail:
     sequence: str | None = None
     stop_on_reply: bool = False
     in_reply_to: int | None = None
+    #: the zone its sender's window is read in (None: the sender's)
+    recipient_time_zone: str | None = None
     #: the recipient as suppressions are matched (coldmail.addresses.normalise), always derived from it
     recipient_key: str = field(init=False)
 
@@ -79,12 +81,14 @@ WITH input AS (
 ), s AS (
     INSERT INTO senders (account, id) SELECT DISTINCT account, sender_id FROM input ORDER BY account, sender_id
     ON CONFLICT DO NOTHING
+), nb AS (
+    SELECT * FROM unnest(%(not_before)s::timestamptz[]) WITH ORDINALITY AS t(not_before, ord)
 ), e AS (
     INSERT INTO emails (id, {_INPUT}, next_attempt_at, status, queued_at)
-    SELECT ids.id, {_STORED_FROM_INPUT}, i.at,
+    SELECT ids.id, {_STORED_FROM_INPUT}, greatest(i.at, nb.not_before),
            CASE WHEN x.reason IS NULL THEN {PENDING} ELSE {SUPPRESSED} END,
-           CASE WHEN x.reason IS NULL THEN {queued_if_near("i.at")} END
-    FROM (SELECT *, {due_at("scheduled_at")} AS at FROM input) i JOIN ids USING (ord)
+           CASE WHEN x.reason IS NULL THEN {queued_if_near("greatest(i.at, nb.not_before)")} END
+    FROM (SELECT *, {due_at("scheduled_at")} AS at FROM input) i JOIN ids USING (ord) LEFT JOIN nb USING (ord)
     LEFT JOIN suppressions x ON x.account = i.account AND x.address = i.recipient_key
     ORDER BY i.account, i.idempotency_key, i.ord  -- one lock order for every batch: two cannot deadlock
     ON CONFLICT (account, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -110,7 +114,8 @@ JOIN unnest(%s::text[], %s::text[]) AS k(account, idempotency_key) USING (accoun
 """
 
 
-def insert_batch(news: list[NewEmail], *, horizon_s: float) -> list[tuple[dict[str, Any], bool]]:
+def insert_batch(news: list[NewEmail], *, horizon_s: float,
+                 not_before: list[datetime | None] | None = None) -> list[tuple[dict[str, Any], bool]]:
     """Store many emails in one statement; return (row, created) for each, in order (rows hold
     STORED_COLUMNS, and `delay_ms` when created).
 
@@ -119,16 +124,19 @@ def insert_batch(news: list[NewEmail], *, horizon_s: float) -> list[tuple[dict[s
     Without a transaction around it the statement commits on its own when it returns
     (all or none, and no BEGIN/COMMIT round trips); a caller that may still refuse
     the batch holds one (`database.atomic()`), and then nothing of it stays. (account,
-    key) pairs must be unique within `news`.
+    key) pairs must be unique within `news`. `not_before` gives, per email, the opening of its sender's window
+    when its time falls outside it (None: its own time).
     """
-    rows = _inserted_rows(news, dicts(database.execute_sql(_INSERT_BATCH, _insert_params(news, horizon_s))))
+    rows = _inserted_rows(news, dicts(database.execute_sql(_INSERT_BATCH,
+                                                           _insert_params(news, horizon_s, not_before))))
     skipped = _skipped_keys(news, rows)
     if skipped:
         _add_stored_rows(rows, skipped, dicts(database.execute_sql(_SELECT_BY_KEYS, _key_params(skipped))))
     return rows  # type: ignore[return-value]
 
 
-_PARAMS = tuple((name, _TRAVELS_AS[name][0]) for name in SUPPLIED_COLUMNS) + (("horizon_s", "float8"),)
+_PARAMS = tuple((name, _TRAVELS_AS[name][0]) for name in SUPPLIED_COLUMNS) + (
+    ("not_before", "timestamptz[]"), ("horizon_s", "float8"))
 
 
 def _numbered(sql: str) -> str:
@@ -145,17 +153,19 @@ _EXECUTE_INSERT_BATCH = f"EXECUTE coldmail_insert_batch ({', '.join(f'%({name})s
 
 
 async def insert_batch_async(fetch: Callable[[str, Any], Awaitable[list[dict[str, Any]]]], news: list[NewEmail], *,
-                             horizon_s: float) -> list[tuple[dict[str, Any], bool]]:
+                             horizon_s: float, not_before: list[datetime | None] | None = None
+                             ) -> list[tuple[dict[str, Any], bool]]:
     """insert_batch through `fetch(sql, params) -> rows as dicts`, an asynchronous connection in autocommit
     mode on which PREPARE_INSERT_BATCH ran: the statement has committed when its rows come back."""
-    rows = _inserted_rows(news, await fetch(_EXECUTE_INSERT_BATCH, _insert_params(news, horizon_s)))
+    rows = _inserted_rows(news, await fetch(_EXECUTE_INSERT_BATCH, _insert_params(news, horizon_s, not_before)))
     skipped = _skipped_keys(news, rows)
     if skipped:
         _add_stored_rows(rows, skipped, await fetch(_SELECT_BY_KEYS, _key_params(skipped)))
     return rows  # type: ignore[return-value]
 
 
-def _insert_params(news: list[NewEmail], horizon_s: float) -> dict[str, Any]:
+def _insert_params(news: list[NewEmail], horizon_s: float,
+                   not_before: list[datetime | None] | None = None) -> dict[str, Any]:
     """The parameters of _INSERT_BATCH.
 
     Each column goes as one array literal (text, cast by the statement): psycopg2
@@ -168,6 +178,8 @@ def _insert_params(news: list[NewEmail], horizon_s: float) -> dict[str, Any]:
         if to_text is not None:
             values = [None if v is None else to_text(v) for v in values]
         params[name] = _array_literal(values)
+    params["not_before"] = "{}" if not_before is None or not any(not_before) else _array_literal(
+        [None if t is None else t.isoformat() for t in not_before])
     params["horizon_s"] = horizon_s
     return params
 
@@ -231,9 +243,10 @@ WITH old AS (
     SELECT id, scheduled_at FROM emails WHERE id = %(id)s AND account = %(account)s AND status = {PENDING}
     FOR UPDATE
 ), r AS (
-    UPDATE emails e SET scheduled_at = t.at, next_attempt_at = t.at, updated_at = now(),
-                        queued_at = {queued_if_near("t.at")}
-    FROM old, (SELECT {due_at("%(at)s::timestamptz")} AS at) t
+    UPDATE emails e SET scheduled_at = t.at, next_attempt_at = t.next_at, updated_at = now(),
+                        queued_at = {queued_if_near("t.next_at")}
+    FROM old, (SELECT at, greatest(at, %(not_before)s::timestamptz) AS next_at
+               FROM (SELECT {due_at("%(at)s::timestamptz")} AS at) a) t
     WHERE e.id = old.id AND e.status = {PENDING}
     RETURNING {column_list(Email._meta.sorted_fields, prefix="e.")}, old.scheduled_at AS previous_at
 ), ev AS (
@@ -247,12 +260,14 @@ SELECT r.*, {delay_ms("r.next_attempt_at")} AS delay_ms FROM r
 """
 
 
-def reschedule(account: str, email_id: int, *, at: datetime, horizon_s: float) -> dict[str, Any] | None:
-    """Move the account's PENDING email to `at` (past: now); None if it is not that.
+def reschedule(account: str, email_id: int, *, at: datetime, horizon_s: float,
+               not_before: datetime | None = None) -> dict[str, Any] | None:
+    """Move the account's PENDING email to `at` (past: now), due no earlier than `not_before` (its sender's
+    window's opening); None if it is not that.
 
     Its hand-over mark is cleared, or set anew if `at` is within the horizon (the
     caller then enqueues it with `delay_ms`). A message still in Redis for the old
     time finds `next_attempt_at` in the future, so the claim refuses it.
     """
     return one(database.execute_sql(_RESCHEDULE, {"id": email_id, "account": account, "at": at,
-                                                  "horizon_s": horizon_s}))
+                                                  "horizon_s": horizon_s, "not_before": not_before}))

@@ -16,9 +16,10 @@ from psycopg2.extras import Json
 
 from ..connection import database
 from ..outbox import outbox, returning
+from ..senders import PLACING_SELECT
 from ..rows import dicts
 from .columns import EMAIL_COLUMNS, FAILED, PENDING, SENDING, SENT, SUPPRESSED
-from .due import PAUSED_UNTIL, due_at
+from .due import MOVE_KIND, PAUSED_UNTIL, due_at
 
 _CLAIM = f"""
 WITH asked AS (
@@ -51,8 +52,8 @@ WITH asked AS (
     SELECT id, 'deferred', jsonb_build_object('reason', 'paused', 'nextAttemptAt', next_attempt_at) FROM paused
 )
 SELECT c.*, greatest(0, extract(epoch FROM c.next_attempt_at - now()))::float AS wait_s,
-       s.from_address, s.hourly_limit, s.smtp_url, s.smtp_password_enc, s.dkim_domain, s.dkim_selector,
-       s.dkim_key_enc
+       s.from_address, s.smtp_url, s.smtp_password_enc, s.dkim_domain, s.dkim_selector,
+       s.dkim_key_enc, {PLACING_SELECT}
 FROM c LEFT JOIN senders s ON s.account = c.account AND s.id = c.sender_id
 ORDER BY c.next_attempt_at, c.id
 """
@@ -185,24 +186,34 @@ def retry_later(email_id: int, *, claim: int, delay_s: float, error: str, code: 
 _DEFERRED = ("jsonb_build_object('reason', {reason}, 'nextAttemptAt', "
              """to_char(src.next_attempt_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))""")
 
-_DEFER_FOR_CAP = f"""
+_MOVE = f"""
 WITH u AS (
     UPDATE emails SET status = {PENDING}, queued_at = NULL, lease_until = NULL, updated_at = now(),
-                      next_attempt_at = now() + %(delay_s)s * interval '1 second'
+                      next_attempt_at = greatest(now(), coalesce(%(at)s::timestamptz,
+                                                                 now() + %(delay_s)s * interval '1 second'))
     WHERE id = %(id)s AND status = {SENDING} AND claims = %(claim)s RETURNING {returning()}, next_attempt_at
 ), ev AS (
     INSERT INTO email_events (email_id, kind, detail)
-    SELECT id, 'rate_limited', jsonb_build_object('nextAttemptAt', next_attempt_at) FROM u
-), wh AS ({outbox("u", "email.deferred", detail=_DEFERRED.format(reason="'rate_limited'"))}
+    SELECT id, {MOVE_KIND.format(reason="%(reason)s")},
+           jsonb_build_object('reason', %(reason)s::text, 'nextAttemptAt', next_attempt_at) FROM u
+), wh AS ({outbox("u", "email.deferred", detail=_DEFERRED.format(
+    reason="CASE WHEN %(reason)s = 'hourly_limit' THEN 'rate_limited' ELSE %(reason)s END"))}
 )
 SELECT id FROM u
 """
 
 
+def move(email_id: int, *, claim: int, reason: str, delay_s: float = 0.0, at: Any = None) -> bool:
+    """Put a claimed email back PENDING for `at` (or `delay_s` from now), unsent and with no attempt used,
+    because its sender's pacing does not let it go now (`reason`: hourly_limit, daily_limit, gap, window); one
+    event names the reason and the new time."""
+    params = {"id": email_id, "claim": claim, "delay_s": delay_s, "reason": reason, "at": at}
+    return database.execute_sql(_MOVE, params).fetchone() is not None
+
+
 def defer_for_cap(email_id: int, *, claim: int, delay_s: float) -> bool:
     """Put a claimed email back for when its sender's cap frees a slot; no attempt is used."""
-    params = {"id": email_id, "claim": claim, "delay_s": delay_s}
-    return database.execute_sql(_DEFER_FOR_CAP, params).fetchone() is not None
+    return move(email_id, claim=claim, delay_s=delay_s, reason="hourly_limit")
 
 
 _HOLD = f"""
