@@ -21,10 +21,21 @@ def webhook_queue_name(settings: Settings) -> str:
     return f"{settings.queue_name}.webhooks"
 
 
+class _CloseThreads(dramatiq.Middleware):
+    """A worker thread's Poster (its aiohttp session and loop) is closed by the thread as it stops."""
+
+    def __init__(self, deliverer: WebhookDeliverer) -> None:
+        self.deliverer = deliverer
+
+    def before_worker_thread_shutdown(self, broker, thread) -> None:
+        self.deliverer.close_thread()
+
+
 def declare_webhook_actor(broker: RedisBroker, settings: Settings) -> dramatiq.Actor:
     """Declare `deliver_webhook(delivery_ids)`: a list of ids, posted by one thread one after the other. A message lost with its worker or its Redis loses nothing: the
     delivery's row is handed over again (coldmail.webhooks.handover)."""
     deliverer = WebhookDeliverer(settings)
+    broker.add_middleware(_CloseThreads(deliverer))
 
     def deliver_webhook(delivery_ids: int | list[int]) -> None:
         ids = [delivery_ids] if isinstance(delivery_ids, int) else list(delivery_ids)  # one id: an older message

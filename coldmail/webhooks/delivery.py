@@ -121,6 +121,13 @@ class WebhookDeliverer:
             self._secrets[sealed] = secret
         return secret
 
+    def close_thread(self) -> None:
+        """Close the calling thread's Poster (its session, kept connections and loop), if it has one."""
+        poster = getattr(self._thread, "poster", None)
+        if poster is not None:
+            del self._thread.poster
+            poster.close()
+
     def _poster(self) -> post.Poster:
         poster = getattr(self._thread, "poster", None)
         if poster is None:
