@@ -9,6 +9,7 @@ from dramatiq.brokers.redis import RedisBroker
 from ..delivery.retry import DRAMATIQ_MAX_RETRIES
 from ..settings import Settings
 from ..webhooks.delivery import LEASE_S, Outcome, WebhookDeliverer
+from .sending import SENDS
 
 ACTOR_NAME = "deliver_webhook"
 #: Dramatiq runs the lowest value first; the send actor has 0
@@ -34,7 +35,7 @@ class _CloseThreads(dramatiq.Middleware):
 def declare_webhook_actor(broker: RedisBroker, settings: Settings) -> dramatiq.Actor:
     """Declare `deliver_webhook(delivery_ids)`: a list of ids, posted by one thread one after the other. A message lost with its worker or its Redis loses nothing: the
     delivery's row is handed over again (coldmail.webhooks.handover)."""
-    deliverer = WebhookDeliverer(settings)
+    deliverer = WebhookDeliverer(settings, give_way=SENDS.wait_idle)
     broker.add_middleware(_CloseThreads(deliverer))
 
     def deliver_webhook(delivery_ids: int | list[int]) -> None:

@@ -4,6 +4,9 @@ of them (the delivered in one statement).
 At most WEBHOOK_CONCURRENCY threads of a process post at once: the others are
 there to send email, and a receiver that takes its ten seconds to answer must
 not hold them. A delivery over that limit goes back to the queue for a second.
+Before it claims, a thread gives way to the process's email sends
+(WEBHOOK_YIELD_SECONDS at most, see coldmail.queue.sending): webhooks must never
+slow email down, and they are as good a few seconds later.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from enum import StrEnum
 
 from .. import metrics
@@ -55,8 +59,10 @@ def body_of(payload: dict) -> bytes:
 
 
 class WebhookDeliverer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, give_way: Callable[[float], object] | None = None) -> None:
+        """`give_way(seconds)` returns once the process's sends leave room for posts, `seconds` at most."""
         self.settings = settings
+        self.give_way = give_way
         self.box = PasswordBox(settings.secret_keys)
         self._slots = threading.BoundedSemaphore(settings.webhook_concurrency)
         self._resolved = post.CheckedCache()
@@ -77,6 +83,8 @@ class WebhookDeliverer:
             return dict.fromkeys(delivery_ids, Outcome.BUSY)
         outcomes: dict[int, Outcome] = {}
         try:
+            if self.give_way is not None and self.settings.webhook_yield_s > 0:
+                self.give_way(self.settings.webhook_yield_s)  # before the claim: its lease is not spent waiting
             with database.connection_context():
                 claimed = rows.claim_many(delivery_ids, lease_s=LEASE_S)
             claimed_at = time.monotonic()

@@ -9,8 +9,9 @@ production web servers do; `--receiver-http 1.0` closes each after its answer (P
 default), which makes every delivery open a connection. The order alternates by round (without first in odd
 rounds). After a drain with the endpoint, coldmail keeps running up to --delivery-wait seconds for
 the deliveries. Prints each side's median run (emails/s, CPU ms per email), the ratio with/without
-(≥ 0.90 is the goal), every round's ratio, the deliveries received by the drain's end and after
-waiting, and how long after the drain's end the last one came.
+(≥ 0.90 is the goal), every round's ratio, the deliveries received by the drain's end (the harness's
+return, 2 s after the last email arrived) and after waiting, how long after the drain's end the last one
+came, and how long events waited from their write to their delivery (median, p99, max).
 """
 
 from __future__ import annotations
@@ -82,6 +83,25 @@ def subscribe(cm: Coldmail, url: str) -> None:
     with urllib.request.urlopen(req, timeout=10) as r:
         if r.status != 201:
             raise BenchError(f"POST /webhooks answered {r.status}")
+
+
+def lateness(database_url: str) -> str:
+    """How long each delivered event waited, from the statement that wrote it (the email's state change) to
+    its delivery: median, 99th percentile and longest, from coldmail's database."""
+    import psycopg2
+
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY s), max(s) FROM ("
+                        "SELECT extract(epoch FROM delivered_at - created_at)::float AS s FROM webhook_deliveries "
+                        "WHERE status = 'delivered') t")
+            quantiles, longest = cur.fetchone()
+    finally:
+        conn.close()
+    if longest is None:
+        return "none delivered"
+    return f"event → delivery p50 {quantiles[0]:.1f} s, p99 {quantiles[1]:.1f} s, max {longest:.1f} s"
 
 
 def summary(rounds: list[dict]) -> dict:
@@ -178,7 +198,8 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], list[str]]:
                         time.sleep(0.05)
                     posts, unique = receiver.counts()
                     deliveries.append(f"{at_end} → {unique} in {time.monotonic() - ended:.1f} s"
-                                      + (f" ({posts} POSTs)" if posts != unique else ""))
+                                      + (f" ({posts} POSTs)" if posts != unique else "")
+                                      + f", {lateness(cm.database_url)}")
                 cm.stop()
     log(f"every harness result: {jsonl}")
     return rounds, deliveries
