@@ -24,6 +24,7 @@ import ipaddress
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -51,6 +52,15 @@ class Answer:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One post of a batch: `headers()` is called as the post starts (each attempt is signed at its time)."""
+
+    url: str
+    body: bytes
+    headers: Callable[[], dict[str, str]]
 
 
 class CheckedCache:
@@ -183,6 +193,37 @@ class Poster:
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         return self.loop.run_until_complete(self._post(url, body, headers))
+
+    def post_many(self, requests: list[Request], *, per_endpoint: int, start_by: float) -> list[Answer | None]:
+        """Post `requests`, the answers in their order. Each endpoint (URL) gets its first post alone, then,
+        if that one was answered with a 2xx, up to `per_endpoint` at once, started in order; one that fails
+        or hangs gets one at a time. None for a request not started by `start_by` (time.monotonic())."""
+        return self.loop.run_until_complete(self._post_many(requests, per_endpoint, start_by))
+
+    async def _post_many(self, requests: list[Request], per_endpoint: int, start_by: float) -> list[Answer | None]:
+        answers: list[Answer | None] = [None] * len(requests)
+
+        async def one(i: int) -> None:
+            if time.monotonic() <= start_by:
+                request = requests[i]
+                answers[i] = await self._post(request.url, request.body, request.headers())
+
+        async def endpoint(indexes: list[int]) -> None:
+            await one(indexes[0])
+            first = answers[indexes[0]]
+            width = asyncio.Semaphore(per_endpoint if first is not None and first.ok else 1)
+
+            async def limited(i: int) -> None:
+                async with width:
+                    await one(i)
+
+            await asyncio.gather(*(limited(i) for i in indexes[1:]))
+
+        by_url: dict[str, list[int]] = {}
+        for i, request in enumerate(requests):
+            by_url.setdefault(request.url, []).append(i)
+        await asyncio.gather(*(endpoint(indexes) for indexes in by_url.values()))
+        return answers
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         if self.session is None or self.session.closed:
