@@ -80,8 +80,17 @@ class Receiver:
         if not self._thread.is_alive():
             return
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        # a handler still hanging (its client was killed mid-post) ends here, not as a warning at exit
+        asyncio.run_coroutine_threadsafe(self._cancel_the_rest(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    @staticmethod
+    async def _cancel_the_rest() -> None:
+        rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
     def events(self, event_type: str | None = None) -> list[Received]:
         return [r for r in self.received if event_type is None or r.json["type"] == event_type]
