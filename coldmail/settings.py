@@ -45,7 +45,7 @@ def _int(minimum: int, maximum: int | None = None) -> Callable[[str, str], int]:
     return parse
 
 
-def _float(minimum: float) -> Callable[[str, str], float]:
+def _float(minimum: float, maximum: float = float("inf")) -> Callable[[str, str], float]:
     def parse(name: str, raw: str) -> float:
         try:
             value = float(raw)
@@ -53,6 +53,8 @@ def _float(minimum: float) -> Callable[[str, str], float]:
             raise ConfigError(f"{name}={raw!r} is not a number") from None
         if not value >= minimum:
             raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+        if value > maximum:
+            raise ConfigError(f"{name}={raw!r} must be at most {maximum:g}")
         return value
 
     return parse
@@ -288,6 +290,10 @@ class Settings:
         "WEBHOOK_CONCURRENCY", "2", _int(1, 256),
         "worker threads per worker process posting webhooks at once (their queue is QUEUE_NAME.webhooks): a "
         "slow or dead receiver holds these, never the threads that send email")
+    webhook_yield_s: float = _var(
+        "WEBHOOK_YIELD_SECONDS", "5", _float(0, 5),
+        "a webhook batch first waits until its worker process has no email send in flight, this long at most, "
+        "so that deliveries take the gaps between sends (0: no waiting)")
     imap_poll_s: float = _var(
         "IMAP_POLL_SECONDS", "60", _float(0.1),
         "how often each sender's mailbox (its imapUrl) is read for replies, bounces and complaints; a mailbox "

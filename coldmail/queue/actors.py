@@ -11,6 +11,7 @@ from dramatiq.brokers.redis import RedisBroker
 from ..delivery.deliverer import Deliverer
 from ..delivery.outcomes import Outcome, Result
 from ..delivery.retry import DRAMATIQ_MAX_RETRIES
+from .sending import SENDS
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ def declare_send_actor(broker: RedisBroker, *, queue_name: str, horizon_s: float
         deliverer = _deliverer.get("current")
         if deliverer is None:
             raise RuntimeError("no Deliverer in this process: was process_boot emitted?")
-        deliverer.deliver_many(list(email_ids), outcomes)
+        with SENDS.sending():  # webhook deliveries of this process wait for none to be in flight
+            deliverer.deliver_many(list(email_ids), outcomes)
         for email_id, outcome in outcomes:
             if outcome.result is Result.NOT_YET and outcome.due_in_s <= horizon_s:
                 actor.send_with_options(args=(email_id,), delay=max(1, int(outcome.due_in_s * 1000)))

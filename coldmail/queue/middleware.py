@@ -55,7 +55,8 @@ class DeliveryMiddleware(dramatiq.Middleware):
         if self.deliverer is not None:
             self.deliverer.stopping.set()
 
-    def after_worker_thread_shutdown(self, broker, thread) -> None:
+    def before_worker_thread_shutdown(self, broker, thread) -> None:
+        # (Dramatiq 2 emits only this one, in the stopping thread; it has no after_worker_thread_shutdown)
         if self.deliverer is not None:
             self.deliverer.close_thread()
 

@@ -20,10 +20,11 @@ from ..settings import Settings
 log = logging.getLogger(__name__)
 
 #: deliveries one run hands over at most
-BATCH = 500
-#: deliveries in one Dramatiq message at most (one claim statement, one record statement): small enough that
-#: a batch's posts end well within its lease when the receiver answers promptly, and spread over threads
-PER_MESSAGE = 20
+BATCH = 1000
+#: deliveries in one Dramatiq message at most (one claim statement, one record statement): few messages, so
+#: that few come back while every webhook slot is taken, yet a batch's posts end well within its lease when
+#: the receiver answers promptly (a few ms each on a kept connection)
+PER_MESSAGE = 100
 
 
 class WebhookHandOver:

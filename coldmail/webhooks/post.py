@@ -1,15 +1,17 @@
 """One POST to an endpoint, through the outbound guard (coldmail.net).
 
 aiohttp's client with a resolver that is coldmail.net.resolve: every address a
-name resolves to must be public (unless ALLOW_PRIVATE_NETWORKS=true), and the
-connection goes to an address that was checked, resolved anew for every attempt
-(DNS may have changed since the endpoint was registered). A worker thread's
-Poster keeps one event loop and one ClientSession for all its posts, and keeps a
-checked resolution for RESOLVED_TTL_S per host: the connection still goes only
-to the addresses that were checked, and the host is resolved and checked anew
-once that runs out (a refusal is never kept). POST /webhooks/{id}/test resolves
-anew every time. aiohttp does not ask its resolver about an IP literal, so those
-are checked here first.
+name resolves to must be public (unless ALLOW_PRIVATE_NETWORKS=true), and a
+connection is opened only to an address that was checked (DNS may have changed
+since the endpoint was registered). A worker thread's Poster keeps one event
+loop and one ClientSession for all its posts, keeps a checked resolution for
+RESOLVED_TTL_S per host (the host is resolved and checked anew once that runs
+out; a refusal is never kept), and keeps a connection to an endpoint open for
+the next post, KEEPALIVE_S at most when idle: a TCP (and TLS) handshake per post
+cost more than the post. A kept connection still goes to the address that was
+checked when it was opened. POST /webhooks/{id}/test resolves anew and opens a
+connection of its own every time. aiohttp does not ask its resolver about an IP
+literal, so those are checked here first.
 No redirect is followed (a 3xx is a failed attempt), nothing is read from the
 answer but its status, and the whole exchange has TIMEOUT_S.
 """
@@ -22,6 +24,7 @@ import ipaddress
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -34,6 +37,9 @@ from ..errors import BadRequest
 TIMEOUT_S = 10.0
 #: how long a worker keeps a host's checked addresses before resolving and checking it again
 RESOLVED_TTL_S = 30.0
+#: how long an idle connection to an endpoint is kept for the next post: below the shortest idle timeout
+#: common servers apply (Node's 5 s), so that a post rarely meets a connection the server is closing
+KEEPALIVE_S = 4.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,15 @@ class Answer:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One post of a batch: `headers()` is called as the post starts (each attempt is signed at its time)."""
+
+    url: str
+    body: bytes
+    headers: Callable[[], dict[str, str]]
 
 
 class CheckedCache:
@@ -119,8 +134,9 @@ def _is_literal(host: str) -> bool:
     return True
 
 
-def _session(resolver: GuardedResolver) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, force_close=True)
+def _session(resolver: GuardedResolver, *, keep_alive: bool = False) -> aiohttp.ClientSession:
+    connector = (aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, keepalive_timeout=KEEPALIVE_S)
+                 if keep_alive else aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, force_close=True))
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
                                  trust_env=False, cookie_jar=aiohttp.DummyCookieJar())
 
@@ -166,7 +182,8 @@ async def _post_with(session: aiohttp.ClientSession, url: str, body: bytes, head
 
 class Poster:
     """A worker thread's way to post: one event loop and one ClientSession for all its posts (not one per
-    post), whose resolver keeps checked addresses in `cache` (shared by the process's Posters)."""
+    post), which keeps connections alive between posts and whose resolver keeps checked addresses in `cache`
+    (shared by the process's Posters). `close()` when the thread is done with it."""
 
     def __init__(self, *, allow_private: bool, cache: CheckedCache) -> None:
         self.allow_private = allow_private
@@ -177,8 +194,52 @@ class Poster:
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         return self.loop.run_until_complete(self._post(url, body, headers))
 
+    def post_many(self, requests: list[Request], *, per_endpoint: int, start_by: float) -> list[Answer | None]:
+        """Post `requests`, the answers in their order. Each endpoint (URL) gets its first post alone, then,
+        if that one was answered with a 2xx, up to `per_endpoint` at once, started in order; one that fails
+        or hangs gets one at a time. None for a request not started by `start_by` (time.monotonic())."""
+        return self.loop.run_until_complete(self._post_many(requests, per_endpoint, start_by))
+
+    async def _post_many(self, requests: list[Request], per_endpoint: int, start_by: float) -> list[Answer | None]:
+        answers: list[Answer | None] = [None] * len(requests)
+
+        async def one(i: int) -> None:
+            if time.monotonic() <= start_by:
+                request = requests[i]
+                answers[i] = await self._post(request.url, request.body, request.headers())
+
+        async def endpoint(indexes: list[int]) -> None:
+            await one(indexes[0])
+            first = answers[indexes[0]]
+            width = asyncio.Semaphore(per_endpoint if first is not None and first.ok else 1)
+
+            async def limited(i: int) -> None:
+                async with width:
+                    await one(i)
+
+            await asyncio.gather(*(limited(i) for i in indexes[1:]))
+
+        by_url: dict[str, list[int]] = {}
+        for i, request in enumerate(requests):
+            by_url.setdefault(request.url, []).append(i)
+        await asyncio.gather(*(endpoint(indexes) for indexes in by_url.values()))
+        return answers
+
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         if self.session is None or self.session.closed:
-            self.session = _session(GuardedResolver(allow_private=self.allow_private, cache=self.cache))
+            self.session = _session(GuardedResolver(allow_private=self.allow_private, cache=self.cache),
+                                    keep_alive=True)
+        else:
+            # the loop ran only during posts: let it see what the kept connections received meanwhile (an
+            # endpoint that closed one), so that the post below does not go out on a closed connection
+            await asyncio.sleep(0)
         return await post(url, body, headers, allow_private=self.allow_private, session=self.session,
                           cache=self.cache)
+
+    def close(self) -> None:
+        """Close the session (its kept connections) and the loop; safe to call twice."""
+        if self.loop.is_closed():
+            return
+        if self.session is not None and not self.session.closed:
+            self.loop.run_until_complete(self.session.close())
+        self.loop.close()

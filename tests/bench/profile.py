@@ -23,6 +23,7 @@ from . import stacks
 from .compare import stop_on_signals
 from .counters import STATS_DELAY_S, Meter
 from .services import Coldmail, Sink, run_harness, stop_process
+from .webhook_drain import Receiver, subscribe
 from .workdir import ROOT, BenchError, Workdir, ensure_py_spy, find_bench_dir, log, prepare, source_tree
 
 IDLE_WINDOW_S = 10.0
@@ -45,6 +46,10 @@ def parser() -> argparse.ArgumentParser:
                         f"defaults: {', '.join(FOCUS)})")
     p.add_argument("--quiet-wait", type=float, default=30.0, help="wait up to this long for a quiet machine")
     p.add_argument("--coldmail-env", action="append", default=[], metavar="VAR=VALUE")
+    p.add_argument("--webhook", action="store_true",
+                   help="subscribe a loopback receiver to email.sent (tests.bench.webhook_drain's) and keep the "
+                        "samplers running until it has every delivery (up to --delivery-wait)")
+    p.add_argument("--delivery-wait", type=float, default=60.0, help="with --webhook: seconds to wait (60)")
     p.add_argument("--rev", help="run coldmail from this commit (git archive), not the working tree")
     p.add_argument("--database", default="coldmail_bench")
     p.add_argument("--redis-db", type=int, default=9)
@@ -89,9 +94,13 @@ def harness_module(wd: Workdir):
     return module
 
 
-def phase(args, wd: Workdir, out: Path, cm: Coldmail, sink: Sink, py_spy: str, name: str) -> dict:
+def phase(args, wd: Workdir, out: Path, cm: Coldmail, sink: Sink, py_spy: str, name: str,
+          receiver: Receiver | None) -> dict:
     quiet = harness_module(wd).wait_quiet(args.quiet_wait, 0.3) if args.quiet_wait else {}
     cm.start_fresh(f"profile-{name}")
+    if receiver:
+        receiver.reset()
+        subscribe(cm, receiver.url)
     meter = Meter(dsn=cm.database_url, redis_url=cm.redis_url, redis_db=cm.redis_db)
     try:
         log(f"{name}: letting start-up statistics settle, then {IDLE_WINDOW_S:.0f} s of idle for the baseline")
@@ -111,6 +120,11 @@ def phase(args, wd: Workdir, out: Path, cm: Coldmail, sink: Sink, py_spy: str, n
             else:
                 result = run_harness(wd, "drain", [*common, "--n", str(n), "--sink-url", sink.url],
                                      json_out=out / "harness.jsonl")
+            if receiver:  # the deliveries the phase's emails made are part of its cost
+                deadline = time.monotonic() + args.delivery_wait
+                while receiver.counts()[1] < n and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                log(f"{name}: {receiver.counts()[1]} webhook deliveries received")
         finally:
             for s in samplers:
                 s.stop()
@@ -141,13 +155,21 @@ def main(argv: list[str] | None = None) -> int:
         with ExitStack() as stack:
             sink = Sink(wd, wd.sub("logs"))
             stack.callback(sink.stop)
+            env = dict(item.split("=", 1) for item in args.coldmail_env)
+            receiver = None
+            if args.webhook:
+                from cryptography.fernet import Fernet
+
+                receiver = Receiver()
+                stack.callback(receiver.stop)
+                env = {"COLDMAIL_SECRET_KEY": Fernet.generate_key().decode(), "ALLOW_PRIVATE_NETWORKS": "true",
+                       **env}
             cm = Coldmail(source=source_tree(args.rev, wd.path), logs=wd.sub("logs"), sink=sink,
-                          database=args.database, redis_db=args.redis_db, api_key="benchkey",
-                          extra_env=dict(item.split("=", 1) for item in args.coldmail_env))
+                          database=args.database, redis_db=args.redis_db, api_key="benchkey", extra_env=env)
             stack.callback(cm.reset)
             stack.callback(cm.stop)
             for name in phases:
-                summary[name] = phase(args, wd, out, cm, sink, py_spy, name)
+                summary[name] = phase(args, wd, out, cm, sink, py_spy, name, receiver)
     except BenchError as e:
         log(str(e))
         return 1

@@ -4,10 +4,14 @@ Issue 14: webhook deliveries must not slow the drain by more than 10 % with one 
 Each round runs compare.py's drain figure twice against a fresh coldmail (same settings both times:
 COLDMAIL_SECRET_KEY set, ALLOW_PRIVATE_NETWORKS=true), once as is and once after POST /webhooks
 subscribes a loopback receiver (answers 204, counts deliveries; it runs in this process, so its CPU
-is in the machine's total) to `email.sent`. The order alternates by round (without first in odd
+is in the machine's total) to `email.sent`. The receiver speaks HTTP/1.1 and keeps connections open, as
+production web servers do; `--receiver-http 1.0` closes each after its answer (Python's http.server
+default), which makes every delivery open a connection. The order alternates by round (without first in odd
 rounds). After a drain with the endpoint, coldmail keeps running up to --delivery-wait seconds for
 the deliveries. Prints each side's median run (emails/s, CPU ms per email), the ratio with/without
-(≥ 0.90 is the goal), every round's ratio and the deliveries received.
+(≥ 0.90 is the goal), every round's ratio, the deliveries received by the drain's end (the harness's
+return, 2 s after the last email arrived) and after waiting, how long after the drain's end the last one
+came, and how long events waited from their write to their delivery (median, p99, max).
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ GOAL = 0.90
 class Receiver:
     """A webhook endpoint on a free loopback port: 204 to every POST, counting them and their webhook-ids."""
 
-    def __init__(self) -> None:
+    def __init__(self, http_version: str = "1.1") -> None:
         self.lock = threading.Lock()
         self.posts, self.ids = 0, set()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = f"HTTP/{http_version}"
+
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver.lock:
@@ -79,6 +85,25 @@ def subscribe(cm: Coldmail, url: str) -> None:
             raise BenchError(f"POST /webhooks answered {r.status}")
 
 
+def lateness(database_url: str) -> str:
+    """How long each delivered event waited, from the statement that wrote it (the email's state change) to
+    its delivery: median, 99th percentile and longest, from coldmail's database."""
+    import psycopg2
+
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY s), max(s) FROM ("
+                        "SELECT extract(epoch FROM delivered_at - created_at)::float AS s FROM webhook_deliveries "
+                        "WHERE status = 'delivered') t")
+            quantiles, longest = cur.fetchone()
+    finally:
+        conn.close()
+    if longest is None:
+        return "none delivered"
+    return f"event → delivery p50 {quantiles[0]:.1f} s, p99 {quantiles[1]:.1f} s, max {longest:.1f} s"
+
+
 def summary(rounds: list[dict]) -> dict:
     """Over rounds {"without": drain result, "with": drain result}: each side's median run, its emails/s and
     CPU ms per email (whole machine, and coldmail + PostgreSQL + Redis), the ratio with/without of the
@@ -113,7 +138,7 @@ def report(s: dict, deliveries: list[str], drain_n: int) -> str:
     lines += ["", f"ratio emails/s with/without: {cell(s['ratio'], '.3f')}{verdict}",
               "per round: " + ", ".join(cell(r, ".3f") for r in s["rounds"]),
               f"webhook deliveries received per run with the endpoint ({drain_n} emails each; "
-              "by the drain's end → after waiting): " + "; ".join(deliveries)]
+              "by the drain's end → after waiting, in how long after the drain's end): " + "; ".join(deliveries)]
     return "\n".join(lines)
 
 
@@ -126,6 +151,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--delivery-wait", type=float, default=30.0,
                    help="seconds to wait after a drain for its webhook deliveries (30)")
     p.add_argument("--concurrency", type=int, default=32, help="requests in flight (32)")
+    p.add_argument("--receiver-http", choices=("1.1", "1.0"), default="1.1",
+                   help="the receiver's HTTP version: 1.1 keeps connections open (default), 1.0 closes each")
     p.add_argument("--quiet-wait", type=float, help="wait up to this for a quiet machine before each drain "
                                                     "(60; quick 5)")
     p.add_argument("--quiet-cores", type=float, default=0.3, help="'quiet' = at most this many cores busy")
@@ -146,7 +173,7 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], list[str]]:
     with ExitStack() as stack:
         sink = Sink(wd, wd.sub("logs"))
         stack.callback(sink.stop)
-        receiver = Receiver()
+        receiver = Receiver(args.receiver_http)
         stack.callback(receiver.stop)
         cm = Coldmail(source=ROOT, logs=wd.sub("logs"), sink=sink, database=args.database, redis_db=args.redis_db,
                       api_key=API_KEY, extra_env={"COLDMAIL_SECRET_KEY": Fernet.generate_key().decode(),
@@ -165,12 +192,14 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], list[str]]:
                     args, "drain", url=cm.url, pid=cm.pid, label=f"coldmail drain {side} webhook", sink=sink,
                     redis_url=cm.redis_url, auth=API_KEY), json_out=jsonl)
                 if side == "with":
-                    at_end = receiver.counts()[1]
-                    deadline = time.monotonic() + args.delivery_wait
+                    at_end, ended = receiver.counts()[1], time.monotonic()
+                    deadline = ended + args.delivery_wait
                     while receiver.counts()[1] < args.drain_n and time.monotonic() < deadline:
-                        time.sleep(0.2)
+                        time.sleep(0.05)
                     posts, unique = receiver.counts()
-                    deliveries.append(f"{at_end} → {unique}" + (f" ({posts} POSTs)" if posts != unique else ""))
+                    deliveries.append(f"{at_end} → {unique} in {time.monotonic() - ended:.1f} s"
+                                      + (f" ({posts} POSTs)" if posts != unique else "")
+                                      + f", {lateness(cm.database_url)}")
                 cm.stop()
     log(f"every harness result: {jsonl}")
     return rounds, deliveries

@@ -22,13 +22,18 @@ class Received:
 
 @dataclass
 class Receiver:
-    """Answers each POST with the next of `answers` (then 200); `hang` makes it never answer. Runs its own
-    event loop in a thread, so blocking tests and other processes can reach it too."""
+    """Answers each POST with the next of `answers` (then 200), after `delay_s`; `hang` makes it never answer.
+    Counts the posts it was answering at once (`most_at_once`) and the connections they came on (`peers`).
+    Runs its own event loop in a thread, so blocking tests and other processes can reach it too."""
 
     answers: list[int] = field(default_factory=list)
     hang: bool = False
+    delay_s: float = 0.0
     received: list[Received] = field(default_factory=list)
+    peers: set[tuple] = field(default_factory=set)
+    most_at_once: int = 0
     port: int = 0
+    _at_once: int = 0
 
     @property
     def url(self) -> str:
@@ -36,9 +41,17 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.received.append(Received(dict(request.headers), await request.read()))
-        if self.hang:
-            await asyncio.sleep(3600)
-        return web.Response(status=self.answers.pop(0) if self.answers else 200)
+        self.peers.add(request.transport.get_extra_info("peername"))
+        status = self.answers.pop(0) if self.answers else 200
+        self._at_once += 1
+        self.most_at_once = max(self.most_at_once, self._at_once)
+        try:
+            if self.hang:
+                await asyncio.sleep(3600)
+            await asyncio.sleep(self.delay_s)
+        finally:
+            self._at_once -= 1
+        return web.Response(status=status)
 
     def start(self, port: int = 0) -> Receiver:
         ready = threading.Event()
@@ -67,8 +80,17 @@ class Receiver:
         if not self._thread.is_alive():
             return
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        # a handler still hanging (its client was killed mid-post) ends here, not as a warning at exit
+        asyncio.run_coroutine_threadsafe(self._cancel_the_rest(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    @staticmethod
+    async def _cancel_the_rest() -> None:
+        rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
     def events(self, event_type: str | None = None) -> list[Received]:
         return [r for r in self.received if event_type is None or r.json["type"] == event_type]
