@@ -12,11 +12,11 @@ import pytest
 
 from tests.support.processes import start_dramatiq, start_run_py, wait_healthy
 from tests.support.waiting import wait_for
+from tests.support.windows import ALL_DAYS, window_from_now
 
 pytestmark = pytest.mark.e2e
 
 UTC = timezone.utc
-ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
 @pytest.fixture
@@ -33,15 +33,6 @@ def stack(base_env, sink, port, http):
             worker.terminate()
         api.terminate()
 
-
-def window_from_now(zone: str, start_in_s: float, length_s: float) -> tuple[dict, datetime, datetime]:
-    now = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
-    opens, closes = now + timedelta(seconds=start_in_s), now + timedelta(seconds=start_in_s + length_s)
-    local_open, local_close = opens.astimezone(ZoneInfo(zone)), closes.astimezone(ZoneInfo(zone))
-    if local_open.date() != local_close.date():
-        pytest.skip("the window would cross local midnight")
-    return ({"days": ALL_DAYS, "start": local_open.strftime("%H:%M:%S"), "end": local_close.strftime("%H:%M:%S")},
-            opens, closes)
 
 
 def put_sender(http, sender_id: str, **pacing) -> dict:

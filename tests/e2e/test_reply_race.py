@@ -15,26 +15,12 @@ import pytest
 
 from tests.conftest import API_KEY
 from tests.support.db import sql
-from tests.support.processes import start_dramatiq, start_run_py, stop, wait_healthy, wait_worker_ready
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
 ROUNDS = 60
 SPACING_S = 0.25
-
-
-@pytest.fixture
-def processes(base_env, sink, port, http):
-    env = dict(base_env, SMTP_URL=sink.url, PORT=str(port))
-    api = start_run_py(env, "api")
-    worker = start_dramatiq(env, processes=1, threads=4)
-    try:
-        wait_healthy(http.base_url, api)
-        wait_worker_ready(worker)
-        yield
-    finally:
-        stop(worker, api)
 
 
 def post_inbound(base_url: str, raw: bytes) -> dict:
@@ -56,7 +42,7 @@ def batch(http, emails: list[dict]) -> list[int]:
     return body["jobIds"]
 
 
-def test_a_follow_up_due_as_the_reply_comes_is_cancelled_or_was_claimed_before(processes, http, sink):
+def test_a_follow_up_due_as_the_reply_comes_is_cancelled_or_was_claimed_before(api_and_worker, http, sink):
     # Given first emails of a sequence to ROUNDS recipients, sent
     assert http.request("PUT", "/senders/ann", {"fromAddress": "ann@example.org", "hourlyLimit": 100000})[0] in (
         200, 201)

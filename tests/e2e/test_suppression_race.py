@@ -13,23 +13,9 @@ import pytest
 
 from tests.support.db import sql
 from tests.support.payloads import email
-from tests.support.processes import start_dramatiq, start_run_py, stop, wait_healthy, wait_worker_ready
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def processes(base_env, sink, port, http):
-    env = dict(base_env, SMTP_URL=sink.url, PORT=str(port))
-    api = start_run_py(env, "api")
-    worker = start_dramatiq(env, processes=1, threads=4)
-    try:
-        wait_healthy(http.base_url, api)
-        wait_worker_ready(worker)
-        yield
-    finally:
-        stop(worker, api)
 
 
 def settled(ids: list[int]) -> bool:
@@ -41,7 +27,7 @@ def at(when: datetime) -> None:
     time.sleep(max(0.0, when.timestamp() - time.time()))
 
 
-def test_an_email_accepted_while_its_address_is_suppressed_is_never_sent(processes, http, sink):
+def test_an_email_accepted_while_its_address_is_suppressed_is_never_sent(api_and_worker, http, sink):
     """Each round posts an email (due shortly) and its address's suppression at the same instant, on two
     threads: the INSERT may miss the entry and the suppression may miss the email, and then only the claim's
     own check stands between the address and the relay."""
@@ -82,7 +68,7 @@ def test_an_email_accepted_while_its_address_is_suppressed_is_never_sent(process
     assert at_claim > 0
 
 
-def test_an_address_suppressed_before_the_claim_is_never_sent_to(processes, http, sink):
+def test_an_address_suppressed_before_the_claim_is_never_sent_to(api_and_worker, http, sink):
     """Emails due a tenth of a second apart; each address is suppressed at a random moment around its
     email's due time (before the hand-over, between it and the claim, during and after the claim). Every
     email sent was claimed before its suppression was acknowledged."""
