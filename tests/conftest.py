@@ -2,7 +2,8 @@
 flushed between tests) and an aiosmtpd sink on a free port.
 
 A missing PostgreSQL or Redis skips on a laptop but fails in CI (CI=true).
-Set COLDMAIL_TEST_REDIS_DB to run two test sessions side by side.
+Set COLDMAIL_TEST_REDIS_DB to run two test sessions side by side (a session of N xdist workers takes N dbs
+from it).
 
 Every fixture imports what it needs (psycopg2, redis, aiosmtpd, coldmail) itself, so that `pytest tests/unit`
 runs with nothing but pytest installed.
@@ -19,7 +20,8 @@ from tests.support.net import free_port
 CI = os.environ.get("CI") == "true"
 PG_SERVER = os.environ.get("COLDMAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS_SERVER = os.environ.get("COLDMAIL_TEST_REDIS", "redis://127.0.0.1:6379")
-REDIS_DB = int(os.environ.get("COLDMAIL_TEST_REDIS_DB", "13"))
+#: with pytest-xdist each worker (gw0, gw1, ...) takes the next db, as it takes its own database by its pid
+REDIS_DB = int(os.environ.get("COLDMAIL_TEST_REDIS_DB", "13")) + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
 TEST_DB = f"coldmail_test_{os.getpid()}"
 API_KEY = "test-key-0123456789"
 MARKER = "coldmail:test-db"

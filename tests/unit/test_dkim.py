@@ -87,7 +87,7 @@ def _pem(key, encryption=NoEncryption()) -> str:
     ("-----BEGIN PRIVATE KEY-----\nüü\n-----END PRIVATE KEY-----", "non-ASCII"),
     (_pem(ec.generate_private_key(ec.SECP256R1())), "only RSA keys"),
     (_pem(ed25519.Ed25519PrivateKey.generate()), "only RSA keys"),
-])
+], ids=["text", "bad base64", "non-ASCII", "EC key", "Ed25519 key"])  # named, not by the keys made at import
 def test_unusable_keys_are_refused_with_a_reason(pem, says):
     with pytest.raises(UnusableKey, match=says):
         load_private_key(pem)
