@@ -15,6 +15,7 @@ from typing import Any
 from ..addresses import normalise
 from .connection import database
 from .emails.columns import PENDING, SUPPRESSED
+from .outbox import outbox, returning
 from .rows import dicts, one
 
 __all__ = ["REASONS", "add", "get", "page", "remove", "normalise"]
@@ -24,6 +25,9 @@ REASONS = ("manual", "unsubscribed", "bounced", "complained")
 
 #: what an entry shows
 COLUMNS = "address, reason, sender_id, email_id, created_at"
+
+#: the reason a stopped email's event and webhook name: the entry's (an address already listed keeps its own)
+_REASON = "coalesce((SELECT reason FROM entry), %(reason)s)"
 
 _ADD = f"""
 WITH new AS (
@@ -39,11 +43,11 @@ WITH new AS (
 ), stopped AS (
     UPDATE emails SET status = {SUPPRESSED}, queued_at = NULL, lease_until = NULL, updated_at = now()
     WHERE account = %(account)s AND recipient_key = %(address)s AND status = {PENDING}
-    RETURNING id
+    RETURNING {returning()}
 ), ev AS (
     INSERT INTO email_events (email_id, kind, detail)
-    SELECT id, 'suppressed', jsonb_build_object('reason', coalesce((SELECT reason FROM entry), %(reason)s))
-    FROM stopped
+    SELECT id, 'suppressed', jsonb_build_object('reason', {_REASON}) FROM stopped
+), wh AS ({outbox("stopped", "email.suppressed", detail=f"jsonb_build_object('reason', {_REASON})")}
 )
 SELECT entry.*, (SELECT count(*) FROM stopped) AS stopped FROM entry
 """

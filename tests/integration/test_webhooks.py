@@ -14,6 +14,8 @@ from cryptography.fernet import Fernet
 from standardwebhooks.webhooks import Webhook
 
 from coldmail import net, stored_secrets
+from coldmail.db import database
+from coldmail.db.emails import sending
 from coldmail.crypto import PasswordBox
 from tests.support.db import sql
 from tests.support.metrics import parse
@@ -294,3 +296,32 @@ async def test_a_receiver_that_never_answers_does_not_hold_back_email(make_servi
                          timeout_s=6, what="every email sent while the receiver hangs")
     assert len(receiver.received) == 1
     assert sql("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'") == [(22,)]
+
+
+async def test_an_email_stopped_by_the_suppression_list_is_reported_wherever_it_stops(make_service, auth, receiver):
+    # Given an endpoint for email.suppressed
+    client = (await make_service(**FAST_WEBHOOKS)).client
+    hook = await register(client, auth, receiver.url, events=["email.suppressed"])
+    # When an email waits PENDING and its address is then suppressed (stopped at the list's statement),
+    later = await schedule(client, auth, "later", recipient="later@example.com", scheduledAt="2099-01-01T00:00:00Z")
+    resp = await client.post("/suppressions", json={"email": "later@example.com", "reason": "manual"}, headers=auth)
+    assert resp.status == 201
+    # and an email to an already suppressed address is accepted (stored SUPPRESSED),
+    at_once = await schedule(client, auth, "at once", recipient="later@example.com")
+    # and one whose address was listed behind the list's back is stopped by the worker's claim
+    sql("INSERT INTO emails (account, recipient, recipient_key, subject, body, sender_id, scheduled_at, "
+        "next_attempt_at) VALUES ('default', 'raced@example.com', 'raced@example.com', 'raced', 'b', 's1', "
+        "now(), now())")
+    [(raced,)] = sql("SELECT id FROM emails WHERE subject = 'raced'")
+    sql("INSERT INTO suppressions (account, address, reason) VALUES ('default', 'raced@example.com', 'bounced')")
+    with database.connection_context():
+        assert sending.claim([raced], lease_s=5) == []
+    # Then each is posted once, signed, with the email as it is now and the entry's reason
+    await async_wait_for(lambda: len(receiver.received) >= 3, timeout_s=15, what="three email.suppressed")
+    payloads = {p["data"]["email"]["id"]: p for p in (verified(hook["secret"], r) for r in receiver.received)}
+    assert set(payloads) == {later, at_once, raced} and len(receiver.received) == 3
+    assert {p["type"] for p in payloads.values()} == {"email.suppressed"}
+    assert {i: (p["data"]["email"]["status"], p["data"]["reason"]) for i, p in payloads.items()} == {
+        later: ("SUPPRESSED", "manual"), at_once: ("SUPPRESSED", "manual"), raced: ("SUPPRESSED", "bounced")}
+    assert payloads[at_once]["data"]["email"]["subject"] == "at once"
+    assert payloads[at_once]["data"]["email"]["recipient"] == "later@example.com"

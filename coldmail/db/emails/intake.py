@@ -93,16 +93,22 @@ WITH input AS (
     ORDER BY i.account, i.idempotency_key, i.ord  -- one lock order for every batch: two cannot deadlock
     ON CONFLICT (account, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {STORED_COLUMNS}
+), sup AS (
+    -- the ones stored SUPPRESSED, as the outbox reads an email (not yet sent: no attempt, no Message-ID)
+    SELECT e.id, e.account, input.recipient, input.subject, e.sender_id, e.status, e.scheduled_at,
+           NULL::timestamptz AS sent_at, 0 AS attempts, NULL::text AS last_error, NULL::text AS message_id,
+           x.reason
+    FROM e JOIN ids USING (id) JOIN input USING (ord)
+    JOIN suppressions x ON x.account = input.account AND x.address = input.recipient_key
+    WHERE e.status = {SUPPRESSED}
 ), ev AS (
     INSERT INTO email_events (email_id, kind, detail)
     SELECT id, 'created', jsonb_build_object('scheduledAt', scheduled_at) FROM e
     UNION ALL
     SELECT id, 'queued', jsonb_build_object('dueAt', next_attempt_at) FROM e WHERE queued_at IS NOT NULL
     UNION ALL
-    SELECT e.id, 'suppressed', jsonb_build_object('reason', x.reason)
-    FROM e JOIN ids USING (id) JOIN input USING (ord)
-    JOIN suppressions x ON x.account = input.account AND x.address = input.recipient_key
-    WHERE e.status = {SUPPRESSED}
+    SELECT id, 'suppressed', jsonb_build_object('reason', reason) FROM sup
+), wh AS ({outbox("sup", "email.suppressed", detail="jsonb_build_object('reason', src.reason)")}
 )
 SELECT ids.ord, e.*, {delay_ms("e.next_attempt_at")} AS delay_ms
 FROM e JOIN ids USING (id)

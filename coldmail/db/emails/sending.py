@@ -38,7 +38,8 @@ WITH asked AS (
 ), suppressed AS (
     UPDATE emails e SET status = {SUPPRESSED}, queued_at = NULL, lease_until = NULL, updated_at = now()
     FROM asked WHERE e.id = asked.id AND asked.suppressed_for IS NOT NULL AND e.status = {PENDING}
-    RETURNING e.id, asked.suppressed_for
+    RETURNING {returning("e.")}, asked.suppressed_for
+), ws AS ({outbox("suppressed", "email.suppressed", detail="jsonb_build_object('reason', src.suppressed_for)")}
 ), paused AS (
     UPDATE emails e SET queued_at = NULL, next_attempt_at = {PAUSED_UNTIL}, updated_at = now()
     FROM asked WHERE e.id = asked.id AND asked.suppressed_for IS NULL AND asked.paused AND e.status = {PENDING}
