@@ -66,10 +66,10 @@ def test_api_process_with_dramatiq_cli_workers(base_env, sink, port, http):
         wait_healthy(http.base_url, api)
         ids = [http.post("/emails", email(f"cli-{i}"))[1]["jobId"] for i in range(10)]
         wait_for(lambda: len(sink.arrivals) >= 10, timeout_s=30, what="10 arrivals")
-        time.sleep(0.5)
+        # (a send is recorded a moment after the relay has it: the recorder commits sends in groups)
+        wait_for(lambda: all(http.get(f"/emails/{job_id}")[1]["status"] == "SENT" for job_id in ids),
+                 timeout_s=5, what="all 10 recorded SENT")
         assert sorted(sink.subjects()) == sorted(f"cli-{i}" for i in range(10))
-        for job_id in ids:
-            assert http.get(f"/emails/{job_id}")[1]["status"] == "SENT"
     finally:
         codes = (workers.terminate(), api.terminate())
     assert codes == (0, 0), workers.output() + api.output()
