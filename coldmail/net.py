@@ -17,6 +17,14 @@ from dataclasses import dataclass
 
 from .errors import BadRequest
 
+#: the port a relay's or mailbox's URL without one goes to, by scheme
+DEFAULT_PORTS = {"smtp": 25, "smtps": 465, "imap": 143, "imaps": 993}
+
+
+def port_of(parts) -> int:
+    """The port of a split relay or mailbox URL (urllib.parse.SplitResult): its own, or its scheme's."""
+    return parts.port or DEFAULT_PORTS[parts.scheme]
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 

@@ -371,16 +371,12 @@ def _imap_status(mailbox: dict[str, Any]) -> dict[str, Any]:
             "nextPollAt": iso(mailbox["next_poll_at"])}
 
 
-#: the port a URL without one goes to, by scheme
-_DEFAULT_PORTS = {"smtp": 25, "smtps": 465, "imap": 143, "imaps": 993}
-
-
 def _check_public(url: str, field: str) -> None:
     """The outbound guard at save time: the relay's or mailbox's host must resolve to public addresses (blocks
     on DNS); a refusal names `field`."""
     parts = urlsplit(url)
     try:
-        net.resolve(parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme], allow_private=False)
+        net.resolve(parts.hostname, net.port_of(parts), allow_private=False)
     except BadRequest as e:
         raise ValidationError({field: [str(e)]}) from None
 

@@ -71,7 +71,7 @@ class Relay:
         implicit = parts.scheme == "smtps"
         return cls(
             host=parts.hostname,
-            port=parts.port or (465 if implicit else 25),
+            port=net.port_of(parts),
             implicit_tls=implicit,
             starttls=starttls,
             username=unquote(parts.username) if parts.username else None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .. import net
 from ..errors import ConfigError
 
 STARTTLS_OPTIONS = ("auto", "require", "never")
@@ -41,6 +42,6 @@ class Target:
         if starttls not in STARTTLS_OPTIONS:
             raise ConfigError(f"IMAP URL option starttls must be one of {', '.join(STARTTLS_OPTIONS)}")
         implicit = parts.scheme == "imaps"
-        return cls(host=parts.hostname, port=parts.port or (993 if implicit else 143), implicit_tls=implicit,
+        return cls(host=parts.hostname, port=net.port_of(parts), implicit_tls=implicit,
                    starttls=starttls, username=unquote(parts.username),
                    folder=unquote(parts.path.lstrip("/")) or DEFAULT_FOLDER)
