@@ -185,10 +185,14 @@ class Dovecot:
         and indexes are gone."""
         maildir = self.root / "mail" / user
         if keep is not None:
-            files = sorted(list((maildir / "cur").iterdir()) + list((maildir / "new").iterdir()),
-                           key=lambda p: p.name)
-            for path in files[keep:]:
-                path.unlink()
+            # By UID, through IMAP: the maildir's file names do not sort in arrival order (their microseconds
+            # are not zero-padded), so deleting "all but the first files" once kept the wrong message
+            with self.client(user) as client:
+                client.select_folder("INBOX")
+                extra = sorted(client.search("ALL"))[keep:]
+                if extra:
+                    client.delete_messages(extra)
+                    client.expunge()
         for path in maildir.glob("dovecot*"):
             if path.name.startswith(("dovecot-uidlist", "dovecot.index")):
                 path.unlink()
