@@ -280,24 +280,28 @@ class Caps:
             return day_so_far(account, sender_id, since=day_start)[0]
 
     def _lost(self, account: str, sender_id: str) -> list[tuple[str, int]]:
-        """A sender's window the store lost, from PostgreSQL: its sends in the window, and those under way."""
-        log.warning("sender %r of account %r: its cap's window was lost by Redis; rebuilt from PostgreSQL",
-                    sender_id, account)
+        """A sender's window the store lost, from PostgreSQL: its sends in the window, and those under way. Only
+        a window that had sends is worth a warning: a sender's first send, or its first in a window, finds no
+        key either."""
         with database.connection_context():
-            return sends_in_window(account, sender_id, window_s=self.settings.rate_limit_window_s,
-                                   claim_prefix=PLACEHOLDER)
+            sends = sends_in_window(account, sender_id, window_s=self.settings.rate_limit_window_s,
+                                    claim_prefix=PLACEHOLDER)
+        if sends:
+            log.warning("sender %r of account %r: its cap's window was lost by Redis; %d sends rebuilt from "
+                        "PostgreSQL", sender_id, account, len(sends))
+        return sends
 
     def _lost_pace(self, account: str, sender_id: str, pacing: Pacing, *, quiet: bool = False) -> tuple[int, int]:
         """A paced sender's pace the store lost, from PostgreSQL: (its sends on its local day, made or under
         way; ms from now until its next send may start: its last send's start and the gap, without the
         jitter, which was not kept)."""
-        if not quiet:
-            log.warning("sender %r of account %r: its day count and gap were lost by Redis; rebuilt from "
-                        "PostgreSQL", sender_id, account)
         now = _now()
         day_start = rules.next_day_start(now - timedelta(days=1), pacing.time_zone)
         with database.connection_context():
             count, last = day_so_far(account, sender_id, since=day_start)
+        if count and not quiet:
+            log.warning("sender %r of account %r: its day count and gap were lost by Redis; %d sends today "
+                        "rebuilt from PostgreSQL", sender_id, account, count)
         next_ms = 0 if last is None else _ms_from(now, last + timedelta(seconds=pacing.min_gap_s))
         return count, next_ms
 

@@ -130,7 +130,7 @@ def seed_sent(sender: str, *, count: int, ago_s: float, limit: int | None = None
 
 
 @pytest.mark.parametrize("store", ["redis", "stub"])
-def test_a_window_redis_lost_is_rebuilt_from_postgresql_before_anyone_goes(make_settings, client_, store):
+def test_a_window_redis_lost_is_rebuilt_from_postgresql_before_anyone_goes(make_settings, client_, store, caplog):
     # Given a sender with a limit of 3 that sent 2 emails 1 s ago, and one send under way
     settings = make_settings(RATE_LIMIT_WINDOW_SECONDS="60")
     seed_sent("rebuilt", count=2, ago_s=1, limit=3)
@@ -142,12 +142,28 @@ def test_a_window_redis_lost_is_rebuilt_from_postgresql_before_anyone_goes(make_
     caps.scripts.client.flushdb()
     client_.set(MARKER, "1")
     # Then the send under way takes its slot once (its placeholder from the rebuild goes), and nothing else fits
-    assert caps.for_sender("default", "rebuilt", 3, under_way).decide().allowed
+    with caplog.at_level(logging.WARNING, logger="coldmail.caps"):
+        assert caps.for_sender("default", "rebuilt", 3, under_way).decide().allowed
+    assert [r.getMessage() for r in caplog.records] == [
+        "sender 'rebuilt' of account 'default': its cap's window was lost by Redis; 3 sends rebuilt from PostgreSQL"]
     refused = caps.for_sender("default", "rebuilt", 3, 999_999).decide()
     assert not refused.allowed
     assert 58_000 < refused.wait_ms <= 59_000
     assert caps.for_sender("default", "rebuilt", 3, 999_999).used() == 3
     assert caps.usage("default", "rebuilt") == 3
+
+
+@pytest.mark.parametrize("store", ["redis", "stub"])
+def test_a_senders_first_send_finds_no_window_and_warns_of_nothing(make_settings, client_, store, caplog):
+    # Given a sender that has never sent (no window in Redis, none in PostgreSQL)
+    settings = make_settings(RATE_LIMIT_WINDOW_SECONDS="60")
+    caps = Caps(settings, client_) if store == "redis" else Caps(settings, scripts=StubScripts())
+    # When its first send takes a slot
+    with caplog.at_level(logging.DEBUG, logger="coldmail.caps"):
+        assert caps.for_sender("default", "newcomer", 3, 1).decide().allowed
+    # Then nothing says Redis lost anything, and the slot is counted
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert caps.usage("default", "newcomer") == 1
 
 
 # -- the plan of the hand-over --------------------------------------------------------------------
