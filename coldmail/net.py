@@ -86,7 +86,7 @@ def resolve(host: str, port: int, *, allow_private: bool) -> Destination:
     name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as e:
+    except (socket.gaierror, UnicodeError):
         raise UnresolvableHost(f"host {host!r} does not resolve") from None
     addresses = tuple(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
     if not allow_private:

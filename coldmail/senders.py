@@ -27,6 +27,7 @@ from .crypto import PasswordBox
 from .db import database
 from .db.mailboxes import configure as configure_mailbox, get_mailbox
 from .db.pauses import bounce_counts, set_pause
+from .db.emails import handover as handover_rows
 from .db.emails.placement import place_again
 from .db.senders import DkimSetting, get_sender, put_sender, set_pacing
 from .errors import BadRequest
@@ -46,6 +47,16 @@ class Dkim:
     private_key: str | None
 
 
+@dataclass(frozen=True)
+class PauseChange:
+    """What a PUT says of a sender's pause: `paused` (None: leave it), and its max bounce rate when `set_rate`
+    (None: off)."""
+
+    paused: bool | None
+    max_bounce_rate: float | None
+    set_rate: bool
+
+
 class Senders:
     def __init__(self, *, settings: Settings, caps: Caps, intake: Intake) -> None:
         self.settings = settings
@@ -55,16 +66,29 @@ class Senders:
 
     def put(self, account: str, sender_id: str, *, from_address: str, hourly_limit: int, smtp_url: str | None,
             smtp_password: str | None, dkim: Dkim | None, imap_url: str | None = None,
-            imap_password: str | None = None) -> tuple[dict[str, Any], bool]:
+            imap_password: str | None = None, pause: PauseChange | None = None,
+            pacing: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
         """Create or replace the account's sender; (row, created). BadRequest for a secret without a secret key,
         and for a `dkim` without a key when none is stored; ValidationError (imapUrl) for a mailbox without a
-        password given or stored for that URL. A new mailbox URL starts its polling state again."""
+        password given or stored for that URL. A new mailbox URL starts its polling state again.
+
+        One transaction holds the whole PUT, so no email is claimed, placed or handed over by half of it (a new
+        sender put paused is never unpaused, a new window never missing): the sender, its mailbox, its `pause`
+        (None: as it is) and its `pacing` columns (column -> value, None: off; those missing stay as they are).
+        In it, a raised limit gives back their own time to the emails the old cap had moved, a resume to those
+        the pause held, and a changed zone or window places the PENDING emails again by it
+        (coldmail.db.emails.placement); their planned slots are freed once it is committed."""
+        started = time.monotonic()
         sealed = self._passwords.seal(smtp_password) if smtp_password else None
         imap_sealed = self._passwords.seal(imap_password, what="IMAP password") if imap_password else None
         dkim_setting = None
         if dkim is not None:
             key_enc = self._passwords.seal(dkim.private_key, what="DKIM key") if dkim.private_key else None
             dkim_setting = DkimSetting(domain=dkim.domain, selector=dkim.selector, key_enc=key_enc)
+        pulled: list[int] = []
+        resumed: list[int] = []
+        replaced = False
+        moved = 0
         with database.connection_context(), database.atomic():
             if dkim_setting is not None and dkim_setting.key_enc is None:
                 stored = get_sender(account, sender_id)
@@ -78,48 +102,44 @@ class Senders:
                 raise ValidationError({"imapUrl": ["A password is needed: imaps://user:password@host/INBOX (none "
                                                    "is stored for this URL)."]})
             configure_mailbox(account, sender_id, imap_url=imap_url, new_password=imap_sealed is not None)
+            if not created and row["hourly_limit"] > (previous_limit or self.settings.rate_limit_per_hour):
+                pulled = handover_rows.pull_forward(account, sender_id)
+            was_paused = now_paused = bool(row["paused"])
+            if pause is not None:
+                was_paused, now_paused = set_pause(account, sender_id, paused=pause.paused,
+                                                   max_bounce_rate=pause.max_bounce_rate, set_rate=pause.set_rate)
+                if was_paused and not now_paused:
+                    resumed = handover_rows.resume_paused(account, sender_id)
+            if pacing:
+                before, after = set_pacing(account, sender_id, _dated(pacing, row))
+                replaced = any(before[c] != after[c] for c in ("time_zone", "sending_window"))
+                if replaced and not now_paused:
+                    moved = place_again(account, sender_id, _placer(Pacing.from_row(after)))
+            if pause is not None or pacing:
+                row = get_sender(account, sender_id)
             row["mailbox"] = get_mailbox(account, sender_id)
         self.caps.forget_limit(account, sender_id)
-        if not created and row["hourly_limit"] > (previous_limit or self.settings.rate_limit_per_hour):
-            self.intake.limit_raised(account, sender_id)
+        if replaced:
+            self.caps.forget_plan(account, sender_id)
+        elif pulled or resumed:
+            self.intake.unplan(account, sender_id, pulled + resumed)
         log.info("sender %r of account %r: %s (limit %d, relay %s, password %s, mailbox %s, DKIM %s)", sender_id,
                  account, "created" if created else "replaced", row["hourly_limit"],
                  row["smtp_url"] or "the server's", "stored" if row["smtp_password_enc"] else "none",
                  row["imap_url"] or "none",
                  f"d={row['dkim_domain']} s={row['dkim_selector']}" if row["dkim_key_enc"] else "none")
-        return self._with_readability(row), created
-
-    def pause(self, account: str, sender_id: str, *, paused: bool | None, max_bounce_rate: float | None,
-              set_rate: bool) -> None:
-        """Set the account's sender's `paused` (None: leave it) and, when `set_rate`, its max bounce rate (None:
-        off). Pausing holds its emails where they are (the hand-over and the claim see it); resuming makes
-        them due again at their own time."""
-        with database.connection_context():
-            was_paused, now_paused = set_pause(account, sender_id, paused=paused, max_bounce_rate=max_bounce_rate,
-                                               set_rate=set_rate)
+        if pulled:
+            log.info("sender %r of account %r: limit raised; %d email(s) its cap had moved are planned again",
+                     sender_id, account, len(pulled))
         if now_paused and not was_paused:
             log.info("sender %r of account %r: paused by PUT; its emails wait", sender_id, account)
         elif was_paused and not now_paused:
-            self.intake.resume(account, sender_id)
-
-    def pace(self, account: str, sender_id: str, values: dict[str, Any]) -> int:
-        """Set the account's sender's pacing columns (`values`: column -> value, None: off; the others stay as
-        they are). When its zone or window changed, its PENDING emails are placed again in the same
-        transaction, by the new window (coldmail.db.emails.placement); returns how many moved."""
-        started = time.monotonic()
-        moved = 0
-        with database.connection_context(), database.atomic():
-            before, after = set_pacing(account, sender_id, values)
-            changed = any(before[c] != after[c] for c in ("time_zone", "sending_window"))
-            paused = changed and bool(get_sender(account, sender_id)["paused"])
-            if changed and not paused:
-                moved = place_again(account, sender_id, _placer(Pacing.from_row(after)))
-        self.caps.forget_limit(account, sender_id)
-        if changed:
-            self.caps.forget_plan(account, sender_id)
+            log.info("sender %r of account %r: resumed; %d email(s) its pause held are due again", sender_id,
+                     account, len(resumed))
+        if replaced:
             log.info("sender %r of account %r: zone or window changed; %d PENDING email(s) placed again in %.3fs",
                      sender_id, account, moved, time.monotonic() - started)
-        return moved
+        return self._with_readability(row), created
 
     def bounce_counts(self, account: str, sender_id: str) -> tuple[int, int]:
         """(hard bounces, sends) among the sender's last sends: its bounce rate."""
@@ -150,6 +170,17 @@ class Senders:
         pacing = Pacing.from_row(row)
         limit = rules.day_limit(pacing, rules.local_day(datetime.now(timezone.utc), pacing.time_zone))
         return self.caps.sent_today(account, sender_id, pacing), limit
+
+
+def _dated(pacing: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """The pacing columns with a warm-up that has no startDate starting on the sender's local today (by its zone
+    as this PUT leaves it)."""
+    warmup = pacing.get("warmup")
+    if warmup is None or warmup["startDate"] is not None:
+        return pacing
+    zone = pacing["time_zone"] if "time_zone" in pacing else row["time_zone"]
+    today = rules.local_day(datetime.now(timezone.utc), zone or "UTC")
+    return dict(pacing, warmup=dict(warmup, startDate=today.isoformat()))
 
 
 def _placer(pacing: Pacing) -> Callable[[datetime, str | None], datetime]:

@@ -21,7 +21,6 @@ shown or logged; GET shows the domain, the selector and `hasKey`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -33,7 +32,7 @@ from ..caps import pacing as rules
 from ..db.pauses import MIN_SENDS, RECENT_SENDS
 from ..errors import BadRequest, NotFound
 from ..mail.dkim import UnusableKey, load_private_key
-from ..senders import Dkim
+from ..senders import Dkim, PauseChange
 from ..settings import Settings
 from .auth import account_of
 from .body import read_json
@@ -411,37 +410,31 @@ async def put(request: web.Request) -> web.Response:
         if dkim.private_key is not None:
             await ctx.run(_check_key, dkim.private_key)
     account = account_of(request)
+    pause = None
+    if "paused" in data or "maxBounceRate" in data:
+        pause = PauseChange(paused=bool(data["paused"]) if "paused" in data else None,
+                            max_bounce_rate=data.get("maxBounceRate"), set_rate="maxBounceRate" in data)
     row, created = await ctx.run(ctx.senders.put, account, sender_id, from_address=data["fromAddress"],
                                  hourly_limit=data["hourlyLimit"], smtp_url=endpoint.url if endpoint else None,
                                  smtp_password=endpoint.password if endpoint else None, dkim=dkim,
                                  imap_url=mailbox.url if mailbox else None,
-                                 imap_password=mailbox.password if mailbox else None)
-    if "paused" in data or "maxBounceRate" in data:
-        await ctx.run(ctx.senders.pause, account, sender_id,
-                      paused=bool(data["paused"]) if "paused" in data else None,
-                      max_bounce_rate=data.get("maxBounceRate"), set_rate="maxBounceRate" in data)
-    pacing = _pacing_columns(data, row)
-    if pacing:
-        await ctx.run(ctx.senders.pace, account, sender_id, pacing)
-    if pacing or "paused" in data or "maxBounceRate" in data:
-        row = await ctx.run(ctx.senders.get, account, sender_id)
+                                 imap_password=mailbox.password if mailbox else None, pause=pause,
+                                 pacing=_pacing_columns(data))
     return web.json_response(await _shown(ctx, account, row), status=201 if created else 200)
 
 
-def _pacing_columns(data: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
-    """The pacing columns a PUT sets (None: off), from its loaded fields; those it omits stay as they are."""
+def _pacing_columns(data: dict[str, Any]) -> dict[str, Any]:
+    """The pacing columns a PUT sets (None: off), from its loaded fields; those it omits stay as they are. A
+    warm-up without its startDate starts on the sender's today (coldmail.senders, which knows its zone)."""
     values = {column: data[name] for name, column in PACING_FIELDS.items() if name in data}
     if values.get("sending_window") is not None:
         window = values["sending_window"]
         days = sorted(set(window["days"]), key=rules.DAYS.index)
         values["sending_window"] = {"days": days, "start": window["start"], "end": window["end"]}
     if values.get("warmup") is not None:
-        warm = dict(values["warmup"])
-        if warm["startDate"] is None:
-            zone = values["time_zone"] if "time_zone" in values else row["time_zone"]
-            warm["startDate"] = rules.local_day(datetime.now(timezone.utc), zone or "UTC")
+        warm = values["warmup"]
         values["warmup"] = {"startPerDay": warm["startPerDay"], "increasePerDay": warm["increasePerDay"],
-                            "startDate": warm["startDate"].isoformat()}
+                            "startDate": warm["startDate"].isoformat() if warm["startDate"] else None}
     return values
 
 

@@ -19,7 +19,7 @@ from marshmallow import ValidationError
 from ..caps import Caps
 from ..db import database
 from ..addresses import normalise
-from ..db.emails import handover as handover_rows, intake as intake_rows, reads, threads
+from ..db.emails import intake as intake_rows, reads, threads
 from ..db.emails.intake import NewEmail
 from ..errors import Conflict, NotFound
 from ..logs import email_fields
@@ -135,7 +135,7 @@ class Intake:
             if row is None:
                 _refuse(account, email_id, "cancelled")
         log.info("email %r: cancelled (sender %r)", email_id, row["sender_id"], extra=email_fields(row))
-        self._unplan(account, row["sender_id"], [email_id])
+        self.unplan(account, row["sender_id"], [email_id])
         return row
 
     def reschedule(self, account: str, email_id: int, at: datetime) -> dict[str, Any]:
@@ -149,7 +149,7 @@ class Intake:
                 _refuse(account, email_id, "rescheduled")
         log.info("email %r: rescheduled from %s to %s (sender %r)", email_id, row["previous_at"].isoformat(),
                  row["scheduled_at"].isoformat(), row["sender_id"], extra=email_fields(row))
-        self._unplan(account, row["sender_id"], [email_id])
+        self.unplan(account, row["sender_id"], [email_id])
         self._hand_over_marked([row])
         return row
 
@@ -164,28 +164,6 @@ class Intake:
                        recipient_time_zone=row["recipient_time_zone"])
         return placing.placed(self.caps, [new])[0]
 
-    def limit_raised(self, account: str, sender_id: str) -> int:
-        """The account's sender's limit went up: the emails its cap had moved later are due at their own time
-        again, and out of its plan, so that the scheduler plans them under the new limit. Returns how many."""
-        with database.connection_context():
-            ids = handover_rows.pull_forward(account, sender_id)
-        if ids:
-            log.info("sender %r of account %r: limit raised; %d email(s) its cap had moved are planned again",
-                     sender_id, account, len(ids))
-            self._unplan(account, sender_id, ids)
-        return len(ids)
-
-    def resume(self, account: str, sender_id: str) -> int:
-        """The account's sender was resumed: the emails its pause moved out of the way are due at their own
-        time again (a retry at once), for the scheduler to hand over in order under its cap. Returns how many."""
-        with database.connection_context():
-            ids = handover_rows.resume_paused(account, sender_id)
-        log.info("sender %r of account %r: resumed; %d email(s) its pause held are due again", sender_id, account,
-                 len(ids))
-        if ids:
-            self._unplan(account, sender_id, ids)
-        return len(ids)
-
     def close(self) -> None:
         self.committer.close()
 
@@ -194,7 +172,7 @@ class Intake:
         their senders' caps and enqueues them, and gives what it cannot back to the scheduler."""
         self.handover.send_planned([row for row in rows if row["queued_at"] is not None])
 
-    def _unplan(self, account: str, sender_id: str, email_ids: list[int]) -> None:
+    def unplan(self, account: str, sender_id: str, email_ids: list[int]) -> None:
         """After the change is committed: the emails' planned slots are free. A Redis error leaves them to
         expire, which only holds the sender's other emails back, never lets one past the cap."""
         try:

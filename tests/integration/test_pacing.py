@@ -10,6 +10,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import psycopg2
 import pytest
 
 from tests.support.db import sql
@@ -232,6 +233,35 @@ async def test_a_window_change_places_the_pending_emails_again(client, auth):
     # And turning the window off brings them back to their own time
     await client.put("/senders/pacer", json=sender(sendingWindow=None), headers=auth)
     assert sql("SELECT DISTINCT next_attempt_at FROM emails WHERE id = ANY(%s)", ids) == [(at,)]
+
+
+async def test_a_put_is_one_transaction_nothing_of_it_shows_until_all_of_it_does(client, auth, database_url):
+    # Given a sender with one email for tomorrow, and another connection holding that email's row locked
+    await client.put("/senders/pacer", json=sender(), headers=auth)
+    at = (datetime.now(UTC) + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+    (email_id,) = (await (await client.post("/emails/batch", json={"emails": [email(0, scheduledAt=at.isoformat())]},
+                                            headers=auth)).json())["jobIds"]
+    locker = psycopg2.connect(database_url)
+    try:
+        locker.cursor().execute("SELECT 1 FROM emails WHERE id = %s FOR UPDATE", (email_id,))
+        # When one PUT changes its From, says it is not paused, and gives it a window its email must move for
+        window = {"days": ALL_DAYS, "start": "14:00", "end": "15:00"}
+        put = asyncio.ensure_future(client.put("/senders/pacer", json=sender(
+            fromAddress="renamed@example.com", paused=False, sendingWindow=window, timeZone="UTC"), headers=auth))
+        await async_wait_for(lambda: sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                         "AND datname = current_database()")[0][0],
+                             timeout_s=10, what="the PUT waiting for the locked email")
+        # Then while the re-placement waits for the row, nothing of the PUT shows: not its From, not its window
+        assert sql("SELECT from_address, sending_window FROM senders WHERE id = 'pacer'") == [
+            ("pacer@example.com", None)]
+    finally:
+        locker.rollback()
+        locker.close()
+    # And once it can, all of it does, the email moved with it
+    assert (await put).status == 200
+    assert sql("SELECT from_address, sending_window IS NOT NULL FROM senders WHERE id = 'pacer'") == [
+        ("renamed@example.com", True)]
+    assert sql("SELECT next_attempt_at FROM emails WHERE id = %s", email_id) == [(at + timedelta(hours=4),)]
 
 
 def test_the_day_limit_is_exact_under_acquires_racing_from_two_clients(make_settings, redis_url):
