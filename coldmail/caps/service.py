@@ -275,7 +275,7 @@ class Caps:
 
     def sent_today_in_db(self, account: str, sender_id: str, pacing: Pacing) -> int:
         """The sender's sends (made or under way) on its local day, counted in PostgreSQL."""
-        day_start = rules.next_day_start(_now() - timedelta(days=1), pacing.time_zone)
+        day_start = rules.day_start(_now(), pacing.time_zone)
         with database.connection_context():
             return day_so_far(account, sender_id, since=day_start)[0]
 
@@ -296,7 +296,7 @@ class Caps:
         way; ms from now until its next send may start: its last send's start and the gap, without the
         jitter, which was not kept)."""
         now = _now()
-        day_start = rules.next_day_start(now - timedelta(days=1), pacing.time_zone)
+        day_start = rules.day_start(now, pacing.time_zone)
         with database.connection_context():
             count, last = day_so_far(account, sender_id, since=day_start)
         if count and not quiet:

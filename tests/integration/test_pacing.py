@@ -327,6 +327,34 @@ def test_the_day_count_and_gap_are_rebuilt_from_postgresql_when_redis_lost_them(
     assert caps.sent_today("default", "lost", pacing) == 2
 
 
+@pytest.mark.parametrize("now, sent, today", [
+    # Berlin's 25-hour day (falls back 2026-10-25), at 23:30 CET: a send at 11:00 CET that day is today's
+    (datetime(2026, 10, 25, 22, 30, tzinfo=UTC), datetime(2026, 10, 25, 10, tzinfo=UTC), 1),
+    # the day after Berlin's 23-hour day (springs forward 2026-03-29), at 00:30 CEST on the 30th: a send at noon
+    # on the 29th is yesterday's
+    (datetime(2026, 3, 29, 22, 30, tzinfo=UTC), datetime(2026, 3, 29, 10, tzinfo=UTC), 0),
+])
+def test_the_day_count_rebuilt_from_postgresql_counts_the_local_day_across_a_dst_change(
+        make_settings, redis_client, monkeypatch, now, sent, today):
+    from coldmail.caps import Caps, service
+    from coldmail.caps.pacing import Pacing
+
+    # Given a Berlin sender allowed 1 a day with one send in PostgreSQL, and the clock at `now`
+    sql("INSERT INTO senders (account, id, time_zone, daily_limit) VALUES ('default', 'dst', 'Europe/Berlin', 1)")
+    sql("INSERT INTO emails (recipient, subject, body, sender_id, status, scheduled_at, next_attempt_at, attempts, "
+        "sent_at) VALUES ('u@example.com', 's', 'b', 'dst', 'SENT', %s, %s, 1, %s)", sent, sent, sent)
+    monkeypatch.setattr(service, "_now", lambda: now)
+    pacing = Pacing(time_zone="Europe/Berlin", daily_limit=1)
+    caps = Caps(make_settings(), redis_client)
+    # When the day count is read from PostgreSQL (Redis has no pace for the sender)
+    # Then it counts the sends since the local day's midnight, whether that day has 23, 24 or 25 hours
+    assert caps.sent_today_in_db("default", "dst", pacing) == today
+    # And the next send is refused exactly when the day's one send was made (the pace rebuilt from that count)
+    [decision] = caps.acquire([("default", "dst", 100, 1, pacing, 0)])
+    assert decision.allowed == (today == 0)
+    assert decision.allowed or decision.reason == "daily_limit"
+
+
 # -- the worker's guard, when the plan did not stop an email (two processes planned at once, a stale read) --
 
 def _due_email(sender_id: str, subject: str = "guarded", zone: str | None = None) -> int:
