@@ -235,6 +235,33 @@ async def test_a_window_change_places_the_pending_emails_again(client, auth):
     assert sql("SELECT DISTINCT next_attempt_at FROM emails WHERE id = ANY(%s)", ids) == [(at,)]
 
 
+async def test_a_window_changed_while_paused_places_the_emails_the_pause_did_not_hold(client, auth):
+    # Given a paused sender sending 14:00–15:00 UTC, and an email of it for tomorrow 10:00 UTC (due at 14:00),
+    # which the pause has not touched (not due yet)
+    window = {"days": ALL_DAYS, "start": "14:00", "end": "15:00"}
+    await client.put("/senders/pacer", json=sender(sendingWindow=window), headers=auth)
+    at = (datetime.now(UTC) + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+    (email_id,) = (await (await client.post("/emails/batch", json={"emails": [email(0, scheduledAt=at.isoformat())]},
+                                            headers=auth)).json())["jobIds"]
+    assert sql("SELECT next_attempt_at FROM emails WHERE id = %s", email_id) == [(at + timedelta(hours=4),)]
+    assert (await client.put("/senders/pacer", json=sender(paused=True), headers=auth)).status == 200
+    # And another one the pause moved out of the way (as the hand-over does: a day on, a `deferred` `paused` event)
+    (held,) = (await (await client.post("/emails/batch", json={"emails": [email(1)]}, headers=auth)).json())["jobIds"]
+    [(held_at,)] = sql("UPDATE emails SET next_attempt_at = now() + interval '1 day' WHERE id = %s "
+                       "RETURNING next_attempt_at", held)
+    sql("INSERT INTO email_events (email_id, kind, detail) VALUES (%s, 'deferred', '{\"reason\": \"paused\"}')",
+        held)
+    # When its window becomes 10:00–11:00 while it is paused
+    window["start"], window["end"] = "10:00", "11:00"
+    assert (await client.put("/senders/pacer", json=sender(sendingWindow=window), headers=auth)).status == 200
+    # Then the email the pause holds stays where the pause put it
+    assert sql("SELECT next_attempt_at FROM emails WHERE id = %s", held) == [(held_at,)]
+    # And when it is resumed
+    assert (await client.put("/senders/pacer", json=sender(paused=False), headers=auth)).status == 200
+    # Then the email is due at the new window's opening (its own time), not at the old window's, a day late
+    assert sql("SELECT next_attempt_at FROM emails WHERE id = %s", email_id) == [(at,)]
+
+
 async def test_a_put_is_one_transaction_nothing_of_it_shows_until_all_of_it_does(client, auth, database_url):
     # Given a sender with one email for tomorrow, and another connection holding that email's row locked
     await client.put("/senders/pacer", json=sender(), headers=auth)
