@@ -84,8 +84,10 @@ class Caps:
             return None
         today = rules.local_day(_now(), pacing.time_zone)
         jitter_ms = random.randint(0, pacing.jitter_s * 1000) if pacing.jitter_s else 0
+        # the wait until this send starts counts in a gap; without one (a day limit alone) it holds nothing back
+        spaced = pacing.min_gap_s > 0 or pacing.jitter_s > 0
         return Pace(self.pace_key(account, sender_id), day=today.toordinal(), day_limit=rules.day_limit(pacing, today),
-                    after_ms=max(0, wait_ms) + pacing.min_gap_s * 1000 + jitter_ms,
+                    after_ms=max(0, wait_ms) + pacing.min_gap_s * 1000 + jitter_ms if spaced else 0,
                     rebuild=lambda: self._lost_pace(account, sender_id, pacing))
 
     def overall(self, email_id: int) -> SlidingWindowRateLimiter | None:

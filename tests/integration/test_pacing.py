@@ -354,6 +354,21 @@ def test_the_day_count_and_gap_are_rebuilt_from_postgresql_when_redis_lost_them(
     assert caps.sent_today("default", "lost", pacing) == 2
 
 
+def test_a_day_limit_without_a_gap_never_holds_a_send_back_for_a_gap(make_settings, redis_client):
+    from coldmail.caps import Caps
+    from coldmail.caps.pacing import Pacing
+
+    # Given a sender allowed 10 a day, with no gap and no jitter
+    pacing = Pacing(daily_limit=10)
+    caps = Caps(make_settings(), redis_client)
+    # When a worker takes a slot for an email due in 2 s (claimed a little early), and another for one due now
+    [first] = caps.acquire([("default", "nogap", 100, 1, pacing, 2000)])
+    [second] = caps.acquire([("default", "nogap", 100, 2, pacing, 0)])
+    # Then both go: the first one's wait is no gap the second must keep
+    assert first.allowed and (second.allowed, second.reason) == (True, "hourly_limit")
+    assert caps.sent_today("default", "nogap", pacing) == 2
+
+
 @pytest.mark.parametrize("now, sent, today", [
     # Berlin's 25-hour day (falls back 2026-10-25), at 23:30 CET: a send at 11:00 CET that day is today's
     (datetime(2026, 10, 25, 22, 30, tzinfo=UTC), datetime(2026, 10, 25, 10, tzinfo=UTC), 1),
