@@ -113,8 +113,8 @@ class Senders:
             if pacing:
                 before, after = set_pacing(account, sender_id, _dated(pacing, row))
                 replaced = any(before[c] != after[c] for c in ("time_zone", "sending_window"))
-                if replaced and not now_paused:
-                    moved = place_again(account, sender_id, _placer(Pacing.from_row(after)))
+                if replaced:
+                    moved = place_again(account, sender_id, _placer(Pacing.from_row(after)), paused=now_paused)
             if pause is not None or pacing:
                 row = get_sender(account, sender_id)
             row["mailbox"] = get_mailbox(account, sender_id)

@@ -152,6 +152,12 @@ def local_day(t: datetime, tz_name: str) -> date:
     return t.astimezone(zone(tz_name)).date()
 
 
+def day_start(t: datetime, tz_name: str) -> datetime:
+    """When the local day `t` falls on began in the zone (not `next_day_start(t - 24 h)`: a day of a change has 23
+    or 25 hours)."""
+    return first_instant(datetime.combine(local_day(t, tz_name), time(0)), zone(tz_name))
+
+
 def next_day_start(t: datetime, tz_name: str) -> datetime:
     """When the local day after the one `t` falls on begins in the zone."""
     return first_instant(datetime.combine(local_day(t, tz_name) + timedelta(days=1), time(0)), zone(tz_name))

@@ -84,8 +84,10 @@ class Caps:
             return None
         today = rules.local_day(_now(), pacing.time_zone)
         jitter_ms = random.randint(0, pacing.jitter_s * 1000) if pacing.jitter_s else 0
+        # the wait until this send starts counts in a gap; without one (a day limit alone) it holds nothing back
+        spaced = pacing.min_gap_s > 0 or pacing.jitter_s > 0
         return Pace(self.pace_key(account, sender_id), day=today.toordinal(), day_limit=rules.day_limit(pacing, today),
-                    after_ms=max(0, wait_ms) + pacing.min_gap_s * 1000 + jitter_ms,
+                    after_ms=max(0, wait_ms) + pacing.min_gap_s * 1000 + jitter_ms if spaced else 0,
                     rebuild=lambda: self._lost_pace(account, sender_id, pacing))
 
     def overall(self, email_id: int) -> SlidingWindowRateLimiter | None:
@@ -275,7 +277,7 @@ class Caps:
 
     def sent_today_in_db(self, account: str, sender_id: str, pacing: Pacing) -> int:
         """The sender's sends (made or under way) on its local day, counted in PostgreSQL."""
-        day_start = rules.next_day_start(_now() - timedelta(days=1), pacing.time_zone)
+        day_start = rules.day_start(_now(), pacing.time_zone)
         with database.connection_context():
             return day_so_far(account, sender_id, since=day_start)[0]
 
@@ -296,7 +298,7 @@ class Caps:
         way; ms from now until its next send may start: its last send's start and the gap, without the
         jitter, which was not kept)."""
         now = _now()
-        day_start = rules.next_day_start(now - timedelta(days=1), pacing.time_zone)
+        day_start = rules.day_start(now, pacing.time_zone)
         with database.connection_context():
             count, last = day_so_far(account, sender_id, since=day_start)
         if count and not quiet:

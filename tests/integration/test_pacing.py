@@ -235,6 +235,33 @@ async def test_a_window_change_places_the_pending_emails_again(client, auth):
     assert sql("SELECT DISTINCT next_attempt_at FROM emails WHERE id = ANY(%s)", ids) == [(at,)]
 
 
+async def test_a_window_changed_while_paused_places_the_emails_the_pause_did_not_hold(client, auth):
+    # Given a paused sender sending 14:00–15:00 UTC, and an email of it for tomorrow 10:00 UTC (due at 14:00),
+    # which the pause has not touched (not due yet)
+    window = {"days": ALL_DAYS, "start": "14:00", "end": "15:00"}
+    await client.put("/senders/pacer", json=sender(sendingWindow=window), headers=auth)
+    at = (datetime.now(UTC) + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+    (email_id,) = (await (await client.post("/emails/batch", json={"emails": [email(0, scheduledAt=at.isoformat())]},
+                                            headers=auth)).json())["jobIds"]
+    assert sql("SELECT next_attempt_at FROM emails WHERE id = %s", email_id) == [(at + timedelta(hours=4),)]
+    assert (await client.put("/senders/pacer", json=sender(paused=True), headers=auth)).status == 200
+    # And another one the pause moved out of the way (as the hand-over does: a day on, a `deferred` `paused` event)
+    (held,) = (await (await client.post("/emails/batch", json={"emails": [email(1)]}, headers=auth)).json())["jobIds"]
+    [(held_at,)] = sql("UPDATE emails SET next_attempt_at = now() + interval '1 day' WHERE id = %s "
+                       "RETURNING next_attempt_at", held)
+    sql("INSERT INTO email_events (email_id, kind, detail) VALUES (%s, 'deferred', '{\"reason\": \"paused\"}')",
+        held)
+    # When its window becomes 10:00–11:00 while it is paused
+    window["start"], window["end"] = "10:00", "11:00"
+    assert (await client.put("/senders/pacer", json=sender(sendingWindow=window), headers=auth)).status == 200
+    # Then the email the pause holds stays where the pause put it
+    assert sql("SELECT next_attempt_at FROM emails WHERE id = %s", held) == [(held_at,)]
+    # And when it is resumed
+    assert (await client.put("/senders/pacer", json=sender(paused=False), headers=auth)).status == 200
+    # Then the email is due at the new window's opening (its own time), not at the old window's, a day late
+    assert sql("SELECT next_attempt_at FROM emails WHERE id = %s", email_id) == [(at,)]
+
+
 async def test_a_put_is_one_transaction_nothing_of_it_shows_until_all_of_it_does(client, auth, database_url):
     # Given a sender with one email for tomorrow, and another connection holding that email's row locked
     await client.put("/senders/pacer", json=sender(), headers=auth)
@@ -325,6 +352,49 @@ def test_the_day_count_and_gap_are_rebuilt_from_postgresql_when_redis_lost_them(
     assert (decision.allowed, decision.reason) == (False, "gap")
     assert 27_000 < decision.wait_ms <= 29_100
     assert caps.sent_today("default", "lost", pacing) == 2
+
+
+def test_a_day_limit_without_a_gap_never_holds_a_send_back_for_a_gap(make_settings, redis_client):
+    from coldmail.caps import Caps
+    from coldmail.caps.pacing import Pacing
+
+    # Given a sender allowed 10 a day, with no gap and no jitter
+    pacing = Pacing(daily_limit=10)
+    caps = Caps(make_settings(), redis_client)
+    # When a worker takes a slot for an email due in 2 s (claimed a little early), and another for one due now
+    [first] = caps.acquire([("default", "nogap", 100, 1, pacing, 2000)])
+    [second] = caps.acquire([("default", "nogap", 100, 2, pacing, 0)])
+    # Then both go: the first one's wait is no gap the second must keep
+    assert first.allowed and (second.allowed, second.reason) == (True, "hourly_limit")
+    assert caps.sent_today("default", "nogap", pacing) == 2
+
+
+@pytest.mark.parametrize("now, sent, today", [
+    # Berlin's 25-hour day (falls back 2026-10-25), at 23:30 CET: a send at 11:00 CET that day is today's
+    (datetime(2026, 10, 25, 22, 30, tzinfo=UTC), datetime(2026, 10, 25, 10, tzinfo=UTC), 1),
+    # the day after Berlin's 23-hour day (springs forward 2026-03-29), at 00:30 CEST on the 30th: a send at noon
+    # on the 29th is yesterday's
+    (datetime(2026, 3, 29, 22, 30, tzinfo=UTC), datetime(2026, 3, 29, 10, tzinfo=UTC), 0),
+])
+def test_the_day_count_rebuilt_from_postgresql_counts_the_local_day_across_a_dst_change(
+        make_settings, redis_client, monkeypatch, now, sent, today):
+    from coldmail.caps import Caps, service
+    from coldmail.caps.pacing import Pacing
+
+    # Given a Berlin sender allowed 1 a day with one send in PostgreSQL, and the clock at `now`
+    sql("INSERT INTO senders (account, id, time_zone, daily_limit) VALUES ('default', 'dst', 'Europe/Berlin', 1)")
+    sql("INSERT INTO emails (recipient, subject, body, sender_id, status, scheduled_at, next_attempt_at, attempts, "
+        "sent_at) VALUES ('u@example.com', 's', 'b', 'dst', 'SENT', %s, %s, 1, %s)", sent, sent, sent)
+    monkeypatch.setattr(service, "_now", lambda: now)
+    pacing = Pacing(time_zone="Europe/Berlin", daily_limit=1)
+    caps = Caps(make_settings(), redis_client)
+    # When the day count is read from PostgreSQL (Redis has no pace for the sender)
+    # Then it counts the sends since the local day's midnight, whether that day has 23, 24 or 25 hours
+    assert caps.sent_today_in_db("default", "dst", pacing) == today
+    # And the next send is refused exactly when the day's one send was made (the pace rebuilt from that count)
+    [decision] = caps.acquire([("default", "dst", 100, 1, pacing, 0)])
+    assert decision.allowed == (today == 0)
+    assert decision.allowed or decision.reason == "daily_limit"
 
 
 # -- the worker's guard, when the plan did not stop an email (two processes planned at once, a stale read) --

@@ -21,7 +21,14 @@ CHUNK = 5000
 _PENDING = f"""
 SELECT id, {due_at("CASE WHEN attempts = 0 THEN scheduled_at ELSE now() END")} AS own_at, next_attempt_at,
        recipient_time_zone
-FROM emails WHERE account = %(account)s AND sender_id = %(sender)s AND status = {PENDING}
+FROM emails e WHERE account = %(account)s AND sender_id = %(sender)s AND status = {PENDING}
+"""
+
+#: a paused sender's emails the pause moved out of the way (their last event is its `deferred`, reason `paused`)
+#: stay there: resuming the sender makes them due again (coldmail.db.emails.handover.resume_paused)
+_NOT_HELD = """
+  AND (SELECT v.kind || ':' || coalesce(v.detail->>'reason', '') FROM email_events v
+       WHERE v.email_id = e.id ORDER BY v.id DESC LIMIT 1) IS DISTINCT FROM 'deferred:paused'
 """
 
 _MOVE = f"""
@@ -39,11 +46,14 @@ SELECT count(*) FROM m
 """
 
 
-def place_again(account: str, sender_id: str, new_time: Callable[[datetime, str | None], datetime]) -> int:
+def place_again(account: str, sender_id: str, new_time: Callable[[datetime, str | None], datetime], *,
+                paused: bool = False) -> int:
     """Give each of the sender's PENDING emails the time `new_time(its own time, its recipient's zone)`; write
-    only those whose time changes. Returns how many moved."""
+    only those whose time changes. Of a `paused` sender, those its pause holds are left where it put them.
+    Returns how many moved."""
     with database.atomic():
-        rows = database.execute_sql(_PENDING, {"account": account, "sender": sender_id}).fetchall()
+        rows = database.execute_sql(_PENDING + (_NOT_HELD if paused else ""),
+                                    {"account": account, "sender": sender_id}).fetchall()
         ids: list[int] = []
         ats: list[datetime] = []
         for email_id, own_at, next_at, zone in rows:
