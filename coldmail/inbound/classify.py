@@ -79,11 +79,13 @@ def parse(raw: bytes) -> Message:
 
 def dedupe_key(message: Message, raw: bytes) -> str:
     """Its Message-ID, or a hash of its bytes when it has none: the same message delivered twice has the same."""
-    found = _MSGID.search(message.get("Message-ID", "") or "")
+    found = _MSGID.search(_header(message, "Message-ID"))
     return found.group(0) if found else "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def classify(raw: bytes) -> Classified:
+    # PostgreSQL's text and jsonb take no NUL: one in a header would fail the statements that store what it names
+    raw = raw.replace(b"\x00", b"")
     message = parse(raw)
     key = dedupe_key(message, raw)
     subject = _header(message, "Subject")

@@ -378,3 +378,16 @@ def test_fixtures_are_messages_the_email_package_reads_without_defects():
     for path in FIXTURES.glob("*.eml"):
         message = message_from_bytes(path.read_bytes())
         assert message["From"] and not message.defects, path.name
+
+
+async def test_inbound_answers_400_or_200_never_500_to_odd_header_bytes(client, auth):
+    # Given messages whose Message-ID holds a byte that is no ASCII, or a NUL, as a broken mailer may send
+    odd = [b"From: a@example.com\r\nMessage-ID: <ab\xffc@example.com>\r\nSubject: hi\r\n\r\nbody",
+           b"From: a@example.com\r\nMessage-ID: <ab\x00c@example.com>\r\nSubject: hi\r\n\r\nbody",
+           b"From: a@example.com\r\nMessage-ID: <abc@example.com>\r\nIn-Reply-To: <x\x00y@example.com>\r\n"
+           b"Subject: h\x00i\r\n\r\nbody"]
+    for raw in odd:
+        # When each is handed over
+        resp = await client.post("/inbound", data=raw, headers={**auth, **RFC822})
+        # Then the answer is a JSON 200 or 400, not a 500
+        assert resp.status in (200, 400), await resp.text()
