@@ -24,7 +24,8 @@ BOUNCE, COMPLAINT, AUTO_REPLY, REPLY, UNMATCHED = "bounce", "complaint", "auto_r
 KINDS = (BOUNCE, COMPLAINT, AUTO_REPLY, REPLY, UNMATCHED)
 
 _MSGID = re.compile(r"<[^<>\s]+>")
-_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+#: an enhanced status code (RFC 3463), not a part of a longer dotted number (an IP address, a version)
+_STATUS = re.compile(r"(?<![\w.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
 _COLDMAIL_ID = re.compile(r"^X-Coldmail-Id:[ \t]*(\d{1,18})[ \t]*$", re.MULTILINE | re.IGNORECASE)
 _RETURNED_MSGID = re.compile(r"^Message-ID:[ \t]*(<[^<>\s]+>)", re.MULTILINE | re.IGNORECASE)
 #: the senders of non-standard bounces (Exim's, old Sendmail's), for which flufl.bounce's detectors are asked
@@ -200,11 +201,12 @@ def _looks_like_bounce(message: Message) -> bool:
 def _plain_bounce(message: Message, raw: bytes, key: str, subject: str) -> Classified:
     _temporary, permanent = all_failures(message)
     text = raw.decode("utf-8", "replace")
-    status = _STATUS.search(text)
-    failures = tuple(Failure(address.decode("ascii", "replace"), status.group(0) if status else None, None)
-                     for address in sorted(permanent))
     # the returned copy follows the report; the outer headers come first, so a returned header is a later one
     body = text.replace("\r\n", "\n").split("\n\n", 1)[-1]
+    # the status is the report's: the outer headers' dotted numbers (Exim 4.97.1, an IP) are none
+    status = _STATUS.search(body)
+    failures = tuple(Failure(address.decode("ascii", "replace"), status.group(0) if status else None, None)
+                     for address in sorted(permanent))
     ids = tuple(dict.fromkeys(_RETURNED_MSGID.findall(body)))
     coldmail = tuple(int(n) for n in dict.fromkeys(_COLDMAIL_ID.findall(body)))
     if failures and (status is None or status.group(1) == "5"):

@@ -127,6 +127,22 @@ async def test_a_dsn_with_a_failed_recipient_bounces_the_email_and_suppresses_th
     assert (await shown(client, auth, later))["status"] == "SUPPRESSED"
 
 
+async def test_an_exim_bounce_is_a_bounce_whatever_version_its_received_header_names(client, auth):
+    # Given a sent email, and Exim's bounce for it from a relay whose Received header names Exim 4.97.1, and
+    # whose report names the recipient's host 10.2.4.5: dotted numbers that look like a 4.x.x or 2.x.x status,
+    # before the report's 5.1.1
+    await put_sender(client, auth)
+    first = await sent(client, auth)
+    raw = fixture("dsn-exim.eml", **about(first)).replace(b"with local (Exim 4.97)", b"with local (Exim 4.97.1)", 1)
+    raw = raw.replace(b"[192.0.2.25]", b"[10.2.4.5]")
+    # When it is handed over
+    answer = await post_inbound(client, auth, raw)
+    # Then it is a bounce of that email with the report's status, and the address is suppressed
+    assert answer == {"kind": "bounce", "emailId": first["id"]}
+    assert (await shown(client, auth, first["id"]))["lastError"].startswith("5.1.1")
+    assert suppression(JANE) == ("bounced", first["id"])
+
+
 async def test_a_dsn_for_a_delayed_recipient_is_not_a_bounce(client, auth):
     first = await sent(client, auth)
     answer = await post_inbound(client, auth, fixture("dsn-postfix-delayed.eml", **about(first)))
