@@ -71,7 +71,10 @@ def parse(raw: bytes) -> Message:
     """The message, or NotAMessage (the email package reads any bytes as some message)."""
     if not raw.strip():
         raise NotAMessage("the body is empty: send one RFC 5322 message")
-    message = message_from_bytes(raw, policy=policy.compat32)
+    try:
+        message = message_from_bytes(raw, policy=policy.compat32)
+    except RecursionError:  # the parser recurses per nested part: a few thousand levels exhaust the stack
+        raise NotAMessage("the message nests its parts too deep to be read") from None
     if not any(message.get(name) is not None for name in _MESSAGE_HEADERS):
         raise NotAMessage("the body is not an RFC 5322 message: it has no From, Date, Message-ID, Received, "
                           "Return-Path, To or Subject header")

@@ -407,3 +407,16 @@ async def test_inbound_answers_400_or_200_never_500_to_odd_header_bytes(client, 
         resp = await client.post("/inbound", data=raw, headers={**auth, **RFC822})
         # Then the answer is a JSON 200 or 400, not a 500
         assert resp.status in (200, 400), await resp.text()
+
+
+async def test_a_message_nested_too_deep_to_read_is_a_400_not_a_500(client, auth):
+    # Given a message of 3000 multiparts one inside the other (100 KB; the email package recurses per level)
+    depth = 3000
+    raw = (b"From: a@example.com\r\nMessage-ID: <deep@example.com>\r\n"
+           + b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i) for i in range(depth))
+           + b"Content-Type: text/plain\r\n\r\nhi\r\n"
+           + b"".join(b"--b%d--\r\n" % i for i in reversed(range(depth))))
+    # When it is handed over
+    body = await post_inbound(client, auth, raw, expect=400)
+    # Then it is refused as a message that cannot be read (the mailbox poller skips such a one), not a 500
+    assert body["error"] == "bad_request" and "deep" in body["message"]
