@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from email import message_from_bytes, policy
+from email import message_from_bytes, message_from_string, policy
 from email.message import Message
 from email.parser import HeaderParser
 from email.utils import parseaddr
@@ -202,8 +202,10 @@ def _looks_like_bounce(message: Message) -> bool:
 
 
 def _plain_bounce(message: Message, raw: bytes, key: str, subject: str) -> Classified:
-    _temporary, permanent = all_failures(message)
     text = raw.decode("utf-8", "replace")
+    # flufl.bounce's detectors call str methods on headers: read from the decoded text, an 8-bit byte in one
+    # (a localized From) is a replacement character, not a Header object they raise on
+    _temporary, permanent = all_failures(message_from_string(text, policy=policy.compat32))
     # the returned copy follows the report; the outer headers come first, so a returned header is a later one
     body = text.replace("\r\n", "\n").split("\n\n", 1)[-1]
     # the status is the report's: the outer headers' dotted numbers (Exim 4.97.1, an IP) are none

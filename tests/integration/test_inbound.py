@@ -143,6 +143,48 @@ async def test_an_exim_bounce_is_a_bounce_whatever_version_its_received_header_n
     assert suppression(JANE) == ("bounced", first["id"])
 
 
+QMAIL_BOUNCE = """Return-Path: <>
+Date: 4 Dec 2026 17:33:00 -0000
+From: Syst\xe8me de messagerie <MAILER-DAEMON@relay.example.org>
+To: {FROM}
+Subject: failure notice
+Message-ID: <20261204173300.qmail-1@relay.example.org>
+
+Hi. This is the qmail-send program at relay.example.org.
+I'm afraid I wasn't able to deliver your message to the following addresses.
+This is a permanent error; I've given up. Sorry it didn't work out.
+
+<{RECIPIENT}>:
+192.0.2.25 does not like recipient.
+Remote host said: 550 5.1.1 <{RECIPIENT}>: Recipient address rejected: User unknown
+Giving up on 192.0.2.25.
+
+--- Below this line is a copy of the message.
+
+Return-Path: <{FROM}>
+From: {FROM}
+To: {RECIPIENT}
+Subject: Quick question
+Message-ID: {MESSAGE_ID}
+X-Coldmail-Id: {EMAIL_ID}
+
+Hello
+"""
+
+
+async def test_a_qmail_bounce_whose_from_has_an_8bit_byte_is_a_bounce(client, auth):
+    # Given a sent email, and qmail's bounce for it from a daemon whose From names it in raw Latin-1 (an 8-bit
+    # byte, as a localized mail system writes it: the email package reads such a header as a Header object)
+    await put_sender(client, auth)
+    first = await sent(client, auth)
+    raw = QMAIL_BOUNCE.format(**about(first)).replace("\n", "\r\n").encode("latin-1")
+    # When it is handed over
+    answer = await post_inbound(client, auth, raw)
+    # Then it is a bounce of that email (flufl.bounce's detectors are given headers they can read)
+    assert answer == {"kind": "bounce", "emailId": first["id"]}
+    assert suppression(JANE) == ("bounced", first["id"])
+
+
 async def test_a_dsn_for_a_delayed_recipient_is_not_a_bounce(client, auth):
     first = await sent(client, auth)
     answer = await post_inbound(client, auth, fixture("dsn-postfix-delayed.eml", **about(first)))
