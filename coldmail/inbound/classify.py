@@ -81,9 +81,15 @@ def parse(raw: bytes) -> Message:
     return message
 
 
+#: the longest Message-ID kept as it is for a dedupe key (characters; up to 4 bytes each in UTF-8)
+_LONGEST_KEY = 500
+
+
 def dedupe_key(message: Message, raw: bytes) -> str:
     """Its Message-ID, or a hash of its bytes when it has none: the same message delivered twice has the same."""
     found = _MSGID.search(_header(message, "Message-ID"))
+    if found and len(found.group(0)) > _LONGEST_KEY:  # the key is indexed, and an index entry is 2.7 KB at most
+        return "message-id-sha256:" + hashlib.sha256(found.group(0).encode("utf-8", "replace")).hexdigest()
     return found.group(0) if found else "sha256:" + hashlib.sha256(raw).hexdigest()
 
 

@@ -462,3 +462,16 @@ async def test_a_message_nested_too_deep_to_read_is_a_400_not_a_500(client, auth
     body = await post_inbound(client, auth, raw, expect=400)
     # Then it is refused as a message that cannot be read (the mailbox poller skips such a one), not a 500
     assert body["error"] == "bad_request" and "deep" in body["message"]
+
+
+async def test_a_message_id_too_long_for_an_index_is_still_taken_once(client, auth):
+    # Given a message whose Message-ID is 8000 characters of random text (no limit but the line's; a btree
+    # index entry takes about 2.7 KB at most)
+    import secrets
+    long_id = f"<{secrets.token_hex(4000)}@example.com>"
+    raw = f"From: a@example.com\r\nMessage-ID: {long_id}\r\nSubject: hi\r\n\r\nbody".encode()
+    # When it is handed over twice
+    answers = [await post_inbound(client, auth, raw) for _ in range(2)]
+    # Then it is taken (unmatched) both times, and recorded once
+    assert answers == [{"kind": "unmatched", "emailId": None}] * 2
+    assert sql("SELECT count(*) FROM inbound_messages")[0][0] == 1
