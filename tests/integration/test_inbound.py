@@ -350,6 +350,26 @@ async def test_a_message_read_from_a_senders_mailbox_matches_that_senders_emails
     assert (received.kind, received.email_id) == ("reply", first["id"])
 
 
+async def test_a_reply_read_first_from_another_senders_mailbox_still_stops_the_sequence(client, auth):
+    # Given senders ann and bob reading one shared mailbox, and ann's sent email with a pending follow-up
+    await put_sender(client, auth)
+    first = await sent(client, auth, sequence="intro")
+    follow_up = await schedule(client, auth, sequence="intro", inReplyTo=first["id"], scheduledAt=FAR)
+    raw = fixture("reply-first.eml", **about(first))
+    from coldmail.inbound import receive
+    # When bob's poller reads Jane's reply first (it names none of bob's emails), then ann's poller reads it
+    assert receive("default", raw, sender_id="bob").kind == "unmatched"
+    received = receive("default", raw, sender_id="ann")
+    # Then it is a reply to ann's email, and the follow-up is cancelled
+    assert (received.kind, received.email_id) == ("reply", first["id"])
+    assert (await shown(client, auth, follow_up))["status"] == "CANCELLED"
+    # And once it found its email, the same message again changes nothing
+    again = receive("default", raw, sender_id="ann")
+    assert (again.kind, again.email_id) == ("reply", first["id"])
+    assert event_kinds(first["id"]).count("replied") == 1
+    assert sql("SELECT count(*) FROM inbound_messages")[0][0] == 1
+
+
 # -- bad input -------------------------------------------------------------------------------------------------
 
 async def test_inbound_refuses_what_is_not_one_message(client, auth):
