@@ -193,7 +193,7 @@ def _original_names(returned: Message | None) -> tuple[tuple[str, ...], tuple[in
         return (), ()
     ids = tuple(_MSGID.findall(_header(returned, "Message-ID"))[:1])
     coldmail = _header(returned, "X-Coldmail-Id")
-    return ids, ((int(coldmail),) if coldmail.isdigit() and len(coldmail) < 19 else ())
+    return ids, ((int(coldmail),) if coldmail.isascii() and coldmail.isdigit() and len(coldmail) < 19 else ())
 
 
 # --- non-standard bounces (Exim's default, old Sendmail's...) -------------------------------------------------

@@ -495,3 +495,20 @@ async def test_a_message_id_too_long_for_an_index_is_still_taken_once(client, au
     # Then it is taken (unmatched) both times, and recorded once
     assert answers == [{"kind": "unmatched", "emailId": None}] * 2
     assert sql("SELECT count(*) FROM inbound_messages")[0][0] == 1
+
+
+async def test_a_returned_x_coldmail_id_that_is_no_ascii_number_matches_nothing_and_is_no_500(client, auth):
+    # Given a DSN whose returned headers (text/rfc822-headers, base64) name X-Coldmail-Id "²", a character
+    # Python's str.isdigit() takes but int() does not
+    import base64
+    headers = base64.b64encode("Message-ID: <nobody@example.com>\r\nX-Coldmail-Id: ²\r\n".encode()).decode()
+    raw = ("From: MAILER-DAEMON@relay.example.org\r\nMessage-ID: <dsn-1@relay.example.org>\r\n"
+           "Content-Type: multipart/report; report-type=delivery-status; boundary=BB\r\n\r\n"
+           "--BB\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; relay.example.org\r\n\r\n"
+           "Final-Recipient: rfc822; jane@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+           "--BB\r\nContent-Type: text/rfc822-headers\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           f"{headers}\r\n--BB--\r\n").encode()
+    # When it is handed over
+    answer = await post_inbound(client, auth, raw)
+    # Then it is a bounce of none of the account's emails, not a 500
+    assert answer == {"kind": "bounce", "emailId": None}
