@@ -21,7 +21,8 @@ _FIRST_SEEN = """
 INSERT INTO inbound_messages (account, dedupe_key) VALUES (%s, %s)
 ON CONFLICT (account, dedupe_key) DO NOTHING RETURNING true
 """
-_SEEN_BEFORE = "SELECT kind, email_id FROM inbound_messages WHERE account = %s AND dedupe_key = %s"
+#: FOR UPDATE: a message matched again (seen before without an email) is matched by one delivery at a time
+_SEEN_BEFORE = "SELECT kind, email_id FROM inbound_messages WHERE account = %s AND dedupe_key = %s FOR UPDATE"
 _RECORD = "UPDATE inbound_messages SET kind = %s, email_id = %s WHERE account = %s AND dedupe_key = %s"
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from email import message_from_bytes, policy
+from email import message_from_bytes, message_from_string, policy
 from email.message import Message
 from email.parser import HeaderParser
 from email.utils import parseaddr
@@ -24,7 +24,8 @@ BOUNCE, COMPLAINT, AUTO_REPLY, REPLY, UNMATCHED = "bounce", "complaint", "auto_r
 KINDS = (BOUNCE, COMPLAINT, AUTO_REPLY, REPLY, UNMATCHED)
 
 _MSGID = re.compile(r"<[^<>\s]+>")
-_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+#: an enhanced status code (RFC 3463), not a part of a longer dotted number (an IP address, a version)
+_STATUS = re.compile(r"(?<![\w.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
 _COLDMAIL_ID = re.compile(r"^X-Coldmail-Id:[ \t]*(\d{1,18})[ \t]*$", re.MULTILINE | re.IGNORECASE)
 _RETURNED_MSGID = re.compile(r"^Message-ID:[ \t]*(<[^<>\s]+>)", re.MULTILINE | re.IGNORECASE)
 #: the senders of non-standard bounces (Exim's, old Sendmail's), for which flufl.bounce's detectors are asked
@@ -70,20 +71,31 @@ def parse(raw: bytes) -> Message:
     """The message, or NotAMessage (the email package reads any bytes as some message)."""
     if not raw.strip():
         raise NotAMessage("the body is empty: send one RFC 5322 message")
-    message = message_from_bytes(raw, policy=policy.compat32)
+    try:
+        message = message_from_bytes(raw, policy=policy.compat32)
+    except RecursionError:  # the parser recurses per nested part: a few thousand levels exhaust the stack
+        raise NotAMessage("the message nests its parts too deep to be read") from None
     if not any(message.get(name) is not None for name in _MESSAGE_HEADERS):
         raise NotAMessage("the body is not an RFC 5322 message: it has no From, Date, Message-ID, Received, "
                           "Return-Path, To or Subject header")
     return message
 
 
+#: the longest Message-ID kept as it is for a dedupe key (characters; up to 4 bytes each in UTF-8)
+_LONGEST_KEY = 500
+
+
 def dedupe_key(message: Message, raw: bytes) -> str:
     """Its Message-ID, or a hash of its bytes when it has none: the same message delivered twice has the same."""
-    found = _MSGID.search(message.get("Message-ID", "") or "")
+    found = _MSGID.search(_header(message, "Message-ID"))
+    if found and len(found.group(0)) > _LONGEST_KEY:  # the key is indexed, and an index entry is 2.7 KB at most
+        return "message-id-sha256:" + hashlib.sha256(found.group(0).encode("utf-8", "replace")).hexdigest()
     return found.group(0) if found else "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def classify(raw: bytes) -> Classified:
+    # PostgreSQL's text and jsonb take no NUL: one in a header would fail the statements that store what it names
+    raw = raw.replace(b"\x00", b"")
     message = parse(raw)
     key = dedupe_key(message, raw)
     subject = _header(message, "Subject")
@@ -181,7 +193,7 @@ def _original_names(returned: Message | None) -> tuple[tuple[str, ...], tuple[in
         return (), ()
     ids = tuple(_MSGID.findall(_header(returned, "Message-ID"))[:1])
     coldmail = _header(returned, "X-Coldmail-Id")
-    return ids, ((int(coldmail),) if coldmail.isdigit() and len(coldmail) < 19 else ())
+    return ids, ((int(coldmail),) if coldmail.isascii() and coldmail.isdigit() and len(coldmail) < 19 else ())
 
 
 # --- non-standard bounces (Exim's default, old Sendmail's...) -------------------------------------------------
@@ -196,13 +208,16 @@ def _looks_like_bounce(message: Message) -> bool:
 
 
 def _plain_bounce(message: Message, raw: bytes, key: str, subject: str) -> Classified:
-    _temporary, permanent = all_failures(message)
     text = raw.decode("utf-8", "replace")
-    status = _STATUS.search(text)
-    failures = tuple(Failure(address.decode("ascii", "replace"), status.group(0) if status else None, None)
-                     for address in sorted(permanent))
+    # flufl.bounce's detectors call str methods on headers: read from the decoded text, an 8-bit byte in one
+    # (a localized From) is a replacement character, not a Header object they raise on
+    _temporary, permanent = all_failures(message_from_string(text, policy=policy.compat32))
     # the returned copy follows the report; the outer headers come first, so a returned header is a later one
     body = text.replace("\r\n", "\n").split("\n\n", 1)[-1]
+    # the status is the report's: the outer headers' dotted numbers (Exim 4.97.1, an IP) are none
+    status = _STATUS.search(body)
+    failures = tuple(Failure(address.decode("ascii", "replace"), status.group(0) if status else None, None)
+                     for address in sorted(permanent))
     ids = tuple(dict.fromkeys(_RETURNED_MSGID.findall(body)))
     coldmail = tuple(int(n) for n in dict.fromkeys(_COLDMAIL_ID.findall(body)))
     if failures and (status is None or status.group(1) == "5"):

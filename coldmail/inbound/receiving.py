@@ -24,16 +24,20 @@ def receive(account: str, raw: bytes, *, sender_id: str | None = None) -> Receiv
     """Classify the raw RFC 5322 message `raw` for `account` and apply what it means to the account's email it
     names (only the sender's when `sender_id` is given: a message read from that sender's mailbox). Blocking
     (Peewee); callable from any thread. Raises NotAMessage for bytes that are no message. A message the account
-    had before (same Message-ID, or the same bytes when it has none) answers as it did then and changes nothing."""
+    had before (same Message-ID, or the same bytes when it has none) answers as it did then and changes nothing,
+    unless it named none of the account's emails then: it is matched again."""
     found = classify(raw)
     with database.connection_context():
         with database.atomic():
+            # seen before and it found an email: it acted then. Seen before without one, it changed nothing, and
+            # may find one now (read first from another sender's mailbox, whose emails only it is matched to)
             if not inbound.first_seen(account, found.dedupe_key):
                 kind, email_id = inbound.seen_before(account, found.dedupe_key)
-                metrics.INBOUND.labels("duplicate").inc()
-                log.info("inbound message of account %r seen before (%s, email %r): nothing changed", account,
-                         kind, email_id)
-                return Received(kind, email_id)
+                if email_id is not None:
+                    metrics.INBOUND.labels("duplicate").inc()
+                    log.info("inbound message of account %r seen before (%s, email %r): nothing changed",
+                             account, kind, email_id)
+                    return Received(kind, email_id)
             received, after = _act(account, found, sender_id)
             inbound.record(account, found.dedupe_key, received.kind, received.email_id)
     metrics.INBOUND.labels(received.kind).inc()

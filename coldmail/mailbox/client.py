@@ -95,6 +95,8 @@ def open_mailbox(target: Target, password: str, *, destination: net.Destination,
             client.login(target.username, password)
         except imaplib.IMAP4.error as e:  # imapclient's LoginError is one
             raise LoginFailed(f"login refused: {_server_words(e)}") from None
+        except UnicodeEncodeError:  # imaplib sends LOGIN's arguments as ASCII; its error would name a character
+            raise LoginFailed("login not sent: IMAP LOGIN takes a user and password in ASCII only") from None
     except BaseException:
         try:
             client.shutdown()

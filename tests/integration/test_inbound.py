@@ -127,6 +127,64 @@ async def test_a_dsn_with_a_failed_recipient_bounces_the_email_and_suppresses_th
     assert (await shown(client, auth, later))["status"] == "SUPPRESSED"
 
 
+async def test_an_exim_bounce_is_a_bounce_whatever_version_its_received_header_names(client, auth):
+    # Given a sent email, and Exim's bounce for it from a relay whose Received header names Exim 4.97.1, and
+    # whose report names the recipient's host 10.2.4.5: dotted numbers that look like a 4.x.x or 2.x.x status,
+    # before the report's 5.1.1
+    await put_sender(client, auth)
+    first = await sent(client, auth)
+    raw = fixture("dsn-exim.eml", **about(first)).replace(b"with local (Exim 4.97)", b"with local (Exim 4.97.1)", 1)
+    raw = raw.replace(b"[192.0.2.25]", b"[10.2.4.5]")
+    # When it is handed over
+    answer = await post_inbound(client, auth, raw)
+    # Then it is a bounce of that email with the report's status, and the address is suppressed
+    assert answer == {"kind": "bounce", "emailId": first["id"]}
+    assert (await shown(client, auth, first["id"]))["lastError"].startswith("5.1.1")
+    assert suppression(JANE) == ("bounced", first["id"])
+
+
+QMAIL_BOUNCE = """Return-Path: <>
+Date: 4 Dec 2026 17:33:00 -0000
+From: Syst\xe8me de messagerie <MAILER-DAEMON@relay.example.org>
+To: {FROM}
+Subject: failure notice
+Message-ID: <20261204173300.qmail-1@relay.example.org>
+
+Hi. This is the qmail-send program at relay.example.org.
+I'm afraid I wasn't able to deliver your message to the following addresses.
+This is a permanent error; I've given up. Sorry it didn't work out.
+
+<{RECIPIENT}>:
+192.0.2.25 does not like recipient.
+Remote host said: 550 5.1.1 <{RECIPIENT}>: Recipient address rejected: User unknown
+Giving up on 192.0.2.25.
+
+--- Below this line is a copy of the message.
+
+Return-Path: <{FROM}>
+From: {FROM}
+To: {RECIPIENT}
+Subject: Quick question
+Message-ID: {MESSAGE_ID}
+X-Coldmail-Id: {EMAIL_ID}
+
+Hello
+"""
+
+
+async def test_a_qmail_bounce_whose_from_has_an_8bit_byte_is_a_bounce(client, auth):
+    # Given a sent email, and qmail's bounce for it from a daemon whose From names it in raw Latin-1 (an 8-bit
+    # byte, as a localized mail system writes it: the email package reads such a header as a Header object)
+    await put_sender(client, auth)
+    first = await sent(client, auth)
+    raw = QMAIL_BOUNCE.format(**about(first)).replace("\n", "\r\n").encode("latin-1")
+    # When it is handed over
+    answer = await post_inbound(client, auth, raw)
+    # Then it is a bounce of that email (flufl.bounce's detectors are given headers they can read)
+    assert answer == {"kind": "bounce", "emailId": first["id"]}
+    assert suppression(JANE) == ("bounced", first["id"])
+
+
 async def test_a_dsn_for_a_delayed_recipient_is_not_a_bounce(client, auth):
     first = await sent(client, auth)
     answer = await post_inbound(client, auth, fixture("dsn-postfix-delayed.eml", **about(first)))
@@ -292,6 +350,26 @@ async def test_a_message_read_from_a_senders_mailbox_matches_that_senders_emails
     assert (received.kind, received.email_id) == ("reply", first["id"])
 
 
+async def test_a_reply_read_first_from_another_senders_mailbox_still_stops_the_sequence(client, auth):
+    # Given senders ann and bob reading one shared mailbox, and ann's sent email with a pending follow-up
+    await put_sender(client, auth)
+    first = await sent(client, auth, sequence="intro")
+    follow_up = await schedule(client, auth, sequence="intro", inReplyTo=first["id"], scheduledAt=FAR)
+    raw = fixture("reply-first.eml", **about(first))
+    from coldmail.inbound import receive
+    # When bob's poller reads Jane's reply first (it names none of bob's emails), then ann's poller reads it
+    assert receive("default", raw, sender_id="bob").kind == "unmatched"
+    received = receive("default", raw, sender_id="ann")
+    # Then it is a reply to ann's email, and the follow-up is cancelled
+    assert (received.kind, received.email_id) == ("reply", first["id"])
+    assert (await shown(client, auth, follow_up))["status"] == "CANCELLED"
+    # And once it found its email, the same message again changes nothing
+    again = receive("default", raw, sender_id="ann")
+    assert (again.kind, again.email_id) == ("reply", first["id"])
+    assert event_kinds(first["id"]).count("replied") == 1
+    assert sql("SELECT count(*) FROM inbound_messages")[0][0] == 1
+
+
 # -- bad input -------------------------------------------------------------------------------------------------
 
 async def test_inbound_refuses_what_is_not_one_message(client, auth):
@@ -378,3 +456,59 @@ def test_fixtures_are_messages_the_email_package_reads_without_defects():
     for path in FIXTURES.glob("*.eml"):
         message = message_from_bytes(path.read_bytes())
         assert message["From"] and not message.defects, path.name
+
+
+async def test_inbound_answers_400_or_200_never_500_to_odd_header_bytes(client, auth):
+    # Given messages whose Message-ID holds a byte that is no ASCII, or a NUL, as a broken mailer may send
+    odd = [b"From: a@example.com\r\nMessage-ID: <ab\xffc@example.com>\r\nSubject: hi\r\n\r\nbody",
+           b"From: a@example.com\r\nMessage-ID: <ab\x00c@example.com>\r\nSubject: hi\r\n\r\nbody",
+           b"From: a@example.com\r\nMessage-ID: <abc@example.com>\r\nIn-Reply-To: <x\x00y@example.com>\r\n"
+           b"Subject: h\x00i\r\n\r\nbody"]
+    for raw in odd:
+        # When each is handed over
+        resp = await client.post("/inbound", data=raw, headers={**auth, **RFC822})
+        # Then the answer is a JSON 200 or 400, not a 500
+        assert resp.status in (200, 400), await resp.text()
+
+
+async def test_a_message_nested_too_deep_to_read_is_a_400_not_a_500(client, auth):
+    # Given a message of 3000 multiparts one inside the other (100 KB; the email package recurses per level)
+    depth = 3000
+    raw = (b"From: a@example.com\r\nMessage-ID: <deep@example.com>\r\n"
+           + b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i) for i in range(depth))
+           + b"Content-Type: text/plain\r\n\r\nhi\r\n"
+           + b"".join(b"--b%d--\r\n" % i for i in reversed(range(depth))))
+    # When it is handed over
+    body = await post_inbound(client, auth, raw, expect=400)
+    # Then it is refused as a message that cannot be read (the mailbox poller skips such a one), not a 500
+    assert body["error"] == "bad_request" and "deep" in body["message"]
+
+
+async def test_a_message_id_too_long_for_an_index_is_still_taken_once(client, auth):
+    # Given a message whose Message-ID is 8000 characters of random text (no limit but the line's; a btree
+    # index entry takes about 2.7 KB at most)
+    import secrets
+    long_id = f"<{secrets.token_hex(4000)}@example.com>"
+    raw = f"From: a@example.com\r\nMessage-ID: {long_id}\r\nSubject: hi\r\n\r\nbody".encode()
+    # When it is handed over twice
+    answers = [await post_inbound(client, auth, raw) for _ in range(2)]
+    # Then it is taken (unmatched) both times, and recorded once
+    assert answers == [{"kind": "unmatched", "emailId": None}] * 2
+    assert sql("SELECT count(*) FROM inbound_messages")[0][0] == 1
+
+
+async def test_a_returned_x_coldmail_id_that_is_no_ascii_number_matches_nothing_and_is_no_500(client, auth):
+    # Given a DSN whose returned headers (text/rfc822-headers, base64) name X-Coldmail-Id "²", a character
+    # Python's str.isdigit() takes but int() does not
+    import base64
+    headers = base64.b64encode("Message-ID: <nobody@example.com>\r\nX-Coldmail-Id: ²\r\n".encode()).decode()
+    raw = ("From: MAILER-DAEMON@relay.example.org\r\nMessage-ID: <dsn-1@relay.example.org>\r\n"
+           "Content-Type: multipart/report; report-type=delivery-status; boundary=BB\r\n\r\n"
+           "--BB\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; relay.example.org\r\n\r\n"
+           "Final-Recipient: rfc822; jane@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+           "--BB\r\nContent-Type: text/rfc822-headers\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           f"{headers}\r\n--BB--\r\n").encode()
+    # When it is handed over
+    answer = await post_inbound(client, auth, raw)
+    # Then it is a bounce of none of the account's emails, not a 500
+    assert answer == {"kind": "bounce", "emailId": None}

@@ -227,6 +227,31 @@ async def test_a_wrong_password_is_reported_and_the_other_mailboxes_are_still_re
     await async_wait_for(lambda: _status(client, auth, "bad", "ok"), timeout_s=10, what="state ok")
 
 
+async def test_a_password_imap_login_cannot_send_is_reported_as_failing_and_never_shown(
+        client, auth, dovecot, imap_user, make_poller, caplog):
+    caplog.set_level(logging.DEBUG)
+    # Given a sender whose mailbox password is not ASCII (IMAP LOGIN sends ASCII only), and a good mailbox
+    user, password = imap_user
+    await put_mailbox(client, auth, "umlaut", imaps_url(dovecot, user, "p%C3%A4ssw%C3%B6rd-9876"))
+    await put_mailbox(client, auth, "good", imaps_url(dovecot, user, password))
+    dovecot.append(user, message("for good"))
+    recorder = Recorder()
+    poller = make_poller(recorder)
+
+    # When both are polled
+    poll_now(poller)
+
+    # Then the good one is read, and the other is reported failing with a backoff, its lease let go
+    assert recorder.subjects("good") == ["for good"]
+    status = await _status(client, auth, "umlaut", "failing")
+    assert status is not None and status["failures"] == 1 and "ASCII" in status["lastError"]
+    with database.connection_context():
+        assert database.execute_sql("SELECT leased_by FROM mailboxes WHERE sender_id = 'umlaut'").fetchone() == (None,)
+    # and the password is in no log line nor in GET
+    body = await (await client.get("/senders/umlaut", headers=auth)).text()
+    assert "pässwörd" not in caplog.text and "pässwörd" not in body
+
+
 async def _status(client, auth, sender: str, state: str):
     body = await (await client.get(f"/senders/{sender}", headers=auth)).json()
     return body["imapStatus"] if body["imapStatus"]["state"] == state else None
