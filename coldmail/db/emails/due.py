@@ -31,6 +31,11 @@ def delay_ms(due: str) -> str:
 #: schedule
 PAUSED_UNTIL = "now() + interval '1 day'"
 
+#: whether email `e` is one a pause moved out of the way: its last event is the `deferred` (reason `paused`) that
+#: moved it. Resuming brings those back; placing a paused sender's emails again leaves them
+HELD_BY_PAUSE = """(SELECT v.kind || ':' || coalesce(v.detail->>'reason', '') FROM email_events v
+       WHERE v.email_id = e.id ORDER BY v.id DESC LIMIT 1) IS NOT DISTINCT FROM 'deferred:paused'"""
+
 #: the event kind of a move without an attempt, for a reason (an SQL text expression): `rate_limited` for the
 #: hourly cap (as it always was), `deferred` for the rest (window, daily_limit, gap, paused); the detail names
 #: the reason and the new time

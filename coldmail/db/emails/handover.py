@@ -15,7 +15,7 @@ from ..connection import database
 from ..senders import PLACING_SELECT
 from ..rows import dicts
 from .columns import PENDING
-from .due import MOVE_KIND, PAUSED_UNTIL, delay_ms, due_at
+from .due import HELD_BY_PAUSE, MOVE_KIND, PAUSED_UNTIL, delay_ms, due_at
 
 _LOCK_DUE = f"""
 WITH due AS (
@@ -159,8 +159,7 @@ UPDATE emails e SET next_attempt_at = {due_at("CASE WHEN e.attempts = 0 THEN e.s
                     updated_at = now()
 WHERE e.account = %s AND e.sender_id = %s AND e.status = {PENDING} AND e.queued_at IS NULL
   AND e.next_attempt_at > now()
-  AND (SELECT v.kind || ':' || coalesce(v.detail->>'reason', '') FROM email_events v
-       WHERE v.email_id = e.id ORDER BY v.id DESC LIMIT 1) = 'deferred:paused'
+  AND {HELD_BY_PAUSE}
 RETURNING e.id
 """
 

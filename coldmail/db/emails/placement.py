@@ -14,7 +14,7 @@ from typing import Callable
 
 from ..connection import database
 from .columns import PENDING
-from .due import due_at
+from .due import HELD_BY_PAUSE, due_at
 
 CHUNK = 5000
 
@@ -24,12 +24,9 @@ SELECT id, {due_at("CASE WHEN attempts = 0 THEN scheduled_at ELSE now() END")} A
 FROM emails e WHERE account = %(account)s AND sender_id = %(sender)s AND status = {PENDING}
 """
 
-#: a paused sender's emails the pause moved out of the way (their last event is its `deferred`, reason `paused`)
-#: stay there: resuming the sender makes them due again (coldmail.db.emails.handover.resume_paused)
-_NOT_HELD = """
-  AND (SELECT v.kind || ':' || coalesce(v.detail->>'reason', '') FROM email_events v
-       WHERE v.email_id = e.id ORDER BY v.id DESC LIMIT 1) IS DISTINCT FROM 'deferred:paused'
-"""
+#: a paused sender's emails the pause moved out of the way stay there: resuming the sender makes them due again
+#: (coldmail.db.emails.handover.resume_paused)
+_NOT_HELD = f"  AND NOT {HELD_BY_PAUSE}\n"
 
 _MOVE = f"""
 WITH v AS (
